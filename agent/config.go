@@ -1,0 +1,240 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Version is the agent's version, stamped at build time with
+// -ldflags "-X github.com/fleetagent/fleetagent/agent.Version=...".
+var Version = "dev"
+
+// Config is the agent's whole configuration. DefaultConfig gives the
+// defaults; ParseFlags fills it from flags with environment fallbacks;
+// Validate reports every problem at once.
+type Config struct {
+	// NodeName is the node this agent watches (downward API spec.nodeName).
+	NodeName string
+	// Kubeconfig is a kubeconfig path; empty means in-cluster config.
+	Kubeconfig string
+	// FleetQPS is the request rate the whole DaemonSet may spend on the
+	// apiserver together; each agent takes FleetQPS / fleet size.
+	FleetQPS float64
+	// FleetSize fixes the fleet size; 0 reads it from DaemonSet's status.
+	FleetSize int
+	// DaemonSet is the agent's own DaemonSet as namespace/name, for
+	// fleet-size discovery.
+	DaemonSet string
+	// KubeletEndpoint is the base URL of the node-local kubelet.
+	KubeletEndpoint string
+	// KubeletCAFile and KubeletTokenFile authenticate to the kubelet;
+	// empty CA means the system pool, empty token means no Authorization.
+	KubeletCAFile    string
+	KubeletTokenFile string
+	// KillSwitchFile stops all apiserver traffic while it exists with a
+	// content other than "", "0", "false" or "off".
+	KillSwitchFile string
+	// AdminAddress serves /healthz, /readyz and /metrics.
+	AdminAddress string
+	// CollectionInterval is how often metrics are collected and exported.
+	CollectionInterval time.Duration
+	// SyncTimeout bounds the wait for the informers' first sync; after it
+	// the agent runs degraded rather than exiting.
+	SyncTimeout time.Duration
+	// ShutdownTimeout bounds the whole stop sequence, final export included.
+	// Keep it below the pod's terminationGracePeriodSeconds.
+	ShutdownTimeout time.Duration
+	// InformerMode is "list-watch" or "watch-list".
+	InformerMode string
+	// PodLabels are the pod label keys exported as attributes.
+	PodLabels []string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+const (
+	defaultTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	defaultCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+)
+
+// DefaultConfig returns the defaults an operator gets with no flags.
+func DefaultConfig() Config {
+	return Config{
+		FleetQPS:           50,
+		KillSwitchFile:     "/etc/fleetagent/control/kill-switch",
+		AdminAddress:       ":9808",
+		CollectionInterval: 30 * time.Second,
+		SyncTimeout:        2 * time.Minute,
+		ShutdownTimeout:    20 * time.Second,
+		InformerMode:       "list-watch",
+		LogLevel:           "info",
+	}
+}
+
+// flagSpec ties a flag to its environment variable, so --help and the
+// error messages name both.
+type flagSpec struct {
+	name, env, usage string
+}
+
+// ParseFlags parses args (without the program name) on top of the
+// defaults, reading each flag's environment variable first so that a flag
+// given on the command line wins. getenv is os.Getenv outside tests. It
+// returns flag.ErrHelp after printing usage to out when asked for -help.
+func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Config, bool, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("fleetagent", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var version bool
+	var podLabels string
+	var errs []error
+
+	str := func(p *string, s flagSpec) {
+		if v := getenv(s.env); v != "" {
+			*p = v
+		}
+		fs.StringVar(p, s.name, *p, s.usage+" (env "+s.env+")")
+	}
+	dur := func(p *time.Duration, s flagSpec) {
+		if v := getenv(s.env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q is not a duration: use a value like 30s or 2m", s.env, v))
+			} else {
+				*p = d
+			}
+		}
+		fs.DurationVar(p, s.name, *p, s.usage+" (env "+s.env+")")
+	}
+
+	str(&cfg.NodeName, flagSpec{"node-name", "NODE_NAME", "name of the node this agent runs on; set it from the downward API (spec.nodeName). Required"})
+	str(&cfg.Kubeconfig, flagSpec{"kubeconfig", "KUBECONFIG", "path to a kubeconfig; empty means the in-cluster service account"})
+	if v := getenv("FLEETAGENT_FLEET_QPS"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLEETAGENT_FLEET_QPS=%q is not a number: give the fleet-wide requests per second, e.g. 50", v))
+		} else {
+			cfg.FleetQPS = f
+		}
+	}
+	fs.Float64Var(&cfg.FleetQPS, "fleet-qps", cfg.FleetQPS, "apiserver requests per second the whole DaemonSet may spend together; each agent gets fleet-qps / fleet size (env FLEETAGENT_FLEET_QPS)")
+	if v := getenv("FLEETAGENT_FLEET_SIZE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLEETAGENT_FLEET_SIZE=%q is not a whole number: give the number of agents, or 0 to read it from the DaemonSet", v))
+		} else {
+			cfg.FleetSize = n
+		}
+	}
+	fs.IntVar(&cfg.FleetSize, "fleet-size", cfg.FleetSize, "number of agents sharing the fleet budget; 0 reads the DaemonSet's desiredNumberScheduled (env FLEETAGENT_FLEET_SIZE)")
+	if ns := getenv("POD_NAMESPACE"); ns != "" {
+		cfg.DaemonSet = ns + "/fleetagent"
+	}
+	str(&cfg.DaemonSet, flagSpec{"daemonset", "FLEETAGENT_DAEMONSET", "the agent's own DaemonSet as namespace/name, read for the fleet size (default $POD_NAMESPACE/fleetagent)"})
+	if ip := getenv("NODE_IP"); ip != "" {
+		cfg.KubeletEndpoint = "https://" + net.JoinHostPort(ip, "10250")
+	}
+	str(&cfg.KubeletEndpoint, flagSpec{"kubelet-endpoint", "FLEETAGENT_KUBELET_ENDPOINT", "base URL of the node-local kubelet (default https://$NODE_IP:10250)"})
+	cfg.KubeletCAFile, cfg.KubeletTokenFile = defaultCAFile, defaultTokenFile
+	str(&cfg.KubeletCAFile, flagSpec{"kubelet-ca-file", "FLEETAGENT_KUBELET_CA_FILE", "CA bundle that signs the kubelet's serving certificate; empty uses the system pool"})
+	str(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet; empty sends none"})
+	str(&cfg.KillSwitchFile, flagSpec{"kill-switch-file", "FLEETAGENT_KILL_SWITCH_FILE", "file that, when present with content other than off/false/0/empty, stops all apiserver traffic; empty disables the switch"})
+	str(&cfg.AdminAddress, flagSpec{"admin-address", "FLEETAGENT_ADMIN_ADDRESS", "host:port serving /healthz, /readyz and /metrics"})
+	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics"})
+	dur(&cfg.SyncTimeout, flagSpec{"sync-timeout", "FLEETAGENT_SYNC_TIMEOUT", "how long to wait for the first informer sync before running degraded"})
+	dur(&cfg.ShutdownTimeout, flagSpec{"shutdown-timeout", "FLEETAGENT_SHUTDOWN_TIMEOUT", "bound on the stop sequence including the final export; keep below terminationGracePeriodSeconds"})
+	str(&cfg.InformerMode, flagSpec{"informer-mode", "FLEETAGENT_INFORMER_MODE", "list-watch (cache-served LIST then WATCH) or watch-list (streaming list)"})
+	podLabels = getenv("FLEETAGENT_POD_LABELS")
+	fs.StringVar(&podLabels, "pod-labels", podLabels, "comma-separated pod label keys to export as attributes (env FLEETAGENT_POD_LABELS)")
+	str(&cfg.LogLevel, flagSpec{"log-level", "FLEETAGENT_LOG_LEVEL", "debug, info, warn or error"})
+	fs.BoolVar(&version, "version", false, "print the version and exit")
+
+	fs.Usage = func() {
+		fmt.Fprintf(out, "fleetagent %s: node telemetry agent exporting OTLP metrics at a flat apiserver cost per node.\n\n", Version)
+		fmt.Fprintf(out, "Usage: fleetagent [flags]\n\nEvery flag falls back to the environment variable it names. OTLP export is configured by the\nstandard OTEL_EXPORTER_OTLP_* variables (endpoint, headers, TLS, compression, timeout,\nprotocol grpc or http/protobuf) and OTEL_RESOURCE_ATTRIBUTES.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q: fleetagent takes only flags (see --help)", fs.Args()))
+	}
+	for _, l := range strings.Split(podLabels, ",") {
+		if l = strings.TrimSpace(l); l != "" {
+			cfg.PodLabels = append(cfg.PodLabels, l)
+		}
+	}
+	return cfg, version, errors.Join(errs...)
+}
+
+// Validate reports every problem with the configuration at once, each
+// saying what to do about it.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.NodeName == "" {
+		bad("node name is empty: set --node-name or NODE_NAME (in a DaemonSet, from the downward API fieldRef spec.nodeName)")
+	}
+	if c.Kubeconfig != "" {
+		if _, err := os.Stat(c.Kubeconfig); err != nil {
+			bad("kubeconfig %q cannot be read: %v: fix the path or leave it empty to use the in-cluster service account", c.Kubeconfig, err)
+		}
+	}
+	if c.FleetQPS <= 0 || c.FleetQPS > 10000 {
+		bad("fleet-qps %v is out of range: give the fleet-wide budget in requests per second, above 0 and at most 10000 (default 50)", c.FleetQPS)
+	}
+	if c.FleetSize < 0 {
+		bad("fleet-size %d is negative: give the number of agents, or 0 to read it from the DaemonSet", c.FleetSize)
+	}
+	if c.FleetSize == 0 {
+		if ns, name, ok := strings.Cut(c.DaemonSet, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			bad("daemonset %q is not namespace/name: set --daemonset or POD_NAMESPACE, or fix the fleet size with --fleet-size", c.DaemonSet)
+		}
+	}
+	if c.KubeletEndpoint == "" {
+		bad("kubelet endpoint is empty: set --kubelet-endpoint or NODE_IP (downward API status.hostIP)")
+	} else if u, err := url.Parse(c.KubeletEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("kubelet endpoint %q is not an http(s) URL with a host: use e.g. https://10.0.0.5:10250", c.KubeletEndpoint)
+	}
+	if c.AdminAddress != "" {
+		if _, port, err := net.SplitHostPort(c.AdminAddress); err != nil {
+			bad("admin address %q is not host:port: use e.g. :9808 or 127.0.0.1:9808", c.AdminAddress)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad("admin address %q has a bad port: use 0-65535", c.AdminAddress)
+		}
+	}
+	if c.CollectionInterval < time.Second || c.CollectionInterval > time.Hour {
+		bad("collection interval %v is out of range: use between 1s and 1h (default 30s)", c.CollectionInterval)
+	}
+	if c.SyncTimeout <= 0 {
+		bad("sync timeout %v must be positive (default 2m)", c.SyncTimeout)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown timeout %v must be positive (default 20s)", c.ShutdownTimeout)
+	}
+	if c.InformerMode != "list-watch" && c.InformerMode != "watch-list" {
+		bad("informer mode %q is unknown: use list-watch or watch-list", c.InformerMode)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q is unknown: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
