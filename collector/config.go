@@ -1,0 +1,113 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Config configures the collectors built by Default.
+type Config struct {
+	// PodLabels is the allow-list of pod label keys exported as
+	// k8s.pod.label.<key> attributes. Labels not listed are never exported,
+	// which keeps series cardinality under the operator's control.
+	PodLabels []string
+	// Workload returns workload attributes for a pod, keyed by attribute
+	// name (k8s.deployment.name, k8s.replicaset.name, k8s.statefulset.name,
+	// k8s.daemonset.name, k8s.job.name, k8s.cronjob.name); empty values are
+	// skipped. Nil means no workload attributes. The agent passes a function
+	// built on informer.WorkloadOf.
+	Workload func(*corev1.Pod) map[string]string
+	// Kubelet configures the kubelet summary collector; it is left out of
+	// Default when Kubelet.Endpoint is empty.
+	Kubelet KubeletConfig
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	for _, l := range c.PodLabels {
+		if l == "" {
+			errs = append(errs, errors.New("collector: empty key in PodLabels allow-list"))
+		}
+	}
+	if c.Kubelet.Endpoint != "" {
+		if err := c.Kubelet.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Default returns the one explicit list of collectors the agent runs: pod
+// state and node state from state, and kubelet summary usage when
+// cfg.Kubelet.Endpoint is set.
+func Default(cfg Config, state KubeState) ([]Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cs := []Collector{
+		NewPodCollector(state, cfg),
+		NewNodeCollector(state),
+	}
+	if cfg.Kubelet.Endpoint != "" {
+		client, err := NewKubeletClient(cfg.Kubelet)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet collector: %w", err)
+		}
+		cs = append(cs, NewKubeletCollector(client, state, cfg))
+	}
+	return cs, nil
+}
+
+// podAttributer builds the attribute set shared by every pod-level series.
+type podAttributer struct {
+	labels   []string
+	workload func(*corev1.Pod) map[string]string
+}
+
+func newPodAttributer(cfg Config) *podAttributer {
+	return &podAttributer{labels: append([]string(nil), cfg.PodLabels...), workload: cfg.Workload}
+}
+
+// of returns k8s.namespace.name, k8s.pod.name, k8s.pod.uid, workload names
+// and allow-listed labels of pod.
+func (a *podAttributer) of(pod *corev1.Pod) []attribute.KeyValue {
+	kv := []attribute.KeyValue{
+		attribute.String("k8s.namespace.name", pod.Namespace),
+		attribute.String("k8s.pod.name", pod.Name),
+		attribute.String("k8s.pod.uid", string(pod.UID)),
+	}
+	return append(kv, a.extra(pod)...)
+}
+
+// extra returns workload and label attributes only.
+func (a *podAttributer) extra(pod *corev1.Pod) []attribute.KeyValue {
+	if a == nil || pod == nil {
+		return nil
+	}
+	var kv []attribute.KeyValue
+	if a.workload != nil {
+		for k, v := range a.workload(pod) {
+			if v != "" {
+				kv = append(kv, attribute.String(k, v))
+			}
+		}
+	}
+	for _, l := range a.labels {
+		if v, ok := pod.Labels[l]; ok {
+			kv = append(kv, attribute.String("k8s.pod.label."+l, v))
+		}
+	}
+	return kv
+}
+
+func defaultDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}

@@ -1,0 +1,413 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+)
+
+// Defaults of KubeletConfig.
+const (
+	DefaultKubeletTimeout     = 10 * time.Second
+	DefaultKubeletMaxResponse = 16 << 20 // 16 MiB: a 110-pod node's summary is well under 1 MiB
+	// DefaultTokenFile and DefaultCAFile are the service-account token and
+	// cluster CA mounted into every pod.
+	DefaultTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	DefaultCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+)
+
+// KubeletConfig configures the kubelet summary client. The kubelet is
+// node-local: the agent never reaches it through the apiserver.
+type KubeletConfig struct {
+	// Endpoint is the kubelet's base URL, e.g. https://10.0.0.5:10250 (the
+	// node IP from the downward API) or http://127.0.0.1:port in tests.
+	Endpoint string
+	// TokenFile is a bearer token file (re-read as it rotates); empty means
+	// no Authorization header. The agent passes DefaultTokenFile.
+	TokenFile string
+	// CAFile verifies the kubelet's serving certificate; empty means the
+	// system roots. The agent passes DefaultCAFile.
+	CAFile string
+	// InsecureSkipVerify skips certificate verification, for kubelets whose
+	// serving certificate is self-signed (not signed by the cluster CA).
+	InsecureSkipVerify bool
+	// Timeout bounds one scrape (default DefaultKubeletTimeout).
+	Timeout time.Duration
+	// MaxResponseBytes bounds the response body (default
+	// DefaultKubeletMaxResponse); a larger response fails the scrape.
+	MaxResponseBytes int64
+}
+
+// Validate reports every problem at once.
+func (c KubeletConfig) Validate() error {
+	var errs []error
+	u, err := url.Parse(c.Endpoint)
+	switch {
+	case c.Endpoint == "":
+		errs = append(errs, errors.New("kubelet: endpoint is empty; set it to https://<node IP>:10250"))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("kubelet: endpoint %q: %w", c.Endpoint, err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, fmt.Errorf("kubelet: endpoint %q must start with https:// (or http:// for tests)", c.Endpoint))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("kubelet: timeout %v is negative", c.Timeout))
+	}
+	if c.MaxResponseBytes < 0 {
+		errs = append(errs, fmt.Errorf("kubelet: max response bytes %d is negative", c.MaxResponseBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// KubeletClient fetches /stats/summary from one kubelet.
+type KubeletClient struct {
+	url     string
+	client  *http.Client
+	timeout time.Duration
+	max     int64
+
+	scrapes  atomic.Uint64
+	failures atomic.Uint64
+	bytes    atomic.Uint64
+	mu       sync.Mutex
+	lastErr  string
+}
+
+// KubeletStats is a snapshot of the client's scrape counts.
+type KubeletStats struct {
+	Scrapes   uint64
+	Failures  uint64
+	LastBytes uint64
+	LastError string
+}
+
+// NewKubeletClient builds a client from cfg. The transport comes from
+// client-go, which re-reads the token file as the kubelet rotates it.
+func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rc := &rest.Config{
+		Host:            cfg.Endpoint,
+		BearerTokenFile: cfg.TokenFile,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.CAFile, Insecure: cfg.InsecureSkipVerify},
+	}
+	rt, err := rest.TransportFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet client for %s: %w (check the CA file %q and token file %q)", cfg.Endpoint, err, cfg.CAFile, cfg.TokenFile)
+	}
+	return &KubeletClient{
+		url:     strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
+		client:  &http.Client{Transport: rt},
+		timeout: defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
+		max:     defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
+	}, nil
+}
+
+func defaultInt(v, def int64) int64 {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Summary fetches and decodes one summary. Every failure is counted and
+// returned with the endpoint and what to check.
+func (k *KubeletClient) Summary(ctx context.Context) (*Summary, error) {
+	k.scrapes.Add(1)
+	s, n, err := k.fetch(ctx)
+	k.bytes.Store(uint64(n))
+	k.mu.Lock()
+	if err != nil {
+		k.failures.Add(1)
+		k.lastErr = err.Error()
+	}
+	k.mu.Unlock()
+	return s, err
+}
+
+func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kubelet summary: build request for %s: %w", k.url, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kubelet summary: GET %s: %w (is the kubelet endpoint reachable from the pod?)", k.url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+		hint := ""
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			hint = " (the service account needs RBAC get on nodes/stats)"
+		}
+		return nil, 0, fmt.Errorf("kubelet summary: GET %s: HTTP %d%s: %s", k.url, resp.StatusCode, hint, strings.TrimSpace(string(snippet)))
+	}
+	if resp.ContentLength > k.max {
+		return nil, 0, fmt.Errorf("kubelet summary: GET %s: response of %d bytes exceeds the %d-byte limit (raise MaxResponseBytes)", k.url, resp.ContentLength, k.max)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, k.max+1))
+	if err != nil {
+		return nil, len(body), fmt.Errorf("kubelet summary: read %s: %w", k.url, err)
+	}
+	if int64(len(body)) > k.max {
+		return nil, len(body), fmt.Errorf("kubelet summary: GET %s: response exceeds the %d-byte limit (raise MaxResponseBytes)", k.url, k.max)
+	}
+	var s Summary
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, len(body), fmt.Errorf("kubelet summary: decode %d bytes from %s: %w", len(body), k.url, err)
+	}
+	return &s, len(body), nil
+}
+
+// Stats returns the client's scrape counts.
+func (k *KubeletClient) Stats() KubeletStats {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return KubeletStats{Scrapes: k.scrapes.Load(), Failures: k.failures.Load(), LastBytes: k.bytes.Load(), LastError: k.lastErr}
+}
+
+// RegisterMetrics registers fleetagent.collector.kubelet.scrapes (counter,
+// {scrape}, attribute result=success|failure) and
+// fleetagent.collector.kubelet.response.size (gauge, By, the last response).
+func (k *KubeletClient) RegisterMetrics(m metric.Meter) error {
+	scrapes, err := m.Int64ObservableCounter("fleetagent.collector.kubelet.scrapes", metric.WithUnit("{scrape}"),
+		metric.WithDescription("Kubelet /stats/summary scrapes by result."))
+	if err != nil {
+		return fmt.Errorf("register fleetagent.collector.kubelet.scrapes: %w", err)
+	}
+	size, err := m.Int64ObservableGauge("fleetagent.collector.kubelet.response.size", metric.WithUnit("By"),
+		metric.WithDescription("Size of the last kubelet /stats/summary response."))
+	if err != nil {
+		return fmt.Errorf("register fleetagent.collector.kubelet.response.size: %w", err)
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		total, failed := k.scrapes.Load(), k.failures.Load()
+		o.ObserveInt64(scrapes, int64(total-failed), metric.WithAttributes(attribute.String("result", "success")))
+		o.ObserveInt64(scrapes, int64(failed), metric.WithAttributes(attribute.String("result", "failure")))
+		o.ObserveInt64(size, int64(k.bytes.Load()))
+		return nil
+	}, scrapes, size)
+	if err != nil {
+		return fmt.Errorf("register kubelet self-metrics callback: %w", err)
+	}
+	return nil
+}
+
+// Kubelet summary usage metrics (OpenTelemetry semantic conventions v1.43).
+// CPU usage is a float gauge in cores because fractions of a core matter;
+// container.memory.usage is a gauge like k8s.pod.memory.usage because memory
+// goes down as well as up.
+var (
+	NodeCPUUsage = &Desc{Name: "k8s.node.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
+		Description: "Node CPU usage in cores, averaged over the kubelet's sample window."}
+	NodeCPUTime = &Desc{Name: "k8s.node.cpu.time", Unit: "s", Kind: Counter, Float: true,
+		Description: "Total CPU time consumed by the node."}
+	NodeMemoryUsage = &Desc{Name: "k8s.node.memory.usage", Unit: "By", Kind: Gauge,
+		Description: "Node memory in use, including page cache."}
+	NodeMemoryWorkingSet = &Desc{Name: "k8s.node.memory.working_set", Unit: "By", Kind: UpDownCounter,
+		Description: "Node memory working set (usage minus inactive file cache)."}
+	NodeMemoryAvailable = &Desc{Name: "k8s.node.memory.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Node memory available."}
+	NodeMemoryRSS = &Desc{Name: "k8s.node.memory.rss", Unit: "By", Kind: UpDownCounter,
+		Description: "Node anonymous and swap cache memory."}
+	NodeNetworkIO = &Desc{Name: "k8s.node.network.io", Unit: "By", Kind: Counter,
+		Description: "Node network bytes by interface and direction."}
+	NodeNetworkErrors = &Desc{Name: "k8s.node.network.errors", Unit: "{error}", Kind: Counter,
+		Description: "Node network errors by interface and direction."}
+	NodeFilesystemUsage = &Desc{Name: "k8s.node.filesystem.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes used on the node's root filesystem."}
+	NodeFilesystemCapacity = &Desc{Name: "k8s.node.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the node's root filesystem."}
+	NodeFilesystemAvailable = &Desc{Name: "k8s.node.filesystem.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the node's root filesystem."}
+
+	PodCPUUsage = &Desc{Name: "k8s.pod.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
+		Description: "Pod CPU usage in cores."}
+	PodCPUTime = &Desc{Name: "k8s.pod.cpu.time", Unit: "s", Kind: Counter, Float: true,
+		Description: "Total CPU time consumed by the pod."}
+	PodMemoryUsage = &Desc{Name: "k8s.pod.memory.usage", Unit: "By", Kind: Gauge,
+		Description: "Pod memory in use, including page cache."}
+	PodMemoryWorkingSet = &Desc{Name: "k8s.pod.memory.working_set", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod memory working set."}
+	PodMemoryAvailable = &Desc{Name: "k8s.pod.memory.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod memory available before its limit."}
+	PodMemoryRSS = &Desc{Name: "k8s.pod.memory.rss", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod anonymous and swap cache memory."}
+	PodNetworkIO = &Desc{Name: "k8s.pod.network.io", Unit: "By", Kind: Counter,
+		Description: "Pod network bytes by interface and direction."}
+	PodNetworkErrors = &Desc{Name: "k8s.pod.network.errors", Unit: "{error}", Kind: Counter,
+		Description: "Pod network errors by interface and direction."}
+	PodFilesystemUsage = &Desc{Name: "k8s.pod.filesystem.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod ephemeral storage used (container rootfs, logs and emptyDir volumes)."}
+	PodFilesystemCapacity = &Desc{Name: "k8s.pod.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the filesystem holding the pod's ephemeral storage."}
+	PodFilesystemAvailable = &Desc{Name: "k8s.pod.filesystem.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the filesystem holding the pod's ephemeral storage."}
+
+	ContainerCPUUsage = &Desc{Name: "container.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
+		Description: "Container CPU usage in cores."}
+	ContainerCPUTime = &Desc{Name: "container.cpu.time", Unit: "s", Kind: Counter, Float: true,
+		Description: "Total CPU time consumed by the container."}
+	ContainerMemoryUsage = &Desc{Name: "container.memory.usage", Unit: "By", Kind: Gauge,
+		Description: "Container memory in use, including page cache."}
+	ContainerMemoryWorkingSet = &Desc{Name: "container.memory.working_set", Unit: "By", Kind: UpDownCounter,
+		Description: "Container memory working set."}
+	ContainerMemoryRSS = &Desc{Name: "container.memory.rss", Unit: "By", Kind: UpDownCounter,
+		Description: "Container anonymous and swap cache memory."}
+	ContainerFilesystemUsage = &Desc{Name: "container.filesystem.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes used by the container's writable layer."}
+	ContainerFilesystemCapacity = &Desc{Name: "container.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the filesystem holding the container's writable layer."}
+	ContainerFilesystemAvailable = &Desc{Name: "container.filesystem.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the filesystem holding the container's writable layer."}
+)
+
+type kubeletCollector struct {
+	client *KubeletClient
+	state  KubeState // optional: adds workload and label attributes
+	attrs  *podAttributer
+}
+
+// NewKubeletCollector reports node, pod and container usage from the kubelet
+// summary API. state may be nil; when it is set, pods it knows get the same
+// workload and label attributes as the pod collector.
+func NewKubeletCollector(client *KubeletClient, state KubeState, cfg Config) Collector {
+	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg)}
+}
+
+func (c *kubeletCollector) Name() string { return "kubelet" }
+
+func (c *kubeletCollector) Describe() []*Desc {
+	return []*Desc{
+		NodeCPUUsage, NodeCPUTime, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS,
+		NodeNetworkIO, NodeNetworkErrors, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable,
+		PodCPUUsage, PodCPUTime, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS,
+		PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable,
+		ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
+		ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
+	}
+}
+
+// RegisterMetrics registers the kubelet client's scrape self-metrics; the
+// Runner calls it from its own RegisterMetrics.
+func (c *kubeletCollector) RegisterMetrics(m metric.Meter) error { return c.client.RegisterMetrics(m) }
+
+func (c *kubeletCollector) Collect(ctx context.Context, r Recorder) error {
+	s, err := c.client.Summary(ctx)
+	if err != nil {
+		return err
+	}
+	var pods map[string]*corev1.Pod
+	if c.state != nil && c.state.HasSynced() {
+		all := c.state.Pods()
+		pods = make(map[string]*corev1.Pod, len(all))
+		for _, p := range all {
+			pods[string(p.UID)] = p
+		}
+	}
+
+	n := s.Node
+	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, nil)
+	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, nil)
+	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, nil)
+	recordFs(r, n.Fs, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable, nil)
+
+	for i := range s.Pods {
+		p := &s.Pods[i]
+		base := []attribute.KeyValue{
+			attribute.String("k8s.namespace.name", p.PodRef.Namespace),
+			attribute.String("k8s.pod.name", p.PodRef.Name),
+			attribute.String("k8s.pod.uid", p.PodRef.UID),
+		}
+		base = append(base, c.attrs.extra(pods[p.PodRef.UID])...)
+		recordCPU(r, p.CPU, PodCPUUsage, PodCPUTime, base)
+		recordMemory(r, p.Memory, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS, base)
+		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, base)
+		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, base)
+		for j := range p.Containers {
+			ct := &p.Containers[j]
+			ca := with(base, attribute.String("k8s.container.name", ct.Name))
+			recordCPU(r, ct.CPU, ContainerCPUUsage, ContainerCPUTime, ca)
+			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, nil, ContainerMemoryRSS, ca)
+			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ca)
+		}
+	}
+	return nil
+}
+
+func recordCPU(r Recorder, s *CPUStats, usage, cpuTime *Desc, attrs []attribute.KeyValue) {
+	if s == nil {
+		return
+	}
+	if s.UsageNanoCores != nil {
+		r.Record(usage, float64(*s.UsageNanoCores)/1e9, attrs...)
+	}
+	if s.UsageCoreNanoSeconds != nil {
+		r.Record(cpuTime, float64(*s.UsageCoreNanoSeconds)/1e9, attrs...)
+	}
+}
+
+func recordMemory(r Recorder, s *MemoryStats, usage, ws, avail, rss *Desc, attrs []attribute.KeyValue) {
+	if s == nil {
+		return
+	}
+	opt(r, usage, s.UsageBytes, attrs)
+	opt(r, ws, s.WorkingSetBytes, attrs)
+	opt(r, avail, s.AvailableBytes, attrs)
+	opt(r, rss, s.RSSBytes, attrs)
+}
+
+func recordFs(r Recorder, s *FsStats, used, capacity, avail *Desc, attrs []attribute.KeyValue) {
+	if s == nil {
+		return
+	}
+	opt(r, used, s.UsedBytes, attrs)
+	opt(r, capacity, s.CapacityBytes, attrs)
+	opt(r, avail, s.AvailableBytes, attrs)
+}
+
+// recordNetwork reports every interface; a summary without the interface
+// list reports the default interface inlined in NetworkStats.
+func recordNetwork(r Recorder, s *NetworkStats, io, errs *Desc, attrs []attribute.KeyValue) {
+	if s == nil {
+		return
+	}
+	ifaces := s.Interfaces
+	if len(ifaces) == 0 && s.Name != "" {
+		ifaces = []InterfaceStats{s.InterfaceStats}
+	}
+	for _, i := range ifaces {
+		name := attribute.String("network.interface.name", i.Name)
+		rx := attribute.String("network.io.direction", "receive")
+		tx := attribute.String("network.io.direction", "transmit")
+		opt(r, io, i.RxBytes, with(attrs, name, rx))
+		opt(r, io, i.TxBytes, with(attrs, name, tx))
+		opt(r, errs, i.RxErrors, with(attrs, name, rx))
+		opt(r, errs, i.TxErrors, with(attrs, name, tx))
+	}
+}
+
+func opt(r Recorder, d *Desc, v *uint64, attrs []attribute.KeyValue) {
+	if d == nil || v == nil {
+		return
+	}
+	r.Record(d, float64(*v), attrs...)
+}

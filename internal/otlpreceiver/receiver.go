@@ -1,0 +1,501 @@
+// Package otlpreceiver is a real OTLP metrics receiver for tests and local runs:
+// a gRPC server of the OTLP MetricsService and an HTTP/protobuf endpoint
+// (/v1/metrics), both on loopback. It records what arrives so tests can query
+// metric names, units, attributes and values, and it can be told to refuse
+// (gRPC UNAVAILABLE / RESOURCE_EXHAUSTED, HTTP 429 / 503), to be slow, or to be
+// down, so exporters' retry and backoff are exercised against real wire
+// behaviour rather than mocks.
+package otlpreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
+)
+
+// maxHTTPBody bounds one HTTP export request; the OTLP exporters never send
+// anything close to this for one node's metrics.
+const maxHTTPBody = 64 << 20
+
+// Options configures a Receiver. The zero value is usable.
+type Options struct {
+	// Summary, when set, receives one line per export request
+	// ("otlp grpc: 123 points, 45 metrics, resource k8s.node.name=n1").
+	Summary io.Writer
+	// GRPCAddr and HTTPAddr are the listen addresses; empty means
+	// 127.0.0.1:0 (a free loopback port).
+	GRPCAddr, HTTPAddr string
+}
+
+// Failure tells the receiver to refuse export requests.
+type Failure struct {
+	// GRPCCode is returned to gRPC clients (codes.OK means accept).
+	GRPCCode codes.Code
+	// HTTPStatus is returned to HTTP clients (0 means accept).
+	HTTPStatus int
+	// RetryAfter, when > 0, is sent as a gRPC RetryInfo detail and an HTTP
+	// Retry-After header. OTLP clients retry RESOURCE_EXHAUSTED only when
+	// RetryInfo is present, so set it to simulate a throttling collector.
+	RetryAfter time.Duration
+}
+
+// Point is one data point as it arrived.
+type Point struct {
+	Metric      string
+	Unit        string
+	Description string
+	// Type is "gauge", "sum", "histogram", "exponential_histogram" or "summary".
+	Type       string
+	Monotonic  bool
+	Cumulative bool
+	Resource   map[string]string
+	Scope      string
+	Attrs      map[string]string
+	// Value holds the gauge/sum value (ints converted) or the histogram sum.
+	Value float64
+	// Count is the histogram count (0 for gauges and sums).
+	Count uint64
+}
+
+// Export is one request as it arrived.
+type Export struct {
+	Protocol string // "grpc" or "http"
+	Points   []Point
+}
+
+// Stats is a snapshot of what the receiver has seen.
+type Stats struct {
+	Accepted int // requests that were recorded
+	Refused  int // requests answered with a configured failure
+	Points   int // data points in accepted requests
+}
+
+// Receiver records OTLP metric exports. All methods are safe for concurrent use.
+type Receiver struct {
+	opts Options
+
+	mu       sync.Mutex
+	grpcSrv  *grpc.Server
+	httpSrv  *http.Server
+	grpcAddr string
+	httpAddr string
+	up       bool
+	wg       sync.WaitGroup
+	failure  Failure
+	delay    time.Duration
+	exports  []Export
+	maxKeep  int
+	stats    Stats
+	arrivals chan struct{}
+	closed   bool
+}
+
+// Start listens on loopback and serves until Shutdown.
+func Start(opts Options) (*Receiver, error) {
+	r := &Receiver{opts: opts, maxKeep: 1000, arrivals: make(chan struct{}, 1)}
+	if opts.GRPCAddr == "" {
+		opts.GRPCAddr = "127.0.0.1:0"
+	}
+	if opts.HTTPAddr == "" {
+		opts.HTTPAddr = "127.0.0.1:0"
+	}
+	r.grpcAddr, r.httpAddr = opts.GRPCAddr, opts.HTTPAddr
+	if err := r.Up(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// GRPCAddr is the host:port of the gRPC endpoint (use with
+// OTEL_EXPORTER_OTLP_ENDPOINT=http://<addr> and insecure).
+func (r *Receiver) GRPCAddr() string { r.mu.Lock(); defer r.mu.Unlock(); return r.grpcAddr }
+
+// HTTPAddr is the host:port of the HTTP endpoint; exports go to
+// http://<addr>/v1/metrics.
+func (r *Receiver) HTTPAddr() string { r.mu.Lock(); defer r.mu.Unlock(); return r.httpAddr }
+
+// Up (re)starts both servers on the same addresses after Down. It is a no-op
+// when already up.
+func (r *Receiver) Up() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.up {
+		return nil
+	}
+	if r.closed {
+		return errors.New("otlpreceiver: Up after Shutdown")
+	}
+	gl, err := net.Listen("tcp", r.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("otlpreceiver: listen gRPC on %s: %w", r.grpcAddr, err)
+	}
+	hl, err := net.Listen("tcp", r.httpAddr)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("otlpreceiver: listen HTTP on %s: %w", r.httpAddr, err)
+	}
+	r.grpcAddr, r.httpAddr = gl.Addr().String(), hl.Addr().String()
+
+	r.grpcSrv = grpc.NewServer()
+	colmetricpb.RegisterMetricsServiceServer(r.grpcSrv, &grpcService{r: r})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/metrics", r.serveHTTP)
+	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	gs, hs := r.grpcSrv, r.httpSrv
+	r.wg.Add(2)
+	go func() { defer r.wg.Done(); _ = gs.Serve(gl) }()
+	go func() { defer r.wg.Done(); _ = hs.Serve(hl) }()
+	r.up = true
+	return nil
+}
+
+// Down stops both servers (connections are closed and new ones refused)
+// until Up. It waits for the serving goroutines to exit.
+func (r *Receiver) Down() {
+	r.mu.Lock()
+	if !r.up {
+		r.mu.Unlock()
+		return
+	}
+	gs, hs := r.grpcSrv, r.httpSrv
+	r.up = false
+	r.mu.Unlock()
+	gs.Stop()
+	_ = hs.Close()
+	r.wg.Wait()
+}
+
+// Shutdown stops the receiver for good. It is idempotent and safe to call
+// concurrently with requests.
+func (r *Receiver) Shutdown(ctx context.Context) error {
+	r.Down()
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	return ctx.Err()
+}
+
+// SetFailure makes every following request fail as described; the zero
+// Failure accepts again.
+func (r *Receiver) SetFailure(f Failure) { r.mu.Lock(); r.failure = f; r.mu.Unlock() }
+
+// SetDelay makes every following request wait d (or until the client gives
+// up) before it is answered.
+func (r *Receiver) SetDelay(d time.Duration) { r.mu.Lock(); r.delay = d; r.mu.Unlock() }
+
+// Stats returns counts of what has arrived.
+func (r *Receiver) Stats() Stats { r.mu.Lock(); defer r.mu.Unlock(); return r.stats }
+
+// Exports returns the accepted requests, oldest first (the last 1000 are kept).
+func (r *Receiver) Exports() []Export {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Export(nil), r.exports...)
+}
+
+// Last returns the points of the most recent accepted request.
+func (r *Receiver) Last() []Point {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.exports) == 0 {
+		return nil
+	}
+	return r.exports[len(r.exports)-1].Points
+}
+
+// Reset forgets recorded exports and counts.
+func (r *Receiver) Reset() {
+	r.mu.Lock()
+	r.exports, r.stats = nil, Stats{}
+	r.mu.Unlock()
+}
+
+// Arrivals is signalled (non-blocking, capacity 1) after each accepted
+// request, so tests wait for an export without polling.
+func (r *Receiver) Arrivals() <-chan struct{} { return r.arrivals }
+
+// WaitAccepted blocks until at least n requests were accepted or ctx ends.
+func (r *Receiver) WaitAccepted(ctx context.Context, n int) error {
+	for {
+		if r.Stats().Accepted >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("otlpreceiver: waiting for %d accepted exports (have %d): %w", n, r.Stats().Accepted, ctx.Err())
+		case <-r.arrivals:
+		}
+	}
+}
+
+// Find returns the points named metric whose attributes include every
+// key=value of match.
+func Find(points []Point, metric string, match map[string]string) []Point {
+	var out []Point
+	for _, p := range points {
+		if p.Metric != metric {
+			continue
+		}
+		ok := true
+		for k, v := range match {
+			if p.Attrs[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// MetricNames returns the sorted distinct metric names in points.
+func MetricNames(points []Point) []string {
+	seen := map[string]bool{}
+	for _, p := range points {
+		seen[p.Metric] = true
+	}
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// admit applies delay and failure; it returns the failure to answer with.
+func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
+	r.mu.Lock()
+	d, f := r.delay, r.failure
+	r.mu.Unlock()
+	if d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	if f.GRPCCode != codes.OK || f.HTTPStatus != 0 {
+		r.mu.Lock()
+		r.stats.Refused++
+		r.mu.Unlock()
+		return f, false
+	}
+	return f, true
+}
+
+func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsServiceRequest) {
+	pts := Flatten(req)
+	r.mu.Lock()
+	r.exports = append(r.exports, Export{Protocol: protocol, Points: pts})
+	if len(r.exports) > r.maxKeep {
+		r.exports = r.exports[len(r.exports)-r.maxKeep:]
+	}
+	r.stats.Accepted++
+	r.stats.Points += len(pts)
+	r.mu.Unlock()
+	select {
+	case r.arrivals <- struct{}{}:
+	default:
+	}
+	if r.opts.Summary != nil {
+		fmt.Fprintln(r.opts.Summary, summaryLine(protocol, req, pts))
+	}
+}
+
+func summaryLine(protocol string, req *colmetricpb.ExportMetricsServiceRequest, pts []Point) string {
+	var res []string
+	for _, rm := range req.GetResourceMetrics() {
+		for _, kv := range rm.GetResource().GetAttributes() {
+			if kv.GetKey() == "k8s.node.name" || kv.GetKey() == "service.name" {
+				res = append(res, kv.GetKey()+"="+anyString(kv.GetValue()))
+			}
+		}
+	}
+	return fmt.Sprintf("otlp %s export: %d points, %d metrics, resource %s", protocol, len(pts), len(MetricNames(pts)), strings.Join(res, ","))
+}
+
+type grpcService struct {
+	colmetricpb.UnimplementedMetricsServiceServer
+	r *Receiver
+}
+
+func (s *grpcService) Export(ctx context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
+	if f, ok := s.r.admit(ctx); !ok {
+		code := f.GRPCCode
+		if code == codes.OK {
+			code = codes.Unavailable
+		}
+		st := status.New(code, "otlpreceiver: configured to refuse")
+		if f.RetryAfter > 0 {
+			if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(f.RetryAfter)}); err == nil {
+				st = d
+			}
+		}
+		return nil, st.Err()
+	}
+	s.r.record("grpc", req)
+	return &colmetricpb.ExportMetricsServiceResponse{}, nil
+}
+
+func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
+	if ct := req.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		http.Error(w, "otlpreceiver: only application/x-protobuf is supported, got "+ct, http.StatusUnsupportedMediaType)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxHTTPBody))
+	if err != nil {
+		http.Error(w, "otlpreceiver: read body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if req.Header.Get("Content-Encoding") == "gzip" {
+		body, err = gunzip(body)
+		if err != nil {
+			http.Error(w, "otlpreceiver: gunzip body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	if f, ok := r.admit(req.Context()); !ok {
+		code := f.HTTPStatus
+		if code == 0 {
+			code = http.StatusServiceUnavailable
+		}
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
+		}
+		http.Error(w, "otlpreceiver: configured to refuse", code)
+		return
+	}
+	var msg colmetricpb.ExportMetricsServiceRequest
+	if err := proto.Unmarshal(body, &msg); err != nil {
+		http.Error(w, "otlpreceiver: decode ExportMetricsServiceRequest: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.record("http", &msg)
+	out, _ := proto.Marshal(&colmetricpb.ExportMetricsServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(out)
+}
+
+// Flatten turns an export request into one Point per data point.
+func Flatten(req *colmetricpb.ExportMetricsServiceRequest) []Point {
+	var out []Point
+	for _, rm := range req.GetResourceMetrics() {
+		res := attrMap(rm.GetResource().GetAttributes())
+		for _, sm := range rm.GetScopeMetrics() {
+			scope := sm.GetScope().GetName()
+			for _, m := range sm.GetMetrics() {
+				base := Point{Metric: m.GetName(), Unit: m.GetUnit(), Description: m.GetDescription(), Resource: res, Scope: scope}
+				switch d := m.GetData().(type) {
+				case *metricpb.Metric_Gauge:
+					base.Type = "gauge"
+					for _, dp := range d.Gauge.GetDataPoints() {
+						out = append(out, numberPoint(base, dp))
+					}
+				case *metricpb.Metric_Sum:
+					base.Type = "sum"
+					base.Monotonic = d.Sum.GetIsMonotonic()
+					base.Cumulative = d.Sum.GetAggregationTemporality() == metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE
+					for _, dp := range d.Sum.GetDataPoints() {
+						out = append(out, numberPoint(base, dp))
+					}
+				case *metricpb.Metric_Histogram:
+					base.Type = "histogram"
+					base.Cumulative = d.Histogram.GetAggregationTemporality() == metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE
+					for _, dp := range d.Histogram.GetDataPoints() {
+						p := base
+						p.Attrs = attrMap(dp.GetAttributes())
+						p.Value, p.Count = dp.GetSum(), dp.GetCount()
+						out = append(out, p)
+					}
+				case *metricpb.Metric_ExponentialHistogram:
+					base.Type = "exponential_histogram"
+					for _, dp := range d.ExponentialHistogram.GetDataPoints() {
+						p := base
+						p.Attrs = attrMap(dp.GetAttributes())
+						p.Value, p.Count = dp.GetSum(), dp.GetCount()
+						out = append(out, p)
+					}
+				case *metricpb.Metric_Summary:
+					base.Type = "summary"
+					for _, dp := range d.Summary.GetDataPoints() {
+						p := base
+						p.Attrs = attrMap(dp.GetAttributes())
+						p.Value, p.Count = dp.GetSum(), dp.GetCount()
+						out = append(out, p)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func numberPoint(base Point, dp *metricpb.NumberDataPoint) Point {
+	p := base
+	p.Attrs = attrMap(dp.GetAttributes())
+	switch v := dp.GetValue().(type) {
+	case *metricpb.NumberDataPoint_AsInt:
+		p.Value = float64(v.AsInt)
+	case *metricpb.NumberDataPoint_AsDouble:
+		p.Value = v.AsDouble
+	}
+	return p
+}
+
+func attrMap(kvs []*commonpb.KeyValue) map[string]string {
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		m[kv.GetKey()] = anyString(kv.GetValue())
+	}
+	return m
+}
+
+func anyString(v *commonpb.AnyValue) string {
+	switch x := v.GetValue().(type) {
+	case *commonpb.AnyValue_StringValue:
+		return x.StringValue
+	case *commonpb.AnyValue_IntValue:
+		return strconv.FormatInt(x.IntValue, 10)
+	case *commonpb.AnyValue_DoubleValue:
+		return strconv.FormatFloat(x.DoubleValue, 'g', -1, 64)
+	case *commonpb.AnyValue_BoolValue:
+		return strconv.FormatBool(x.BoolValue)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// Logger returns an io.Writer that logs each summary line with slog, for
+// `make run`.
+func Logger(l *slog.Logger) io.Writer { return slogWriter{l} }
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
