@@ -1,0 +1,158 @@
+package informer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+)
+
+// scopedListWatch is the only way this package talks to the apiserver. It
+// pins the field selector on every LIST and WATCH, whatever the reflector
+// asks for, so a cluster-scoped request cannot be made by construction; it
+// counts requests, errors and events; and it tells the reflector whether it
+// may use streaming lists.
+type scopedListWatch struct {
+	resource      string // "pods" or "nodes", for errors and metrics
+	fieldSelector string
+	list          func(context.Context, metav1.ListOptions) (runtime.Object, error)
+	watch         func(context.Context, metav1.ListOptions) (watch.Interface, error)
+	watchListOff  bool
+	st            *resourceState
+}
+
+var (
+	_ cache.ListerWatcher            = (*scopedListWatch)(nil)
+	_ cache.ListerWatcherWithContext = (*scopedListWatch)(nil)
+)
+
+// IsWatchListSemanticsUnSupported is how client-go v0.37 lets one
+// ListerWatcher opt out of streaming lists (the reflector checks it in
+// NewReflectorWithOptions) without flipping the process-wide
+// WatchListClient feature gate.
+func (lw *scopedListWatch) IsWatchListSemanticsUnSupported() bool { return lw.watchListOff }
+
+func (lw *scopedListWatch) List(opts metav1.ListOptions) (runtime.Object, error) {
+	return lw.ListWithContext(context.Background(), opts)
+}
+
+func (lw *scopedListWatch) Watch(opts metav1.ListOptions) (watch.Interface, error) {
+	return lw.WatchWithContext(context.Background(), opts)
+}
+
+func (lw *scopedListWatch) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	opts.FieldSelector = lw.fieldSelector
+	lw.st.lists.Add(1)
+	if lw.st.listed.Load() {
+		lw.st.relists.Add(1)
+	}
+	obj, err := lw.list(ctx, opts)
+	if err != nil {
+		lw.st.listErrors.Add(1)
+		lw.st.setErr(fmt.Errorf("list %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, opts.ResourceVersion, err))
+		return nil, err
+	}
+	lw.st.listed.Store(true)
+	lw.st.clearErr()
+	return obj, nil
+}
+
+func (lw *scopedListWatch) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.FieldSelector = lw.fieldSelector
+	streaming := opts.SendInitialEvents != nil && *opts.SendInitialEvents
+	if streaming {
+		// A streaming list is this informer's list, served as a watch.
+		lw.st.lists.Add(1)
+		if lw.st.listed.Load() {
+			lw.st.relists.Add(1)
+		}
+	} else {
+		lw.st.watches.Add(1)
+	}
+	w, err := lw.watch(ctx, opts)
+	if err != nil {
+		what := "watch"
+		if streaming {
+			what = "streaming list"
+			lw.st.listErrors.Add(1)
+		} else {
+			lw.st.watchErrors.Add(1)
+		}
+		lw.st.setErr(fmt.Errorf("%s %s with fieldSelector %s (resourceVersion=%q): %w", what, lw.resource, lw.fieldSelector, opts.ResourceVersion, err))
+		return nil, err
+	}
+	rv := opts.ResourceVersion
+	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+		switch e.Type {
+		case watch.Error:
+			lw.st.watchErrors.Add(1)
+			lw.st.setErr(fmt.Errorf("watch %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, rv, apierrors.FromObject(e.Object)))
+		case watch.Bookmark:
+			lw.st.bookmarks.Add(1)
+			if streaming && isInitialEventsEnd(e.Object) {
+				lw.st.listed.Store(true)
+			}
+			lw.st.clearErr()
+		default:
+			lw.st.events.Add(1)
+			lw.st.clearErr()
+		}
+		return e, true
+	}), nil
+}
+
+func isInitialEventsEnd(obj runtime.Object) bool {
+	m, ok := obj.(metav1.Object)
+	return ok && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true"
+}
+
+// resourceState is one informer's counters and last error. Counters are
+// atomics so the reflector's goroutines never wait on a metrics reader.
+type resourceState struct {
+	resource string
+	logger   *slog.Logger
+
+	lists, relists, listErrors atomic.Int64
+	watches, watchErrors       atomic.Int64
+	events, bookmarks          atomic.Int64
+	listed                     atomic.Bool
+	hasErr                     atomic.Bool
+	mu                         sync.Mutex
+	lastErr                    error
+}
+
+func (s *resourceState) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastErr == nil {
+		s.logger.Warn("informer degraded", "resource", s.resource, "err", err)
+	}
+	s.lastErr = err
+	s.hasErr.Store(true)
+}
+
+func (s *resourceState) clearErr() {
+	if !s.hasErr.Load() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastErr != nil {
+		s.logger.Info("informer recovered", "resource", s.resource, "after", s.lastErr)
+	}
+	s.lastErr = nil
+	s.hasErr.Store(false)
+}
+
+func (s *resourceState) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
