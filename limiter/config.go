@@ -1,0 +1,208 @@
+// Package limiter is fleetagent's one budget for apiserver requests: a
+// token bucket per process whose rate is this node's share of a fleet-wide
+// request rate, with start-up spread, jittered backoff on server
+// backpressure, a circuit breaker and a node-local kill switch.
+//
+// Every request a rest.Config makes pays from the budget once Instrument has
+// been called on it: lists, gets, watches (whose first attempt client-go
+// does not throttle) and client-go's own retries.
+package limiter
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Config configures a Budget. A zero field means its default (see
+// DefaultConfig); a negative one is an error.
+type Config struct {
+	// FleetQPS is the total request rate, in requests per second, that the
+	// whole DaemonSet may spend on the apiserver. Default 50.
+	FleetQPS float64
+	// FleetSize is the number of agents sharing FleetQPS. >0: fixed. 0:
+	// discovered from the agent's own DaemonSet status
+	// (DaemonSetNamespace/DaemonSetName) with a cache-served GET
+	// (resourceVersion=0), refreshed every FleetSizeRefresh with jitter and
+	// itself paid from the budget.
+	FleetSize int
+	// DaemonSetNamespace and DaemonSetName name the agent's own DaemonSet,
+	// needed when FleetSize is 0.
+	DaemonSetNamespace, DaemonSetName string
+	// AssumedFleetSize is the fleet size used until discovery first
+	// succeeds. It should be at least the largest fleet the agent may run
+	// in: a smaller guess lets a simultaneous start exceed FleetQPS.
+	// Default 1000.
+	AssumedFleetSize int
+	// FleetSizeRefresh is how often the fleet size is re-read, each
+	// interval randomised by ±FleetSizeRefreshJitter (a fraction) so that
+	// agents do not refresh together. Defaults 10m and 0.2.
+	FleetSizeRefresh       time.Duration
+	FleetSizeRefreshJitter float64
+
+	// Burst is the token bucket's depth: how many requests an agent may send
+	// at once after idling. The fleet may therefore exceed FleetQPS by at
+	// most FleetSize×Burst requests in any window. Default 2 (a LIST and
+	// its WATCH).
+	Burst int
+
+	// KillSwitchPath is a node-local file (or mounted ConfigMap key). While
+	// it exists with content other than "", "0", "false" or "off"
+	// (trimmed, any case), no request reaches the apiserver and open
+	// watches are closed. "" means no kill switch.
+	KillSwitchPath string
+	// KillSwitchPoll is how often the file is re-read. Default 2s.
+	KillSwitchPoll time.Duration
+
+	// InitialBackoff, MaxBackoff, BackoffMultiplier and
+	// BackoffRandomization shape the jittered exponential backoff entered
+	// on 429, 5xx, connection errors and rising latency. Defaults 1s, 2m,
+	// 2, 0.5. A backoff is never shorter than the server's Retry-After.
+	InitialBackoff       time.Duration
+	MaxBackoff           time.Duration
+	BackoffMultiplier    float64
+	BackoffRandomization float64
+	// MaxRetryAfter caps a server's Retry-After, so that a corrupt header
+	// cannot silence the agent for days. Default 10m.
+	MaxRetryAfter time.Duration
+
+	// BreakerThreshold is the number of consecutive failures (429, 5xx,
+	// connection errors) that open the circuit breaker. Default 5.
+	BreakerThreshold int
+
+	// LatencyFactor and LatencyFloor define "rising latency": a non-watch
+	// response slower than both LatencyFloor and LatencyFactor times the
+	// moving average of recent latencies puts the process into backoff.
+	// Defaults 5 and 1s.
+	LatencyFactor float64
+	LatencyFloor  time.Duration
+
+	// Clock is the source of time. Default the real clock.
+	Clock clock.WithTicker
+	// Rand is the source of the start-up spread and resume jitter. It is
+	// used under the Budget's lock. Default a randomly seeded PCG.
+	Rand *rand.Rand
+	// Logger receives one line per state change. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in and a fixed
+// fleet size of 0 (discovery).
+func DefaultConfig() Config {
+	return Config{}.withDefaults()
+}
+
+func (c Config) withDefaults() Config {
+	if c.FleetQPS == 0 {
+		c.FleetQPS = 50
+	}
+	if c.AssumedFleetSize == 0 {
+		c.AssumedFleetSize = 1000
+	}
+	if c.FleetSizeRefresh == 0 {
+		c.FleetSizeRefresh = 10 * time.Minute
+	}
+	if c.FleetSizeRefreshJitter == 0 {
+		c.FleetSizeRefreshJitter = 0.2
+	}
+	if c.Burst == 0 {
+		c.Burst = 2
+	}
+	if c.KillSwitchPoll == 0 {
+		c.KillSwitchPoll = 2 * time.Second
+	}
+	if c.InitialBackoff == 0 {
+		c.InitialBackoff = time.Second
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 2 * time.Minute
+	}
+	if c.BackoffMultiplier == 0 {
+		c.BackoffMultiplier = 2
+	}
+	if c.BackoffRandomization == 0 {
+		c.BackoffRandomization = 0.5
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = 10 * time.Minute
+	}
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = 5
+	}
+	if c.LatencyFactor == 0 {
+		c.LatencyFactor = 5
+	}
+	if c.LatencyFloor == 0 {
+		c.LatencyFloor = time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	if c.Rand == nil {
+		c.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports every problem with c at once, each saying what to do.
+// Zero fields are valid: they take their defaults.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("limiter: "+format, args...)) }
+	if c.FleetQPS < 0 {
+		bad("fleet QPS is %v: set it to the total requests per second the whole DaemonSet may send, e.g. 50", c.FleetQPS)
+	}
+	if c.FleetSize < 0 {
+		bad("fleet size is %d: set it to the number of agents, or 0 to read it from the DaemonSet", c.FleetSize)
+	}
+	if c.FleetSize == 0 && (c.DaemonSetNamespace == "" || c.DaemonSetName == "") {
+		bad("fleet size is 0 (discover) but the DaemonSet namespace or name is empty: set both (from the downward API) or set a fixed fleet size")
+	}
+	if c.AssumedFleetSize < 0 {
+		bad("assumed fleet size is %d: set it to at least the largest expected number of agents, or 0 for 1000", c.AssumedFleetSize)
+	}
+	if c.FleetSizeRefresh < 0 {
+		bad("fleet size refresh interval is %v: set a positive duration such as 10m, or 0 for the default", c.FleetSizeRefresh)
+	}
+	if c.FleetSizeRefreshJitter < 0 || c.FleetSizeRefreshJitter >= 1 {
+		bad("fleet size refresh jitter is %v: set a fraction in [0, 1), e.g. 0.2", c.FleetSizeRefreshJitter)
+	}
+	if c.Burst < 0 {
+		bad("burst is %d: set a positive number of requests, or 0 for the default of 2", c.Burst)
+	}
+	if c.KillSwitchPoll < 0 {
+		bad("kill switch poll interval is %v: set a positive duration such as 2s, or 0 for the default", c.KillSwitchPoll)
+	}
+	if c.InitialBackoff < 0 || c.MaxBackoff < 0 {
+		bad("backoff intervals (initial %v, max %v) must not be negative: use 0 for the defaults 1s and 2m", c.InitialBackoff, c.MaxBackoff)
+	}
+	if c.InitialBackoff > 0 && c.MaxBackoff > 0 && c.InitialBackoff > c.MaxBackoff {
+		bad("initial backoff %v exceeds max backoff %v: lower the initial or raise the max", c.InitialBackoff, c.MaxBackoff)
+	}
+	if c.BackoffMultiplier != 0 && c.BackoffMultiplier < 1 {
+		bad("backoff multiplier is %v: set it to at least 1 (2 doubles each time)", c.BackoffMultiplier)
+	}
+	if c.BackoffRandomization < 0 || c.BackoffRandomization >= 1 {
+		bad("backoff randomization is %v: set a fraction in [0, 1), e.g. 0.5", c.BackoffRandomization)
+	}
+	if c.MaxRetryAfter < 0 {
+		bad("max Retry-After is %v: set a positive duration, or 0 for 10m", c.MaxRetryAfter)
+	}
+	if c.BreakerThreshold < 0 {
+		bad("breaker threshold is %d: set a positive number of consecutive failures, or 0 for 5", c.BreakerThreshold)
+	}
+	if c.LatencyFactor != 0 && c.LatencyFactor <= 1 {
+		bad("latency factor is %v: set it above 1 (5 means five times the recent average is slow)", c.LatencyFactor)
+	}
+	if c.LatencyFloor < 0 {
+		bad("latency floor is %v: set a positive duration, or 0 for 1s", c.LatencyFloor)
+	}
+	return errors.Join(errs...)
+}

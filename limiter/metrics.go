@@ -1,0 +1,87 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// RegisterMetrics registers the budget's self-metrics on m as observable
+// instruments read from the budget's own counters at collection time:
+//
+//	fleetagent.limiter.requests        {request}  by http.request.method-like verb and code
+//	fleetagent.limiter.tokens.waited   {request}  requests that waited for a token
+//	fleetagent.limiter.wait.time       s          time spent waiting (tokens, backoff, breaker, kill switch)
+//	fleetagent.limiter.rate            {request}/s this node's share of the fleet budget
+//	fleetagent.limiter.fleet.size      {agent}
+//	fleetagent.limiter.backoffs        {backoff}  times the process entered backoff, by cause
+//	fleetagent.limiter.backoff.active  1 while backing off
+//	fleetagent.limiter.breaker.state   0 closed, 1 half-open, 2 open
+//	fleetagent.limiter.breaker.opens   {open}
+//	fleetagent.limiter.killswitch.active 1 while the kill switch is on
+//	fleetagent.limiter.watches.open    {watch}
+func (b *Budget) RegisterMetrics(m metric.Meter) error {
+	var errs []error
+	i64c := func(name, unit, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	i64g := func(name, unit, desc string) metric.Int64ObservableGauge {
+		g, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	requests := i64c("fleetagent.limiter.requests", "{request}", "Apiserver requests sent through the budget, by verb and response code (\"error\": no response).")
+	waited := i64c("fleetagent.limiter.tokens.waited", "{request}", "Requests that had to wait for a token.")
+	waitTime, err := m.Float64ObservableCounter("fleetagent.limiter.wait.time", metric.WithUnit("s"), metric.WithDescription("Time requests spent waiting for a token, a backoff, the breaker or the kill switch."))
+	errs = append(errs, err)
+	rate, err := m.Float64ObservableGauge("fleetagent.limiter.rate", metric.WithUnit("{request}/s"), metric.WithDescription("This node's share of the fleet request budget."))
+	errs = append(errs, err)
+	fleet := i64g("fleetagent.limiter.fleet.size", "{agent}", "Number of agents sharing the fleet budget.")
+	backoffs := i64c("fleetagent.limiter.backoffs", "{backoff}", "Responses that put the process into backoff, by cause.")
+	backoffActive := i64g("fleetagent.limiter.backoff.active", "1", "1 while requests are held back by a backoff.")
+	breaker := i64g("fleetagent.limiter.breaker.state", "1", "Circuit breaker state: 0 closed, 1 half-open, 2 open.")
+	opens := i64c("fleetagent.limiter.breaker.opens", "{open}", "Times the circuit breaker opened.")
+	killed := i64g("fleetagent.limiter.killswitch.active", "1", "1 while the kill switch stops all apiserver traffic.")
+	watches := i64g("fleetagent.limiter.watches.open", "{watch}", "Watches currently open through the budget.")
+	for _, e := range errs {
+		if e != nil {
+			return fmt.Errorf("limiter: register metrics: %w", e)
+		}
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := b.Stats()
+		b.mu.Lock()
+		for k, v := range b.reqs {
+			o.ObserveInt64(requests, v, metric.WithAttributes(attribute.String("verb", k.verb), attribute.String("code", k.code)))
+		}
+		b.mu.Unlock()
+		o.ObserveInt64(waited, s.TokensWaited)
+		o.ObserveFloat64(waitTime, s.WaitTime.Seconds())
+		o.ObserveFloat64(rate, s.Rate)
+		o.ObserveInt64(fleet, int64(s.FleetSize))
+		for cause, v := range map[string]int64{"throttled": s.Throttled, "server_error": s.ServerErrors, "connection_error": s.ConnErrors, "slow": s.Slow} {
+			o.ObserveInt64(backoffs, v, metric.WithAttributes(attribute.String("cause", cause)))
+		}
+		o.ObserveInt64(backoffActive, b2i(s.BackingOff))
+		o.ObserveInt64(breaker, int64(s.Breaker))
+		o.ObserveInt64(opens, s.BreakerOpens)
+		o.ObserveInt64(killed, b2i(s.Killed))
+		o.ObserveInt64(watches, int64(s.WatchesOpen))
+		return nil
+	}, requests, waited, waitTime, rate, fleet, backoffs, backoffActive, breaker, opens, killed, watches)
+	if err != nil {
+		return fmt.Errorf("limiter: register metrics callback: %w", err)
+	}
+	return nil
+}
+
+func b2i(v bool) int64 {
+	if v {
+		return 1
+	}
+	return 0
+}

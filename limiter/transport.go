@@ -1,0 +1,295 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
+)
+
+// Instrument makes every request made through cfg pay from this budget.
+//
+// It sets cfg.RateLimiter, so that client-go throttles requests (and its
+// own retries) before building them, and wraps cfg's transport, because
+// client-go does not throttle a watch's first attempt and because the
+// transport is where responses are seen. A token paid in client-go's Wait
+// is left as a credit the transport then uses instead of paying again, so
+// each HTTP request costs one token; the transport also waits out the kill
+// switch, backoff and breaker, classifies each response, and tracks open
+// watches so the kill switch can close them.
+//
+// Instrumenting the same cfg twice is a no-op. The first instrumented cfg
+// is also used for fleet-size discovery.
+func (b *Budget) Instrument(cfg *rest.Config) {
+	if l, ok := cfg.RateLimiter.(*clientGoLimiter); ok && l.b == b {
+		return
+	}
+	cfg.RateLimiter = &clientGoLimiter{b: b}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &roundTripper{b: b, next: rt}
+	})
+	b.mu.Lock()
+	if b.discover == nil {
+		b.discover = rest.CopyConfig(cfg)
+	}
+	b.mu.Unlock()
+}
+
+// clientGoLimiter is the budget as client-go's flowcontrol.RateLimiter.
+type clientGoLimiter struct{ b *Budget }
+
+var _ flowcontrol.RateLimiter = (*clientGoLimiter)(nil)
+
+// TryAccept takes a token only if the gate is open and one is available now.
+func (l *clientGoLimiter) TryAccept() bool {
+	b := l.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	if reason, _, _ := b.gateLocked(now, false); reason != "" {
+		return false
+	}
+	if !b.lim.AllowN(now, 1) {
+		return false
+	}
+	b.credits++
+	return true
+}
+
+func (l *clientGoLimiter) Accept() { _ = l.Wait(context.Background()) }
+
+func (l *clientGoLimiter) Wait(ctx context.Context) error {
+	_, err := l.b.acquire(ctx, false)
+	return err
+}
+
+// Stop does nothing: the budget outlives any one client.
+func (l *clientGoLimiter) Stop() {}
+
+func (l *clientGoLimiter) QPS() float32 {
+	l.b.mu.Lock()
+	defer l.b.mu.Unlock()
+	return float32(l.b.rateLocked())
+}
+
+type roundTripper struct {
+	b    *Budget
+	next http.RoundTripper
+}
+
+func (t *roundTripper) WrappedRoundTripper() http.RoundTripper { return t.next }
+
+func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := t.b
+	probe, err := b.acquire(req.Context(), true)
+	if err != nil {
+		return nil, err
+	}
+	verb := verbOf(req)
+	var w *watchBody
+	if verb == "watch" {
+		// The watch gets its own cancel so that the kill switch can end it
+		// whatever the transport (closing an HTTP/1 body does not interrupt
+		// a blocked Read).
+		ctx, cancel := context.WithCancel(req.Context())
+		req = req.WithContext(ctx)
+		w = &watchBody{b: b, cancel: cancel}
+		b.mu.Lock()
+		killed := b.killed
+		if !killed {
+			b.watches[w] = struct{}{}
+		}
+		b.mu.Unlock()
+		if killed {
+			// The switch flipped between acquire and here.
+			cancel()
+		}
+	}
+	start := b.clock.Now()
+	resp, err := t.next.RoundTrip(req)
+	now := b.clock.Now()
+	o, retryAfter := classify(req, resp, err, now)
+	if o == outcomeSuccess && verb != "watch" && b.observeLatency(now.Sub(start)) {
+		o = outcomeSlow
+	}
+	code := "error"
+	if resp != nil {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	b.mu.Lock()
+	b.reqs[verbCode{verb, code}]++
+	b.mu.Unlock()
+	b.observe(now, o, retryAfter, probe)
+	if w != nil {
+		if err != nil {
+			w.release()
+			return nil, err
+		}
+		w.rc = resp.Body
+		resp.Body = w
+	}
+	return resp, err
+}
+
+// classify reads a response (or the error in its place) by type and status
+// code. retryAfter is the server's Retry-After on a 429 or 5xx.
+func classify(req *http.Request, resp *http.Response, err error, now time.Time) (outcome, time.Duration) {
+	if err != nil {
+		if req.Context().Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return outcomeCanceled, 0
+		}
+		// What is left is the request not getting a response: a net.Error
+		// (refused, reset, timeout, DNS), an EOF mid-handshake, a TLS
+		// failure. All of them mean "do not hammer the endpoint".
+		return outcomeConn, 0
+	}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return outcomeThrottled, parseRetryAfter(resp.Header.Get("Retry-After"), now)
+	case resp.StatusCode >= 500:
+		return outcomeServer, parseRetryAfter(resp.Header.Get("Retry-After"), now)
+	}
+	return outcomeSuccess, 0
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 10.2.3).
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		if s > int64(time.Duration(1<<62)/time.Second) {
+			s = int64(time.Duration(1<<62) / time.Second)
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// IsBackpressure reports whether err, as returned by a client-go call, is
+// the apiserver (or the network to it) asking for less traffic: a 429, a
+// 5xx, a server timeout, or a connection-level error. Such errors are
+// retried by waiting, never by looping.
+func IsBackpressure(err error) bool {
+	if err == nil {
+		return false
+	}
+	if apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err) {
+		return true
+	}
+	if code := (apierrors.APIStatus)(nil); errors.As(err, &code) && code.Status().Code >= 500 {
+		return true
+	}
+	var ne net.Error
+	var ue *url.Error
+	return errors.As(err, &ne) || (errors.As(err, &ue) && !errors.Is(err, context.Canceled))
+}
+
+// verbOf names a request as the apiserver's audit log would: get, list,
+// watch, create, update, patch, delete, deletecollection.
+func verbOf(req *http.Request) string {
+	q := req.URL.Query()
+	switch req.Method {
+	case http.MethodGet, http.MethodHead:
+		if w := q.Get("watch"); w == "true" || w == "1" || strings.Contains(req.URL.Path, "/watch/") {
+			return "watch"
+		}
+		if isCollection(req.URL.Path) {
+			return "list"
+		}
+		return "get"
+	case http.MethodPost:
+		return "create"
+	case http.MethodPut:
+		return "update"
+	case http.MethodPatch:
+		return "patch"
+	case http.MethodDelete:
+		if isCollection(req.URL.Path) {
+			return "deletecollection"
+		}
+		return "delete"
+	}
+	return strings.ToLower(req.Method)
+}
+
+// isCollection reports whether a resource path names a collection
+// (/api/v1/pods, /apis/apps/v1/namespaces/x/daemonsets) rather than one
+// object or a non-resource path.
+func isCollection(path string) bool {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(segs) >= 2 && segs[0] == "api":
+		segs = segs[2:]
+	case len(segs) >= 3 && segs[0] == "apis":
+		segs = segs[3:]
+	default:
+		return false
+	}
+	if len(segs) > 0 && segs[0] == "watch" {
+		segs = segs[1:]
+	}
+	if len(segs) >= 3 && segs[0] == "namespaces" {
+		segs = segs[2:]
+	}
+	return len(segs) == 1 && segs[0] != ""
+}
+
+// watchBody is an open watch's response body, tracked so that the kill
+// switch can end it. A watch ended by the kill switch reads as a clean
+// end of stream, so that client-go re-establishes it from its last
+// resourceVersion (through the then-closed gate) instead of relisting.
+type watchBody struct {
+	b      *Budget
+	rc     io.ReadCloser
+	cancel context.CancelFunc
+	killed atomic.Bool
+	once   sync.Once
+}
+
+func (w *watchBody) Read(p []byte) (int, error) {
+	n, err := w.rc.Read(p)
+	if err != nil && w.killed.Load() {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (w *watchBody) Close() error {
+	err := w.rc.Close()
+	w.release()
+	return err
+}
+
+func (w *watchBody) kill() {
+	w.killed.Store(true)
+	w.cancel()
+}
+
+func (w *watchBody) release() {
+	w.once.Do(func() {
+		w.cancel()
+		w.b.mu.Lock()
+		delete(w.b.watches, w)
+		w.b.mu.Unlock()
+	})
+}
