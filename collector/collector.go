@@ -11,6 +11,10 @@
 // collector never stops the others.
 //
 // The one explicit list of collectors is Default.
+//
+// Kubelet responses are decoded with local types that mirror the JSON shape
+// of k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary; the recorded fixtures in
+// testdata/ follow that schema (see testdata/README.md).
 package collector
 
 import (

@@ -70,7 +70,7 @@ type MemoryStats struct {
 // NetworkStats holds the default interface inline and all interfaces.
 type NetworkStats struct {
 	InterfaceStats
-	Interfaces     []InterfaceStats `json:"interfaces,omitempty"`
+	Interfaces []InterfaceStats `json:"interfaces,omitempty"`
 }
 
 // InterfaceStats is one network interface's counters.

@@ -1,0 +1,436 @@
+package collector
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	testingclock "k8s.io/utils/clock/testing"
+)
+
+// serveFile serves a recorded /stats/summary response.
+func serveFile(t *testing.T, path string) *httptest.Server {
+	t.Helper()
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/stats/summary" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func newTestKubeletCollector(t *testing.T, cfg KubeletConfig, state KubeState) (Collector, *KubeletClient) {
+	t.Helper()
+	client, err := NewKubeletClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewKubeletCollector(client, state, testConfig), client
+}
+
+func TestPodCollectorGolden(t *testing.T) {
+	p := newPipeline(t, []Collector{NewPodCollector(loadState(t), testConfig)})
+	golden(t, "pod.golden", render(p.collect(t)))
+}
+
+func TestNodeCollectorGolden(t *testing.T) {
+	p := newPipeline(t, []Collector{NewNodeCollector(loadState(t))})
+	golden(t, "node.golden", render(p.collect(t)))
+}
+
+func TestKubeletCollectorGolden(t *testing.T) {
+	for _, tc := range []struct{ fixture, golden string }{
+		{"testdata/summary.json", "kubelet.golden"},
+		{"testdata/summary-sparse.json", "kubelet-sparse.golden"},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			srv := serveFile(t, tc.fixture)
+			c, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, loadState(t))
+			p := newPipeline(t, []Collector{c})
+			golden(t, tc.golden, render(p.collect(t)))
+			if st := client.Stats(); st.Scrapes != 1 || st.Failures != 0 {
+				t.Errorf("kubelet client stats = %+v, want 1 scrape and 0 failures", st)
+			}
+		})
+	}
+}
+
+// TestDefaultGolden runs the one list of collectors together, as the agent
+// does, and checks the union is exactly the per-collector goldens.
+func TestDefaultGolden(t *testing.T) {
+	srv := serveFile(t, "testdata/summary.json")
+	cfg := testConfig
+	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL}
+	cs, err := Default(cfg, loadState(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name())
+	}
+	if got := strings.Join(names, ","); got != "pod,node,kubelet" {
+		t.Fatalf("Default collectors = %s, want pod,node,kubelet", got)
+	}
+	got := render(newPipeline(t, cs).collect(t))
+	var want string
+	for _, g := range []string{"kubelet.golden", "node.golden", "pod.golden"} {
+		b, err := os.ReadFile(filepath.Join("testdata", g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += string(b)
+	}
+	if sortedLines(got) != sortedLines(want) {
+		t.Errorf("Default output is not the union of the collector goldens:\n%s", diff(sortedLines(want), sortedLines(got)))
+	}
+
+	cfg.Kubelet = KubeletConfig{}
+	cs, err = Default(cfg, loadState(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 {
+		t.Errorf("Default without a kubelet endpoint has %d collectors, want 2 (pod, node)", len(cs))
+	}
+}
+
+func sortedLines(s string) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j] < ls[j-1]; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	return strings.Join(ls, "\n")
+}
+
+// TestKubeletFailuresAreIsolated: every way a kubelet response can go wrong
+// fails the kubelet collector with a clear error and a failed-scrape count,
+// while the pod and node collectors still report.
+func TestKubeletFailuresAreIsolated(t *testing.T) {
+	valid, err := os.ReadFile("testdata/summary.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     KubeletConfig
+		handler http.HandlerFunc
+		wantErr string
+	}{
+		{name: "http 500", handler: func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		}, wantErr: "HTTP 500"},
+		{name: "forbidden", handler: func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "Forbidden (user=system:serviceaccount:x:y, verb=get, resource=nodes, subresource=stats)", http.StatusForbidden)
+		}, wantErr: "RBAC get on nodes/stats"},
+		{name: "malformed json", handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write(valid[:len(valid)/2])
+		}, wantErr: "decode"},
+		{name: "wrong shape", handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte(`{"node": "not an object"}`))
+		}, wantErr: "decode"},
+		{name: "oversized with content-length", cfg: KubeletConfig{MaxResponseBytes: 1024}, handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write(valid)
+		}, wantErr: "exceeds the 1024-byte limit"},
+		{name: "oversized chunked", cfg: KubeletConfig{MaxResponseBytes: 1024}, handler: func(w http.ResponseWriter, r *http.Request) {
+			for i := 0; i < len(valid); i += 512 {
+				_, _ = w.Write(valid[i:min(i+512, len(valid))])
+				w.(http.Flusher).Flush()
+			}
+		}, wantErr: "exceeds the 1024-byte limit"},
+		{name: "timeout", cfg: KubeletConfig{Timeout: 50 * time.Millisecond}, handler: func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done() // hang until the client gives up
+		}, wantErr: "context deadline exceeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			tc.cfg.Endpoint = srv.URL
+			state := loadState(t)
+			kc, client := newTestKubeletCollector(t, tc.cfg, state)
+			p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), NewNodeCollector(state), kc})
+			out := render(p.collect(t))
+
+			if !strings.Contains(out, "# k8s.pod.status.phase ") || !strings.Contains(out, "# k8s.node.condition.status ") {
+				t.Errorf("pod/node metrics missing when the kubelet fails:\n%s", out)
+			}
+			if strings.Contains(out, "k8s.pod.cpu.usage") {
+				t.Errorf("kubelet metrics reported from a failed scrape")
+			}
+			st := p.runner.Stats()
+			if st["kubelet"].Failures != 1 || !strings.Contains(st["kubelet"].LastError, tc.wantErr) {
+				t.Errorf("kubelet stats = %+v, want 1 failure with %q", st["kubelet"], tc.wantErr)
+			}
+			if st["pod"].Successes != 1 || st["node"].Successes != 1 {
+				t.Errorf("pod/node stats = %+v / %+v, want one success each", st["pod"], st["node"])
+			}
+			if cs := client.Stats(); cs.Failures != 1 || cs.Scrapes != 1 {
+				t.Errorf("kubelet client stats = %+v, want 1 scrape, 1 failure", cs)
+			}
+		})
+	}
+}
+
+// TestKubeletHTTPSWithTokenAndCA uses the in-cluster path: HTTPS verified
+// against a CA file, bearer token from a file that rotates.
+func TestKubeletHTTPSWithTokenAndCA(t *testing.T) {
+	body, err := os.ReadFile("testdata/summary.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantToken := "token-1"
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+wantToken {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	caFile, tokenFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "token")
+	writeCA(t, caFile, srv.TLS)
+	if err := os.WriteFile(tokenFile, []byte("token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, CAFile: caFile, TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Node.NodeName != "node-1" || len(s.Pods) != 4 {
+		t.Errorf("summary node=%q pods=%d, want node-1 and 4", s.Node.NodeName, len(s.Pods))
+	}
+
+	// Without the CA the kubelet's certificate is not trusted.
+	untrusted, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := untrusted.Summary(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("summary without CA: err = %v, want a certificate error", err)
+	}
+
+	// A wrong token is an authorization failure with a hint.
+	if err := os.WriteFile(tokenFile, []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, CAFile: caFile, TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wrong.Summary(context.Background()); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Errorf("summary with a wrong token: err = %v, want HTTP 401", err)
+	}
+}
+
+func writeCA(t *testing.T, path string, cfg *tls.Config) {
+	t.Helper()
+	cert := cfg.Certificates[0].Certificate[0]
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) Name() string      { return "panicky" }
+func (panicky) Describe() []*Desc { return nil }
+func (panicky) Collect(context.Context, Recorder) error {
+	panic("boom")
+}
+
+type failing struct{ err error }
+
+func (f failing) Name() string      { return "failing" }
+func (f failing) Describe() []*Desc { return []*Desc{NodeCPUUsage} }
+func (f failing) Collect(_ context.Context, r Recorder) error {
+	r.Record(NodeCPUUsage, 1.5)
+	return f.err
+}
+
+// sleepy advances a fake clock while collecting, standing in for a slow source.
+type sleepy struct{ clock *testingclock.FakePassiveClock }
+
+func (s sleepy) Name() string      { return "sleepy" }
+func (s sleepy) Describe() []*Desc { return nil }
+func (s sleepy) Collect(context.Context, Recorder) error {
+	s.clock.SetTime(s.clock.Now().Add(250 * time.Millisecond))
+	return nil
+}
+
+func TestRunnerIsolatesAndAccounts(t *testing.T) {
+	state := loadState(t)
+	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	p := newPipeline(t, []Collector{panicky{}, NewNodeCollector(state), failing{errors.New("source broke")}, sleepy{clk}},
+		WithClock(clk))
+	rm := p.collect(t)
+	if out := render(rm); !strings.Contains(out, "k8s.node.condition.status") {
+		t.Errorf("node collector did not report after a panicking collector:\n%s", out)
+	}
+	st := p.runner.Stats()
+	if st["panicky"].Failures != 1 || !strings.Contains(st["panicky"].LastError, "panicked: boom") {
+		t.Errorf("panicky stats = %+v", st["panicky"])
+	}
+	if st["failing"].Failures != 1 || st["failing"].LastError != "source broke" {
+		t.Errorf("failing stats = %+v", st["failing"])
+	}
+	if st["node"].Successes != 1 || st["sleepy"].LastDuration != 250*time.Millisecond {
+		t.Errorf("node stats = %+v, sleepy = %+v", st["node"], st["sleepy"])
+	}
+	// Self-metrics carry the same numbers.
+	self := selfPoints(rm)
+	for k, want := range map[string]float64{
+		`fleetagent.collector.runs{collector="panicky",result="failure"}`: 1,
+		`fleetagent.collector.runs{collector="node",result="success"}`:    1,
+		`fleetagent.collector.runs{collector="node",result="failure"}`:    0,
+		`fleetagent.collector.duration{collector="sleepy"}`:               0.25,
+	} {
+		if got, ok := self[k]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+}
+
+func selfPoints(rm metricdata.ResourceMetrics) map[string]float64 {
+	out := map[string]float64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					out[fmt.Sprintf("%s{%s}", m.Name, attrString(p.Attributes))] = float64(p.Value)
+				}
+			case metricdata.Gauge[float64]:
+				for _, p := range d.DataPoints {
+					out[fmt.Sprintf("%s{%s}", m.Name, attrString(p.Attributes))] = p.Value
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					out[fmt.Sprintf("%s{%s}", m.Name, attrString(p.Attributes))] = float64(p.Value)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func TestNotSyncedIsNoDataNotFailure(t *testing.T) {
+	state := loadState(t)
+	state.synced = false
+	p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), NewNodeCollector(state)})
+	if out := render(p.collect(t)); out != "" {
+		t.Errorf("unsynced state reported metrics:\n%s", out)
+	}
+	for name, st := range p.runner.Stats() {
+		if st.Failures != 0 || st.NoData != 1 {
+			t.Errorf("%s stats = %+v, want one no-data run and no failure", name, st)
+		}
+	}
+}
+
+// TestDeletedPodSeriesDisappear: asynchronous instruments report only what
+// the callback observes, so a deleted pod's series are gone at the next
+// collection, for both informer and kubelet collectors.
+func TestDeletedPodSeriesDisappear(t *testing.T) {
+	state := loadState(t)
+	orig, err := os.ReadFile("testdata/summary.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary := &mutableSummary{body: orig}
+	srv := httptest.NewServer(summary)
+	defer srv.Close()
+	kc, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, state)
+	p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), kc})
+
+	if out := render(p.collect(t)); !strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
+		t.Fatalf("web pod not reported before deletion")
+	}
+	state.deletePod("web-5d8f7c6b9-abcde")
+	summary.set(strings.Replace(string(orig), `"name": "web-5d8f7c6b9-abcde"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1))
+	out := render(p.collect(t))
+	if strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
+		t.Errorf("deleted pod still reported:\n%s", grep(out, "web-5d8f7c6b9-abcde"))
+	}
+	if !strings.Contains(out, `k8s.pod.name="postgres-0"`) {
+		t.Errorf("other pods no longer reported")
+	}
+}
+
+type mutableSummary struct {
+	mu   sync.Mutex
+	body []byte
+}
+
+func (m *mutableSummary) set(s string) { m.mu.Lock(); m.body = []byte(s); m.mu.Unlock() }
+func (m *mutableSummary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	b := m.body
+	m.mu.Unlock()
+	_, _ = w.Write(b)
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestConfigValidateReportsEverything(t *testing.T) {
+	err := Config{PodLabels: []string{""}, Kubelet: KubeletConfig{Endpoint: "ftp://x", Timeout: -1, MaxResponseBytes: -1}}.Validate()
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{"empty key", "must start with https://", "timeout -1ns is negative", "max response bytes -1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if err := testConfig.Validate(); err != nil {
+		t.Errorf("valid config rejected: %v", err)
+	}
+}
+
+func TestDuplicateMetricNameRejected(t *testing.T) {
+	dup := &Desc{Name: NodeCPUUsage.Name, Unit: "{cpu}", Kind: Gauge, Float: true}
+	_, err := NewRunner(newPipelineMeter(t), []Collector{failing{}, describing{dup}})
+	if err == nil || !strings.Contains(err.Error(), "described twice") {
+		t.Errorf("err = %v, want a duplicate-description error", err)
+	}
+}
+
+type describing struct{ d *Desc }
+
+func (d describing) Name() string                            { return "describing" }
+func (d describing) Describe() []*Desc                       { return []*Desc{d.d} }
+func (d describing) Collect(context.Context, Recorder) error { return nil }
+

@@ -1,0 +1,251 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	corev1 "k8s.io/api/core/v1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from the current output")
+
+// fixtureState is a KubeState over recorded objects.
+type fixtureState struct {
+	mu     sync.Mutex
+	pods   []*corev1.Pod
+	node   *corev1.Node
+	synced bool
+}
+
+func (s *fixtureState) Pods() []*corev1.Pod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*corev1.Pod(nil), s.pods...)
+}
+
+func (s *fixtureState) Node() (*corev1.Node, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.node, s.node != nil
+}
+
+func (s *fixtureState) HasSynced() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.synced }
+
+func (s *fixtureState) deletePod(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.pods {
+		if p.Name == name {
+			s.pods = append(s.pods[:i:i], s.pods[i+1:]...)
+			return
+		}
+	}
+}
+
+func loadState(t testing.TB) *fixtureState {
+	t.Helper()
+	var list corev1.PodList
+	readJSON(t, "testdata/pods.json", &list)
+	var node corev1.Node
+	readJSON(t, "testdata/node.json", &node)
+	s := &fixtureState{node: &node, synced: true}
+	for i := range list.Items {
+		s.pods = append(s.pods, &list.Items[i])
+	}
+	return s
+}
+
+func readJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("decode %s: %v", path, err)
+	}
+}
+
+// testWorkload stands in for informer.WorkloadOf: owner kind to attribute.
+func testWorkload(pod *corev1.Pod) map[string]string {
+	out := map[string]string{}
+	for _, o := range pod.OwnerReferences {
+		switch o.Kind {
+		case "ReplicaSet":
+			out["k8s.replicaset.name"] = o.Name
+			if h := pod.Labels["pod-template-hash"]; h != "" {
+				out["k8s.deployment.name"] = strings.TrimSuffix(o.Name, "-"+h)
+			}
+		case "StatefulSet":
+			out["k8s.statefulset.name"] = o.Name
+		case "DaemonSet":
+			out["k8s.daemonset.name"] = o.Name
+		case "Job":
+			out["k8s.job.name"] = o.Name
+		}
+	}
+	return out
+}
+
+var testConfig = Config{PodLabels: []string{"app", "team"}, Workload: testWorkload}
+
+// pipeline is a Runner on a real SDK MeterProvider with a manual reader.
+type pipeline struct {
+	reader *sdkmetric.ManualReader
+	runner *Runner
+}
+
+func newPipeline(t testing.TB, cs []Collector, opts ...RunnerOption) *pipeline {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	r, err := NewRunner(mp.Meter("fleetagent/collector"), cs, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RegisterMetrics(mp.Meter("fleetagent/self")); err != nil {
+		t.Fatal(err)
+	}
+	return &pipeline{reader: reader, runner: r}
+}
+
+func (p *pipeline) collect(t testing.TB) metricdata.ResourceMetrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := p.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	return rm
+}
+
+// render prints the product metrics (not the fleetagent.* self-metrics) in
+// a stable text form: one header line per metric, one line per series.
+func render(rm metricdata.ResourceMetrics) string {
+	var b strings.Builder
+	var ms []metricdata.Metrics
+	for _, sm := range rm.ScopeMetrics {
+		if sm.Scope.Name != "fleetagent/collector" {
+			continue
+		}
+		ms = append(ms, sm.Metrics...)
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+	for _, m := range ms {
+		kind, lines := series(m)
+		if len(lines) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "# %s %s %s\n", m.Name, m.Unit, kind)
+		sort.Strings(lines)
+		for _, l := range lines {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func series(m metricdata.Metrics) (string, []string) {
+	var lines []string
+	line := func(set attribute.Set, v any) {
+		lines = append(lines, fmt.Sprintf("%s{%s} %v", m.Name, attrString(set), v))
+	}
+	switch d := m.Data.(type) {
+	case metricdata.Gauge[int64]:
+		for _, p := range d.DataPoints {
+			line(p.Attributes, p.Value)
+		}
+		return "gauge int", lines
+	case metricdata.Gauge[float64]:
+		for _, p := range d.DataPoints {
+			line(p.Attributes, p.Value)
+		}
+		return "gauge float", lines
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			line(p.Attributes, p.Value)
+		}
+		return sumKind(d.IsMonotonic) + " int", lines
+	case metricdata.Sum[float64]:
+		for _, p := range d.DataPoints {
+			line(p.Attributes, p.Value)
+		}
+		return sumKind(d.IsMonotonic) + " float", lines
+	}
+	return fmt.Sprintf("%T", m.Data), nil
+}
+
+func sumKind(mono bool) string {
+	if mono {
+		return "counter"
+	}
+	return "updowncounter"
+}
+
+func attrString(set attribute.Set) string {
+	var parts []string
+	for _, kv := range set.ToSlice() {
+		parts = append(parts, fmt.Sprintf("%s=%q", kv.Key, kv.Value.Emit()))
+	}
+	return strings.Join(parts, ",")
+}
+
+// golden compares got with testdata/<name>, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./collector -update to create it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("output differs from %s (run with -update to accept):\n%s", path, diff(string(want), got))
+	}
+}
+
+// diff lists lines only in want (-) or only in got (+).
+func diff(want, got string) string {
+	w, g := map[string]bool{}, map[string]bool{}
+	for _, l := range strings.Split(want, "\n") {
+		w[l] = true
+	}
+	for _, l := range strings.Split(got, "\n") {
+		g[l] = true
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(want, "\n") {
+		if !g[l] {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if !w[l] {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func newPipelineMeter(t testing.TB) metric.Meter {
+	mp := sdkmetric.NewMeterProvider()
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	return mp.Meter("test")
+}
