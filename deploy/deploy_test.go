@@ -1,0 +1,631 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/fleetagent/fleetagent/internal/controlplane"
+)
+
+const (
+	namespace = "fleetagent"
+	agentName = "fleetagent"
+	// agentUser is the user name the apiserver gives the agent's service
+	// account token; RBAC and APF match ServiceAccount subjects by it.
+	agentUser = "system:serviceaccount:fleetagent:fleetagent"
+	// otherUser is another workload's service account, which the bootstrap
+	// "service-accounts" FlowSchema puts into workload-low.
+	otherUser      = "system:serviceaccount:other:app"
+	otherNamespace = "other"
+	fieldManager   = "fleetagent-deploy-test"
+)
+
+// overlays are the directories a user applies with `kubectl apply -k`. The
+// last one is the state the RBAC and APF tests run against.
+var overlays = []string{"base", "overlays/canary", "overlays/fleet-node-kill-switch", "overlays/fleet"}
+
+var cp *controlplane.ControlPlane
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	var err error
+	cp, err = controlplane.Start(ctx, controlplane.Options{
+		Users: []string{agentUser, otherUser},
+		// A small server makes the fleet's share small (2 seats for the
+		// fleetagent level instead of 12), so a storm from a bounded number
+		// of loopback clients on a 2-core machine is enough to fill it.
+		APIServerFlags: []string{"--max-requests-inflight=60", "--max-mutating-requests-inflight=30"},
+	})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := cp.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop control plane:", err)
+	}
+	os.Exit(code)
+}
+
+// render builds a kustomization directory exactly as `kubectl kustomize`
+// does (kubectl embeds the same krusty library).
+func render(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, r := range m.Resources() {
+		// Through JSON, so numbers are int64/float64 as unstructured expects.
+		b, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
+		}
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(b); err != nil {
+			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+// warnings records the Warning headers of the apiserver's responses, e.g.
+// Pod Security violations of a DaemonSet's pod template.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, text)
+}
+
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.msgs
+	w.msgs = nil
+	return m
+}
+
+type applier struct {
+	dyn    dynamic.Interface
+	mapper meta.RESTMapper
+	warn   *warnings
+}
+
+func newApplier(t *testing.T) *applier {
+	t.Helper()
+	cfg := cp.AdminConfig()
+	cfg.QPS = -1
+	w := &warnings{}
+	cfg.WarningHandlerWithContext = w
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), warn: w}
+}
+
+// apply server-side applies objs (namespaces first, as kubectl does) with
+// strict field validation, so a misspelt or misplaced field is an error, and
+// returns the objects as the apiserver stored them.
+func (a *applier) apply(ctx context.Context, t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	t.Helper()
+	objs = slices.Clone(objs)
+	slices.SortStableFunc(objs, func(x, y *unstructured.Unstructured) int {
+		return boolToInt(y.GetKind() == "Namespace") - boolToInt(x.GetKind() == "Namespace")
+	})
+	var out []*unstructured.Unstructured
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("map %s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			if obj.GetNamespace() == "" {
+				t.Fatalf("%s %s has no namespace: every namespaced manifest must name fleetagent's", gvk.Kind, obj.GetName())
+			}
+			ri = a.dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
+		}
+		body, err := json.Marshal(obj.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{
+			FieldManager:    fieldManager,
+			Force:           ptrTo(true),
+			FieldValidation: metav1.FieldValidationStrict,
+		})
+		if err != nil {
+			t.Fatalf("server-side apply %s %s/%s: %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
+		}
+		out = append(out, got)
+	}
+	return out
+}
+
+func boolToInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// find returns the typed object of kind and name among objs.
+func find[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			v := new(T)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
+				t.Fatalf("convert %s %s: %v", kind, name, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s %q among the applied objects", kind, name)
+	return nil
+}
+
+func has(objs []*unstructured.Unstructured, kind, name string) bool {
+	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
+}
+
+// applyFleet applies the full-fleet overlay: the state the RBAC and APF
+// tests need. Server-side apply makes it idempotent.
+func applyFleet(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return newApplier(t).apply(ctx, t, render(t, "overlays/fleet"))
+}
+
+// TestApplyEveryOverlay applies the base and every overlay for real, in the
+// order of a rollout, and checks what the apiserver stored: the properties
+// that make the rollout safe are asserted on the live objects, and the
+// restricted Pod Security Standard on the fleetagent namespace must not warn.
+func TestApplyEveryOverlay(t *testing.T) {
+	a := newApplier(t)
+	for _, dir := range overlays {
+		t.Run(dir, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rendered := render(t, dir)
+			a.warn.take()
+			live := a.apply(ctx, t, rendered)
+			if w := a.warn.take(); len(w) > 0 {
+				t.Errorf("applying %s drew warnings from the apiserver (Pod Security or deprecation):\n%s", dir, strings.Join(w, "\n"))
+			}
+			for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema", "PriorityLevelConfiguration", "ConfigMap", "DaemonSet"} {
+				if !slices.ContainsFunc(live, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind }) {
+					t.Errorf("%s has no %s", dir, kind)
+				}
+			}
+			ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+			checkDaemonSet(t, ds)
+			checkKillSwitch(t, dir, ds, live)
+			checkSelfRole(t, ds, find[rbacv1.Role](t, live, "Role", "fleetagent-self"))
+
+			aff := ds.Spec.Template.Spec.Affinity
+			canary := aff != nil && aff.NodeAffinity != nil && aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil
+			if want := dir == "overlays/canary"; canary != want {
+				t.Errorf("%s: DaemonSet restricted to canary nodes = %v, want %v (affinity %+v)", dir, canary, want, aff)
+			}
+			if canary {
+				terms := aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+				want := []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "fleetagent.io/canary", Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}}}
+				if !equalJSON(terms, want) {
+					t.Errorf("canary node selector terms = %s, want %s", mustJSON(terms), mustJSON(want))
+				}
+			}
+			if dir != "base" {
+				checkGateway(t, ds, live)
+			}
+		})
+	}
+}
+
+func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("update strategy = %s, want RollingUpdate with maxUnavailable 1", mustJSON(ds.Spec.UpdateStrategy))
+	}
+	if ru != nil && ru.MaxSurge != nil && ru.MaxSurge.IntValue() != 0 {
+		t.Errorf("maxSurge = %s, want 0: a surge pod would run two agents on one node", ru.MaxSurge)
+	}
+	if ds.Spec.MinReadySeconds < 10 {
+		t.Errorf("minReadySeconds = %d, want >= 10 so a rollout paces itself", ds.Spec.MinReadySeconds)
+	}
+	ps := ds.Spec.Template.Spec
+	if ps.ServiceAccountName != agentName {
+		t.Errorf("serviceAccountName = %q, want %q", ps.ServiceAccountName, agentName)
+	}
+	if !slices.ContainsFunc(ps.Tolerations, func(tol corev1.Toleration) bool {
+		return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
+	}) {
+		t.Errorf("tolerations = %s, want one {operator: Exists} so the agent runs on every node", mustJSON(ps.Tolerations))
+	}
+	psc := ps.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %s, want non-root and RuntimeDefault seccomp", mustJSON(psc))
+	}
+	if len(ps.Containers) != 1 {
+		t.Fatalf("containers = %d, want 1", len(ps.Containers))
+	}
+	c := ps.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("container securityContext = %s, want read-only root fs, no privilege escalation, drop ALL", mustJSON(sc))
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[r]; !ok {
+			t.Errorf("no %s request", r)
+		}
+	}
+	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+		t.Errorf("no memory limit")
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	for name, field := range map[string]string{"NODE_NAME": "spec.nodeName", "NODE_IP": "status.hostIP", "POD_NAMESPACE": "metadata.namespace"} {
+		e := env[name]
+		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != field {
+			t.Errorf("env %s = %s, want the downward API field %s", name, mustJSON(e), field)
+		}
+	}
+	if got, want := env["FLEETAGENT_DAEMONSET"].Value, "$(POD_NAMESPACE)/"+ds.Name; got != want {
+		t.Errorf("FLEETAGENT_DAEMONSET = %q, want %q: the agent reads its fleet size from its own DaemonSet", got, want)
+	}
+	port := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "admin" })
+	if port < 0 || !strings.HasSuffix(env["FLEETAGENT_ADMIN_ADDRESS"].Value, fmt.Sprintf(":%d", c.Ports[port].ContainerPort)) {
+		t.Errorf("admin port %v does not match FLEETAGENT_ADMIN_ADDRESS %q", c.Ports, env["FLEETAGENT_ADMIN_ADDRESS"].Value)
+	}
+	for name, p := range map[string]*corev1.Probe{"/readyz": c.ReadinessProbe, "/healthz": c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != name || p.HTTPGet.Port.String() != "admin" {
+			t.Errorf("probe for %s = %s, want an HTTP GET of %s on the admin port", name, mustJSON(p), name)
+		}
+	}
+}
+
+// checkKillSwitch follows FLEETAGENT_KILL_SWITCH_FILE to the volume that
+// holds it: the fleetagent-control ConfigMap key (default "off"), or the
+// node-local hostPath in the overlay that chooses it.
+func checkKillSwitch(t *testing.T, dir string, ds *appsv1.DaemonSet, live []*unstructured.Unstructured) {
+	t.Helper()
+	c := ds.Spec.Template.Spec.Containers[0]
+	var file string
+	for _, e := range c.Env {
+		if e.Name == "FLEETAGENT_KILL_SWITCH_FILE" {
+			file = e.Value
+		}
+	}
+	if file == "" {
+		t.Fatalf("%s: FLEETAGENT_KILL_SWITCH_FILE is not set", dir)
+	}
+	mi := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == path.Dir(file) })
+	if mi < 0 || c.VolumeMounts[mi].SubPath != "" {
+		t.Fatalf("%s: kill switch %s is not in a directory volume mount (subPath mounts never update): %s", dir, file, mustJSON(c.VolumeMounts))
+	}
+	vi := slices.IndexFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[mi].Name })
+	vol := ds.Spec.Template.Spec.Volumes[vi]
+	switch dir {
+	case "overlays/fleet-node-kill-switch":
+		if vol.HostPath == nil || vol.HostPath.Path != "/var/lib/fleetagent" || path.Base(file) != "kill-switch" {
+			t.Errorf("%s: kill switch %s in volume %s, want the hostPath /var/lib/fleetagent/kill-switch", dir, file, mustJSON(vol))
+		}
+	default:
+		if vol.ConfigMap == nil || vol.ConfigMap.Name != "fleetagent-control" {
+			t.Fatalf("%s: kill switch %s in volume %s, want the fleetagent-control ConfigMap", dir, file, mustJSON(vol))
+		}
+		cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+		if v, ok := cm.Data[path.Base(file)]; !ok || v != "off" {
+			t.Errorf("%s: ConfigMap fleetagent-control key %q = %q (present %v), want \"off\"", dir, path.Base(file), v, ok)
+		}
+	}
+}
+
+// checkSelfRole: the one DaemonSet the agent may read is the one it runs as.
+func checkSelfRole(t *testing.T, ds *appsv1.DaemonSet, role *rbacv1.Role) {
+	t.Helper()
+	if role.Namespace != ds.Namespace || len(role.Rules) != 1 || !slices.Equal(role.Rules[0].ResourceNames, []string{ds.Name}) {
+		t.Errorf("Role %s/%s rules = %s, want get on daemonsets/%s in %s only", role.Namespace, role.Name, mustJSON(role.Rules), ds.Name, ds.Namespace)
+	}
+}
+
+// checkGateway: the agents' OTLP endpoint is the gateway Service, which
+// routes to a collector whose pipeline receives OTLP.
+func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstructured) {
+	t.Helper()
+	const name = "fleetagent-otel-gateway"
+	svc := find[corev1.Service](t, live, "Service", name)
+	dep := find[appsv1.Deployment](t, live, "Deployment", name)
+	cm := find[corev1.ConfigMap](t, live, "ConfigMap", name)
+	var endpoint string
+	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+			endpoint = e.Value
+		}
+	}
+	if want := fmt.Sprintf("http://%s.%s.svc:4317", svc.Name, svc.Namespace); endpoint != want {
+		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q, want the gateway Service %q", endpoint, want)
+	}
+	var grpcTarget string
+	for _, p := range svc.Spec.Ports {
+		if p.Port == 4317 {
+			grpcTarget = p.TargetPort.String()
+		}
+	}
+	if !slices.ContainsFunc(dep.Spec.Template.Spec.Containers[0].Ports, func(p corev1.ContainerPort) bool { return p.Name == grpcTarget && p.ContainerPort == 4317 }) {
+		t.Errorf("Service port 4317 targets %q, which is not the collector's OTLP/gRPC port 4317", grpcTarget)
+	}
+	if !equalJSON(svc.Spec.Selector, dep.Spec.Selector.MatchLabels) {
+		t.Errorf("Service selector %v does not select the Deployment's pods %v", svc.Spec.Selector, dep.Spec.Selector.MatchLabels)
+	}
+	var conf struct {
+		Receivers map[string]struct {
+			Protocols map[string]struct {
+				Endpoint string `json:"endpoint"`
+			} `json:"protocols"`
+		} `json:"receivers"`
+		Service struct {
+			Pipelines map[string]struct {
+				Receivers []string `json:"receivers"`
+			} `json:"pipelines"`
+		} `json:"service"`
+	}
+	// Sections the check does not model (processors, exporters) are ignored.
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &conf); err != nil {
+		t.Fatalf("collector config does not parse: %v", err)
+	}
+	if ep := conf.Receivers["otlp"].Protocols["grpc"].Endpoint; !strings.HasSuffix(ep, ":4317") {
+		t.Errorf("collector otlp grpc receiver endpoint = %q, want port 4317", ep)
+	}
+	if !slices.Contains(conf.Service.Pipelines["metrics"].Receivers, "otlp") {
+		t.Errorf("collector metrics pipeline receivers = %v, want otlp", conf.Service.Pipelines["metrics"].Receivers)
+	}
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("<%v>", err)
+	}
+	return string(b)
+}
+
+func equalJSON(a, b any) bool { return mustJSON(a) == mustJSON(b) }
+
+// TestPodSecurityWarningsAreSeen shows that TestApplyEveryOverlay's "no
+// warnings" check has teeth: the same DaemonSet with its capabilities and
+// seccomp profile removed, applied to the restricted namespace, draws a Pod
+// Security warning.
+func TestPodSecurityWarningsAreSeen(t *testing.T) {
+	applyFleet(t)
+	a := newApplier(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ds *unstructured.Unstructured
+	for _, o := range render(t, "overlays/fleet") {
+		if o.GetKind() == "DaemonSet" {
+			ds = o.DeepCopy()
+		}
+	}
+	ds.SetName("fleetagent-weakened")
+	unstructured.RemoveNestedField(ds.Object, "spec", "template", "spec", "securityContext", "seccompProfile")
+	containers, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
+	unstructured.RemoveNestedField(containers[0].(map[string]any), "securityContext", "capabilities")
+	if err := unstructured.SetNestedSlice(ds.Object, containers, "spec", "template", "spec", "containers"); err != nil {
+		t.Fatal(err)
+	}
+	a.warn.take()
+	a.apply(ctx, t, []*unstructured.Unstructured{ds})
+	w := strings.Join(a.warn.take(), "\n")
+	if !strings.Contains(w, "restricted") || !strings.Contains(w, "capabilities") || !strings.Contains(w, "seccompProfile") {
+		t.Errorf("weakened DaemonSet drew warnings %q, want Pod Security \"restricted\" warnings naming capabilities and seccompProfile", w)
+	}
+	if err := a.dyn.Resource(appsv1.SchemeGroupVersion.WithResource("daemonsets")).Namespace(namespace).Delete(ctx, "fleetagent-weakened", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRBAC asks the apiserver, with SubjectAccessReviews, what the agent's
+// service account may do: exactly what the agent needs, nothing to write,
+// no secrets, no other DaemonSet, no nodes/proxy.
+func TestRBAC(t *testing.T) {
+	applyFleet(t)
+	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type access struct {
+		verb, group, resource, subresource, ns, name string
+		allowed                                      bool
+	}
+	cases := []access{
+		{"list", "", "pods", "", "", "", true},
+		{"watch", "", "pods", "", "", "", true},
+		{"get", "", "pods", "", "default", "p", true},
+		{"list", "", "nodes", "", "", "", true},
+		{"watch", "", "nodes", "", "", "", true},
+		{"get", "", "nodes", "", "", "node-1", true},
+		{"get", "", "nodes", "stats", "", "node-1", true},
+		{"get", "apps", "daemonsets", "", namespace, agentName, true},
+
+		{"get", "", "nodes", "proxy", "", "node-1", false},
+		{"create", "", "nodes", "proxy", "", "node-1", false},
+		{"get", "", "secrets", "", namespace, "any", false},
+		{"list", "", "secrets", "", "", "", false},
+		{"watch", "", "secrets", "", "kube-system", "", false},
+		{"get", "", "configmaps", "", "kube-system", "any", false},
+		{"list", "apps", "daemonsets", "", namespace, "", false},
+		{"watch", "apps", "daemonsets", "", "", "", false},
+		{"get", "apps", "daemonsets", "", namespace, "other-daemonset", false},
+		{"get", "apps", "daemonsets", "", "kube-system", agentName, false},
+		{"list", "apps", "replicasets", "", "", "", false},
+		{"create", "", "pods", "", namespace, "", false},
+		{"create", "", "pods", "eviction", "default", "p", false},
+		{"get", "", "pods", "exec", "default", "p", false},
+		{"get", "", "pods", "log", "default", "p", false},
+		{"delete", "", "pods", "", "default", "p", false},
+		{"update", "", "nodes", "status", "", "node-1", false},
+		{"patch", "", "nodes", "", "", "node-1", false},
+		{"update", "apps", "daemonsets", "", namespace, agentName, false},
+		{"patch", "apps", "daemonsets", "status", namespace, agentName, false},
+		{"update", "", "configmaps", "", namespace, "fleetagent-control", false},
+		{"create", "", "events", "", namespace, "", false},
+		{"create", "authentication.k8s.io", "tokenreviews", "", "", "", false},
+		{"create", "authorization.k8s.io", "subjectaccessreviews", "", "", "", false},
+	}
+	// Writes with every verb on every resource the agent may read, and a
+	// wildcard: none is allowed.
+	for _, verb := range []string{"create", "update", "patch", "delete", "deletecollection"} {
+		cases = append(cases,
+			access{verb, "", "pods", "", "", "", false},
+			access{verb, "", "nodes", "", "", "", false},
+			access{verb, "apps", "daemonsets", "", namespace, agentName, false},
+			access{verb, "*", "*", "", "", "", false},
+		)
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("%s %s/%s/%s %s/%s", c.verb, c.group, c.resource, c.subresource, c.ns, c.name)
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   agentUser,
+			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
+			},
+		}}
+		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got.Status.Allowed != c.allowed {
+			t.Errorf("%s: allowed = %v, want %v (%s)", name, got.Status.Allowed, c.allowed, got.Status.Reason)
+		}
+	}
+}
+
+// TestFlowSchemaWinsOverBootstrap reads the live bootstrap FlowSchemas
+// rather than trusting remembered numbers: the agent's schema must be
+// evaluated before every bootstrap schema that matches service accounts,
+// and its level must neither lend nor borrow seats.
+func TestFlowSchemaWinsOverBootstrap(t *testing.T) {
+	applyFleet(t)
+	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ours, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, agentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"service-accounts", "global-default", "catch-all"} {
+		fs, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("bootstrap FlowSchema %s: %v", name, err)
+		}
+		if ours.Spec.MatchingPrecedence >= fs.Spec.MatchingPrecedence {
+			t.Errorf("matchingPrecedence %d does not win over bootstrap %s (%d)", ours.Spec.MatchingPrecedence, name, fs.Spec.MatchingPrecedence)
+		}
+	}
+	pl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, ours.Spec.PriorityLevelConfiguration.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := pl.Spec.Limited
+	if pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || lim == nil ||
+		lim.LendablePercent == nil || *lim.LendablePercent != 0 ||
+		lim.BorrowingLimitPercent == nil || *lim.BorrowingLimitPercent != 0 ||
+		lim.LimitResponse.Type != flowcontrolv1.LimitResponseTypeQueue {
+		t.Errorf("priority level %s = %s, want Limited, lendablePercent 0, borrowingLimitPercent 0, queuing", pl.Name, mustJSON(pl.Spec))
+	}
+	wl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, "workload-low", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *lim.NominalConcurrencyShares*10 > *wl.Spec.Limited.NominalConcurrencyShares {
+		t.Errorf("nominalConcurrencyShares %d, want at most a tenth of workload-low's %d", *lim.NominalConcurrencyShares, *wl.Spec.Limited.NominalConcurrencyShares)
+	}
+}
+
+// TestEveryKustomizationIsApplied keeps TestApplyEveryOverlay honest: every
+// kustomization in deploy/ (components aside) is in the list it applies.
+func TestEveryKustomizationIsApplied(t *testing.T) {
+	var dirs []string
+	err := filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Name() == "kustomization.yaml" {
+			dirs = append(dirs, filepath.Dir(p))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "kind: Component") {
+			// A component builds only inside a kustomization; the overlays
+			// that use it are built and applied by TestApplyEveryOverlay.
+			continue
+		}
+		if !slices.Contains(overlays, filepath.ToSlash(dir)) {
+			t.Errorf("kustomization %s is not in the overlays TestApplyEveryOverlay applies", dir)
+		}
+	}
+	if len(dirs) < len(overlays) {
+		t.Errorf("found %d kustomizations, want at least %d", len(dirs), len(overlays))
+	}
+}
