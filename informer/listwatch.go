@@ -54,6 +54,9 @@ func (lw *scopedListWatch) ListWithContext(ctx context.Context, opts metav1.List
 		lw.st.relists.Add(1)
 	}
 	obj, err := lw.list(ctx, opts)
+	if err != nil && ctx.Err() != nil {
+		return nil, err // shutting down: not an error of the apiserver's
+	}
 	if err != nil {
 		lw.st.listErrors.Add(1)
 		lw.st.setErr(fmt.Errorf("list %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, opts.ResourceVersion, err))
@@ -77,7 +80,7 @@ func (lw *scopedListWatch) WatchWithContext(ctx context.Context, opts metav1.Lis
 		lw.st.watches.Add(1)
 	}
 	w, err := lw.watch(ctx, opts)
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		what := "watch"
 		if streaming {
 			what = "streaming list"
@@ -88,10 +91,16 @@ func (lw *scopedListWatch) WatchWithContext(ctx context.Context, opts metav1.Lis
 		lw.st.setErr(fmt.Errorf("%s %s with fieldSelector %s (resourceVersion=%q): %w", what, lw.resource, lw.fieldSelector, opts.ResourceVersion, err))
 		return nil, err
 	}
+	if err != nil {
+		return nil, err // shutting down: not an error of the apiserver's
+	}
 	rv := opts.ResourceVersion
 	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
 		switch e.Type {
 		case watch.Error:
+			if ctx.Err() != nil {
+				break // the stream was cut by our own shutdown
+			}
 			lw.st.watchErrors.Add(1)
 			lw.st.setErr(fmt.Errorf("watch %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, rv, apierrors.FromObject(e.Object)))
 		case watch.Bookmark:
