@@ -17,6 +17,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -354,5 +355,114 @@ func TestStormIsContainedInAgentLevel(t *testing.T) {
 	}
 	if got := delta("apiserver_flowcontrol_dispatched_requests_total", map[string]string{"priority_level": "workload-low", "flow_schema": "service-accounts"}); got < probes {
 		t.Errorf("workload-low dispatched %v requests, want the other workload's %d", got, probes)
+	}
+}
+
+// TestPriorityLevelEmergencySqueeze proves the apiserver-side emergency
+// brake described in ROLLOUT.md: an admin patches the agents' priority level
+// to zero nominal seats and Reject. APF then lets at most one agent request
+// execute at a time (it always admits one request into an idle level, so a
+// level cannot be switched off entirely) and answers every other one 429
+// at once, without queuing; the admin, in another level, is served
+// throughout. Re-applying the manifests restores the level.
+func TestPriorityLevelEmergencySqueeze(t *testing.T) {
+	_, pl := setupAPF(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	patch := []byte(`{"spec":{"limited":{"nominalConcurrencyShares":0,"limitResponse":{"type":"Reject","queuing":null}}}}`)
+	if _, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Patch(ctx, pl.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "emergency-brake"}); err != nil {
+		t.Fatalf("patch priority level %s to squeeze the fleet: %v", pl.Name, err)
+	}
+	t.Cleanup(func() {
+		setupAPF(t)
+		waitSeats(t, pl.Name, func(n float64) bool { return n > 0 })
+	})
+	waitSeats(t, pl.Name, func(n float64) bool { return n == 0 })
+
+	const (
+		agents   = 20
+		perAgent = 5
+		requests = 10 // per worker
+	)
+	before := metrics(t)
+	var ok, rejected, other atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, agents*perAgent)
+	for range agents {
+		c := newRawClient(t, cp.UserConfig(agentUser))
+		for range perAgent {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range requests {
+					resp, err := c.get(ctx, agentPath)
+					if err != nil {
+						errs <- err
+						return
+					}
+					switch {
+					case resp.StatusCode == http.StatusOK:
+						ok.Add(1)
+					case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "":
+						rejected.Add(1)
+					default:
+						other.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
+		t.Errorf("admin request while the fleet is squeezed: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	after := metrics(t)
+	ours := map[string]string{"priority_level": pl.Name}
+	d := func(name string) float64 {
+		return controlplane.Sum(after, name, ours) - controlplane.Sum(before, name, ours)
+	}
+	queued := controlplane.Count(after, "apiserver_flowcontrol_request_queue_length_after_enqueue", ours) -
+		controlplane.Count(before, "apiserver_flowcontrol_request_queue_length_after_enqueue", ours)
+	t.Logf("squeezed fleet, %d requests from %d concurrent workers: %d served, %d rejected with 429 + Retry-After, %d other",
+		agents*perAgent*requests, agents*perAgent, ok.Load(), rejected.Load(), other.Load())
+	if other.Load() != 0 {
+		t.Errorf("%d agent requests got neither 200 nor 429 with Retry-After", other.Load())
+	}
+	if rejected.Load() == 0 {
+		t.Errorf("no agent request was rejected by the squeezed level")
+	}
+	if got := d("apiserver_flowcontrol_rejected_requests_total"); got != float64(rejected.Load()) {
+		t.Errorf("apiserver counted %v rejections in %s, agents saw %d", got, pl.Name, rejected.Load())
+	}
+	if got := d("apiserver_flowcontrol_dispatched_requests_total"); got != float64(ok.Load()) {
+		t.Errorf("apiserver dispatched %v requests in %s, agents saw %d served", got, pl.Name, ok.Load())
+	}
+	if queued != 0 {
+		t.Errorf("%v agent requests were queued in %s, want none once it rejects", queued, pl.Name)
+	}
+}
+
+// waitSeats waits until the apiserver's nominal seat limit for level
+// satisfies cond: the APF controller applies configuration asynchronously.
+func waitSeats(t *testing.T, level string, cond func(float64) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	var seats float64
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 45*time.Second, true, func(ctx context.Context) (bool, error) {
+		m, err := cp.Metrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		seats = controlplane.Sum(m, "apiserver_flowcontrol_nominal_limit_seats", map[string]string{"priority_level": level})
+		return cond(seats), nil
+	})
+	if err != nil {
+		t.Fatalf("priority level %s: nominal seats stayed %v: %v", level, seats, err)
 	}
 }
