@@ -274,7 +274,9 @@ func (f failing) Collect(_ context.Context, r Recorder) error {
 }
 
 // sleepy advances a fake clock while collecting, standing in for a slow source.
-type sleepy struct{ clock *testingclock.FakePassiveClock }
+type sleepy struct {
+	clock *testingclock.FakePassiveClock
+}
 
 func (s sleepy) Name() string      { return "sleepy" }
 func (s sleepy) Describe() []*Desc { return nil }
@@ -433,4 +435,3 @@ type describing struct{ d *Desc }
 func (d describing) Name() string                            { return "describing" }
 func (d describing) Describe() []*Desc                       { return []*Desc{d.d} }
 func (d describing) Collect(context.Context, Recorder) error { return nil }
-

@@ -231,21 +231,35 @@ func (r *Receiver) Reset() {
 	r.mu.Unlock()
 }
 
-// Arrivals is signalled (non-blocking, capacity 1) after each accepted
-// request, so tests wait for an export without polling.
-func (r *Receiver) Arrivals() <-chan struct{} { return r.arrivals }
-
 // WaitAccepted blocks until at least n requests were accepted or ctx ends.
 func (r *Receiver) WaitAccepted(ctx context.Context, n int) error {
+	return r.wait(ctx, "accepted", n, func(s Stats) int { return s.Accepted })
+}
+
+// WaitRefused blocks until at least n requests were refused or ctx ends.
+func (r *Receiver) WaitRefused(ctx context.Context, n int) error {
+	return r.wait(ctx, "refused", n, func(s Stats) int { return s.Refused })
+}
+
+// wait is woken by every request (the arrivals channel has capacity 1 and is
+// signalled without blocking), so it never polls on a timer.
+func (r *Receiver) wait(ctx context.Context, what string, n int, get func(Stats) int) error {
 	for {
-		if r.Stats().Accepted >= n {
+		if get(r.Stats()) >= n {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("otlpreceiver: waiting for %d accepted exports (have %d): %w", n, r.Stats().Accepted, ctx.Err())
+			return fmt.Errorf("otlpreceiver: waiting for %d %s exports (have %d): %w", n, what, get(r.Stats()), ctx.Err())
 		case <-r.arrivals:
 		}
+	}
+}
+
+func (r *Receiver) signal() {
+	select {
+	case r.arrivals <- struct{}{}:
+	default:
 	}
 }
 
@@ -302,6 +316,7 @@ func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
 		r.mu.Lock()
 		r.stats.Refused++
 		r.mu.Unlock()
+		r.signal()
 		return f, false
 	}
 	return f, true
@@ -317,10 +332,7 @@ func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsService
 	r.stats.Accepted++
 	r.stats.Points += len(pts)
 	r.mu.Unlock()
-	select {
-	case r.arrivals <- struct{}{}:
-	default:
-	}
+	r.signal()
 	if r.opts.Summary != nil {
 		fmt.Fprintln(r.opts.Summary, summaryLine(protocol, req, pts))
 	}

@@ -1,0 +1,348 @@
+// Package otlpexport builds the OpenTelemetry MeterProvider that exports the
+// agent's metrics over OTLP.
+//
+// The exporter is otlpmetricgrpc by default and otlpmetrichttp
+// (HTTP/protobuf) when OTEL_EXPORTER_OTLP_METRICS_PROTOCOL or
+// OTEL_EXPORTER_OTLP_PROTOCOL says "http/protobuf". Endpoint, headers, TLS,
+// insecure, compression, timeout and temporality come from the standard
+// OTEL_EXPORTER_OTLP_* variables, which the exporters read themselves; the
+// export interval and timeout from OTEL_METRIC_EXPORT_INTERVAL and
+// OTEL_METRIC_EXPORT_TIMEOUT unless Config sets them; the resource from
+// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME plus k8s.node.name.
+//
+// Memory stays bounded while the collector is down: the agent's instruments
+// are asynchronous, so each export collects current state afresh and a failed
+// export is dropped after its bounded retries rather than queued.
+package otlpexport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
+)
+
+// Protocols accepted in Config.Protocol and the OTEL_*_PROTOCOL variables.
+const (
+	ProtocolGRPC         = "grpc"
+	ProtocolHTTPProtobuf = "http/protobuf"
+)
+
+// Retry bounds the exporter's retries of one export. Retryable are gRPC
+// UNAVAILABLE (also a refused connection), RESOURCE_EXHAUSTED when the server
+// sends RetryInfo, and the other transient codes; HTTP 429, 502, 503 and 504.
+// A server's RetryInfo / Retry-After is honoured. The retries of one export
+// also end when the export timeout does.
+type Retry struct {
+	// Disabled turns retries off: a failed export is dropped at once.
+	Disabled bool
+	// InitialInterval is the first backoff (default 1s).
+	InitialInterval time.Duration
+	// MaxInterval caps the backoff (default 10s).
+	MaxInterval time.Duration
+	// MaxElapsedTime bounds all attempts of one export (default 20s).
+	MaxElapsedTime time.Duration
+}
+
+// Config configures New. The zero value exports over gRPC as the environment
+// says.
+type Config struct {
+	// Protocol is "grpc" or "http/protobuf"; empty means
+	// OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, then OTEL_EXPORTER_OTLP_PROTOCOL,
+	// then "grpc".
+	Protocol string
+	// NodeName is the k8s.node.name resource attribute.
+	NodeName string
+	// ServiceName is the default service.name (default "fleetagent");
+	// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override it.
+	ServiceName string
+	// ServiceVersion is service.version when set.
+	ServiceVersion string
+	// Interval between exports; 0 means OTEL_METRIC_EXPORT_INTERVAL or 60s.
+	Interval time.Duration
+	// Timeout of one collect-and-export including retries; 0 means
+	// OTEL_METRIC_EXPORT_TIMEOUT or 30s.
+	Timeout time.Duration
+	// Retry bounds retries of one export.
+	Retry Retry
+	// Readers are added to the MeterProvider besides the OTLP one (the agent
+	// adds the Prometheus exporter for /metrics).
+	Readers []sdkmetric.Reader
+	// OnExport, when set, is called after every export attempt with its
+	// result (nil on success). It must not block.
+	OnExport func(error)
+	// Logger logs export state changes (default slog.Default()).
+	Logger *slog.Logger
+	// Getenv reads the protocol variables (default os.Getenv).
+	Getenv func(string) string
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Protocol != "" && c.Protocol != ProtocolGRPC && c.Protocol != ProtocolHTTPProtobuf {
+		errs = append(errs, fmt.Errorf("otlpexport: protocol %q is not supported; use grpc or http/protobuf", c.Protocol))
+	}
+	if c.Interval < 0 || c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("otlpexport: interval %v and timeout %v must not be negative", c.Interval, c.Timeout))
+	}
+	r := c.Retry
+	if r.InitialInterval < 0 || r.MaxInterval < 0 || r.MaxElapsedTime < 0 {
+		errs = append(errs, errors.New("otlpexport: retry intervals must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Stats counts export attempts as seen by the SDK (one per export, after the
+// exporter's own retries).
+type Stats struct {
+	Exports  uint64 // successful exports
+	Failures uint64 // exports that failed after retries
+	// LastDataPoints is the number of data points in the last export
+	// attempt; it stays flat while the collector is down because nothing
+	// accumulates between failed exports.
+	LastDataPoints int
+	LastError      string
+	Protocol       string
+}
+
+// Provider owns the MeterProvider and its OTLP exporter.
+type Provider struct {
+	mp       *sdkmetric.MeterProvider
+	exp      *countingExporter
+	protocol string
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New builds the MeterProvider with a PeriodicReader over the OTLP exporter.
+// It does not connect: the first export does. Call Shutdown to flush and stop.
+func New(ctx context.Context, cfg Config) (*Provider, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	getenv := cfg.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	protocol := cfg.Protocol
+	if protocol == "" {
+		protocol = firstNonEmpty(getenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), ProtocolGRPC)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	var exp sdkmetric.Exporter
+	var err error
+	retry := cfg.Retry
+	retry.InitialInterval = orDefault(retry.InitialInterval, time.Second)
+	retry.MaxInterval = orDefault(retry.MaxInterval, 10*time.Second)
+	retry.MaxElapsedTime = orDefault(retry.MaxElapsedTime, 20*time.Second)
+	switch protocol {
+	case ProtocolGRPC:
+		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{
+			Enabled: !retry.Disabled, InitialInterval: retry.InitialInterval,
+			MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
+		}))
+	case ProtocolHTTPProtobuf:
+		exp, err = otlpmetrichttp.New(ctx, otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{
+			Enabled: !retry.Disabled, InitialInterval: retry.InitialInterval,
+			MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
+		}))
+	default:
+		return nil, fmt.Errorf("otlpexport: protocol %q (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL) is not supported; use grpc or http/protobuf", protocol)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("otlpexport: create %s exporter: %w (check the OTEL_EXPORTER_OTLP_* variables)", protocol, err)
+	}
+	ce := &countingExporter{Exporter: exp, log: log.With("protocol", protocol), onExport: cfg.OnExport}
+
+	res, err := newResource(ctx, cfg)
+	if err != nil {
+		_ = exp.Shutdown(ctx)
+		return nil, err
+	}
+	var ropts []sdkmetric.PeriodicReaderOption
+	if cfg.Interval > 0 {
+		ropts = append(ropts, sdkmetric.WithInterval(cfg.Interval))
+	}
+	if cfg.Timeout > 0 {
+		ropts = append(ropts, sdkmetric.WithTimeout(cfg.Timeout))
+	}
+	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(sdkmetric.NewPeriodicReader(ce, ropts...))}
+	for _, r := range cfg.Readers {
+		opts = append(opts, sdkmetric.WithReader(r))
+	}
+	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), exp: ce, protocol: protocol}, nil
+}
+
+func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
+	defaults := []attribute.KeyValue{attribute.String("service.name", firstNonEmpty(cfg.ServiceName, "fleetagent"))}
+	if cfg.ServiceVersion != "" {
+		defaults = append(defaults, attribute.String("service.version", cfg.ServiceVersion))
+	}
+	// Later options override earlier ones: the environment overrides the
+	// defaults, and the node name from the downward API is authoritative.
+	opts := []resource.Option{resource.WithAttributes(defaults...), resource.WithTelemetrySDK(), resource.WithFromEnv()}
+	if cfg.NodeName != "" {
+		opts = append(opts, resource.WithAttributes(attribute.String("k8s.node.name", cfg.NodeName)))
+	}
+	res, err := resource.New(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("otlpexport: build resource (check OTEL_RESOURCE_ATTRIBUTES is key=value,...): %w", err)
+	}
+	return res, nil
+}
+
+// MeterProvider returns the SDK MeterProvider.
+func (p *Provider) MeterProvider() *sdkmetric.MeterProvider { return p.mp }
+
+// Meter returns a meter of the provider.
+func (p *Provider) Meter(name string) metric.Meter { return p.mp.Meter(name) }
+
+// ForceFlush collects and exports now.
+func (p *Provider) ForceFlush(ctx context.Context) error { return p.mp.ForceFlush(ctx) }
+
+// Shutdown flushes a last export and stops the reader and exporter. It is
+// idempotent; later calls return the first result.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
+	p.shutdownOnce.Do(func() { p.shutdownErr = p.mp.Shutdown(ctx) })
+	return p.shutdownErr
+}
+
+// Stats returns export counts.
+func (p *Provider) Stats() Stats {
+	s := p.exp.stats()
+	s.Protocol = p.protocol
+	return s
+}
+
+// RegisterMetrics registers fleetagent.otlpexport.exports (counter,
+// {export}, attribute result=success|failure) and
+// fleetagent.otlpexport.datapoints (gauge, {datapoint}, points in the last
+// export).
+func (p *Provider) RegisterMetrics(m metric.Meter) error {
+	exports, err := m.Int64ObservableCounter("fleetagent.otlpexport.exports", metric.WithUnit("{export}"),
+		metric.WithDescription("OTLP metric exports by result, after the exporter's retries."))
+	if err != nil {
+		return fmt.Errorf("register fleetagent.otlpexport.exports: %w", err)
+	}
+	points, err := m.Int64ObservableGauge("fleetagent.otlpexport.datapoints", metric.WithUnit("{datapoint}"),
+		metric.WithDescription("Data points in the last OTLP export."))
+	if err != nil {
+		return fmt.Errorf("register fleetagent.otlpexport.datapoints: %w", err)
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := p.exp.stats()
+		o.ObserveInt64(exports, int64(s.Exports), metric.WithAttributes(attribute.String("result", "success")))
+		o.ObserveInt64(exports, int64(s.Failures), metric.WithAttributes(attribute.String("result", "failure")))
+		o.ObserveInt64(points, int64(s.LastDataPoints))
+		return nil
+	}, exports, points)
+	if err != nil {
+		return fmt.Errorf("register otlpexport self-metrics callback: %w", err)
+	}
+	return nil
+}
+
+// countingExporter counts export results; it adds no buffering.
+type countingExporter struct {
+	sdkmetric.Exporter
+	log      *slog.Logger
+	onExport func(error)
+
+	ok, failed atomic.Uint64
+	points     atomic.Int64
+	mu         sync.Mutex
+	lastErr    string
+	failing    bool
+}
+
+func (e *countingExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	e.points.Store(int64(countPoints(rm)))
+	err := e.Exporter.Export(ctx, rm)
+	e.mu.Lock()
+	if err != nil {
+		e.failed.Add(1)
+		e.lastErr = err.Error()
+	} else {
+		e.ok.Add(1)
+	}
+	if (err != nil) != e.failing {
+		e.failing = err != nil
+		if err != nil {
+			e.log.Warn("OTLP export failing; dropping each failed batch after its retries", "err", err)
+		} else {
+			e.log.Info("OTLP export recovered")
+		}
+	}
+	e.mu.Unlock()
+	if e.onExport != nil {
+		e.onExport(err)
+	}
+	return err
+}
+
+func (e *countingExporter) stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{Exports: e.ok.Load(), Failures: e.failed.Load(), LastDataPoints: int(e.points.Load()), LastError: e.lastErr}
+}
+
+func countPoints(rm *metricdata.ResourceMetrics) int {
+	n := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Gauge[int64]:
+				n += len(d.DataPoints)
+			case metricdata.Gauge[float64]:
+				n += len(d.DataPoints)
+			case metricdata.Sum[int64]:
+				n += len(d.DataPoints)
+			case metricdata.Sum[float64]:
+				n += len(d.DataPoints)
+			case metricdata.Histogram[int64]:
+				n += len(d.DataPoints)
+			case metricdata.Histogram[float64]:
+				n += len(d.DataPoints)
+			}
+		}
+	}
+	return n
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v = strings.TrimSpace(v); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}

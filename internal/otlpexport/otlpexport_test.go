@@ -1,0 +1,519 @@
+package otlpexport
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+)
+
+// state is a collector.KubeState over the collector package's fixtures.
+type state struct {
+	mu   sync.Mutex
+	pods []*corev1.Pod
+	node *corev1.Node
+}
+
+func (s *state) Pods() []*corev1.Pod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*corev1.Pod(nil), s.pods...)
+}
+func (s *state) Node() (*corev1.Node, bool) { return s.node, true }
+func (s *state) HasSynced() bool            { return true }
+
+func (s *state) delete(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.pods {
+		if p.Name == name {
+			s.pods = append(s.pods[:i:i], s.pods[i+1:]...)
+		}
+	}
+}
+
+// grow adds n copies of the first pod under new names and UIDs.
+func (s *state) grow(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tmpl := s.pods[0]
+	for i := 0; i < n; i++ {
+		p := tmpl.DeepCopy()
+		p.Name = fmt.Sprintf("%s-copy-%d", tmpl.Name, i)
+		p.UID = types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+		s.pods = append(s.pods, p)
+	}
+}
+
+func loadState(t testing.TB) *state {
+	t.Helper()
+	var list corev1.PodList
+	readJSON(t, "../../collector/testdata/pods.json", &list)
+	var node corev1.Node
+	readJSON(t, "../../collector/testdata/node.json", &node)
+	s := &state{node: &node}
+	for i := range list.Items {
+		s.pods = append(s.pods, &list.Items[i])
+	}
+	return s
+}
+
+func readJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kubelet serves the recorded summary; delete drops a pod from it.
+type kubelet struct {
+	mu      sync.Mutex
+	summary collector.Summary
+}
+
+func (k *kubelet) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(k.summary)
+}
+
+func (k *kubelet) delete(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var keep []collector.PodStats
+	for _, p := range k.summary.Pods {
+		if p.PodRef.Name != name {
+			keep = append(keep, p)
+		}
+	}
+	k.summary.Pods = keep
+}
+
+type env struct {
+	recv    *otlpreceiver.Receiver
+	prov    *Provider
+	state   *state
+	kubelet *kubelet
+}
+
+// setup starts a receiver, points the standard OTEL_* variables at it, and
+// builds the provider with the agent's collectors on it. Exports happen only
+// on ForceFlush (the interval is an hour), except where cfg sets Interval.
+func setup(t *testing.T, protocol string, cfg Config) *env {
+	t.Helper()
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	addr := recv.GRPCAddr()
+	if protocol == ProtocolHTTPProtobuf {
+		addr = recv.HTTPAddr()
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=test-cluster,deployment.environment.name=ci")
+
+	k := &kubelet{}
+	readJSON(t, "../../collector/testdata/summary.json", &k.summary)
+	ksrv := httptest.NewServer(k)
+	t.Cleanup(ksrv.Close)
+	st := loadState(t)
+
+	cfg.NodeName = "node-1"
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Hour
+	}
+	prov, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prov.Shutdown(context.Background()) })
+	cs, err := collector.Default(collector.Config{
+		PodLabels: []string{"app"},
+		Kubelet:   collector.KubeletConfig{Endpoint: ksrv.URL},
+	}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = runner.Shutdown(context.Background()) })
+	if err := prov.RegisterMetrics(prov.Meter("github.com/fleetagent/fleetagent/self")); err != nil {
+		t.Fatal(err)
+	}
+	return &env{recv: recv, prov: prov, state: st, kubelet: k}
+}
+
+func one(t *testing.T, pts []otlpreceiver.Point, metric string, match map[string]string) otlpreceiver.Point {
+	t.Helper()
+	got := otlpreceiver.Find(pts, metric, match)
+	if len(got) != 1 {
+		t.Fatalf("%s%v: %d points, want 1", metric, match, len(got))
+	}
+	return got[0]
+}
+
+// TestExportArrives checks names, units, values, kinds and attributes as
+// they arrive at a real OTLP receiver, over gRPC and HTTP/protobuf.
+func TestExportArrives(t *testing.T) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			e := setup(t, protocol, Config{})
+			if err := e.prov.ForceFlush(context.Background()); err != nil {
+				t.Fatalf("export: %v", err)
+			}
+			exports := e.recv.Exports()
+			if len(exports) != 1 || exports[0].Protocol != map[string]string{ProtocolGRPC: "grpc", ProtocolHTTPProtobuf: "http"}[protocol] {
+				t.Fatalf("exports = %d (%v), want one over %s", len(exports), exports, protocol)
+			}
+			pts := exports[0].Points
+			web := map[string]string{"k8s.namespace.name": "shop", "k8s.pod.name": "web-5d8f7c6b9-abcde",
+				"k8s.pod.uid": "c3d4e5f6-0718-4293-a4b5-c6d7e8f90a1b", "k8s.pod.label.app": "web"}
+
+			p := one(t, pts, "k8s.pod.cpu.usage", web)
+			if p.Unit != "{cpu}" || p.Type != "gauge" || p.Value != 0.017349508 {
+				t.Errorf("k8s.pod.cpu.usage = %+v, want gauge {cpu} 0.017349508", p)
+			}
+			for k, v := range map[string]string{"k8s.node.name": "node-1", "k8s.cluster.name": "test-cluster",
+				"deployment.environment.name": "ci", "service.name": "fleetagent", "telemetry.sdk.language": "go"} {
+				if p.Resource[k] != v {
+					t.Errorf("resource %s = %q, want %q (resource %v)", k, p.Resource[k], v, p.Resource)
+				}
+			}
+			p = one(t, pts, "k8s.pod.memory.working_set", web)
+			if p.Unit != "By" || p.Value != 41943040+50331648 {
+				t.Errorf("k8s.pod.memory.working_set = %+v", p)
+			}
+			p = one(t, pts, "k8s.pod.network.io", map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde", "network.io.direction": "transmit", "network.interface.name": "eth0"})
+			if p.Unit != "By" || p.Type != "sum" || !p.Monotonic || !p.Cumulative || p.Value != 2345678901 {
+				t.Errorf("k8s.pod.network.io = %+v, want cumulative monotonic sum 2345678901 By", p)
+			}
+			p = one(t, pts, "container.cpu.usage", map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde", "k8s.container.name": "nginx"})
+			if p.Value != 0.012847391 {
+				t.Errorf("container.cpu.usage nginx = %v", p.Value)
+			}
+			p = one(t, pts, "k8s.pod.status.phase", map[string]string{"k8s.pod.name": "report-29400000-7xk2p", "k8s.pod.status.phase": "Succeeded"})
+			if p.Value != 1 || p.Unit != "{pod}" || p.Type != "sum" || p.Monotonic {
+				t.Errorf("k8s.pod.status.phase = %+v, want non-monotonic sum 1 {pod}", p)
+			}
+			p = one(t, pts, "k8s.container.restart.count", map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde", "k8s.container.name": "log-shipper"})
+			if p.Value != 7 || p.Unit != "{restart}" {
+				t.Errorf("k8s.container.restart.count = %+v", p)
+			}
+			p = one(t, pts, "k8s.node.condition.status", map[string]string{"k8s.node.condition.type": "Ready", "k8s.node.condition.status": "true"})
+			if p.Value != 1 || p.Resource["k8s.node.name"] != "node-1" {
+				t.Errorf("k8s.node.condition.status Ready = %+v", p)
+			}
+			p = one(t, pts, "k8s.node.cpu.allocatable", nil)
+			if p.Value != 3.92 || p.Unit != "{cpu}" {
+				t.Errorf("k8s.node.cpu.allocatable = %+v", p)
+			}
+			p = one(t, pts, "fleetagent.otlpexport.exports", map[string]string{"result": "success"})
+			if p.Value != 0 {
+				t.Errorf("self-metric counts the export in progress: %+v", p)
+			}
+			if s := e.prov.Stats(); s.Exports != 1 || s.Failures != 0 || s.LastDataPoints != len(pts) || s.Protocol != protocol {
+				t.Errorf("stats = %+v, want 1 export of %d points over %s", s, len(pts), protocol)
+			}
+		})
+	}
+}
+
+// TestDeletedPodSeriesDisappear: after a pod is deleted (from the informer
+// view and the kubelet), the next export carries none of its series.
+func TestDeletedPodSeriesDisappear(t *testing.T) {
+	e := setup(t, ProtocolGRPC, Config{})
+	ctx := context.Background()
+	if err := e.prov.ForceFlush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	victim := map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde"}
+	before := countMatching(e.recv.Last(), victim)
+	if before == 0 {
+		t.Fatal("web pod not exported")
+	}
+	e.state.delete("web-5d8f7c6b9-abcde")
+	e.kubelet.delete("web-5d8f7c6b9-abcde")
+	if err := e.prov.ForceFlush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last := e.recv.Last()
+	if n := countMatching(last, victim); n != 0 {
+		t.Errorf("deleted pod still has %d series in the next export (had %d)", n, before)
+	}
+	if countMatching(last, map[string]string{"k8s.pod.name": "postgres-0"}) == 0 {
+		t.Error("other pods disappeared too")
+	}
+}
+
+func countMatching(pts []otlpreceiver.Point, match map[string]string) int {
+	n := 0
+	for _, p := range pts {
+		ok := true
+		for k, v := range match {
+			if p.Attrs[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+var fastRetry = Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsedTime: 10 * time.Second}
+
+// TestRetryThenResume: a refusing collector gets retries with backoff, and
+// the same export succeeds once it accepts again.
+func TestRetryThenResume(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		protocol string
+		failure  otlpreceiver.Failure
+	}{
+		{"grpc unavailable", ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.Unavailable}},
+		{"grpc resource exhausted with retry info", ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.ResourceExhausted, RetryAfter: 10 * time.Millisecond}},
+		{"http 429", ProtocolHTTPProtobuf, otlpreceiver.Failure{HTTPStatus: http.StatusTooManyRequests, RetryAfter: time.Second}},
+		{"http 503", ProtocolHTTPProtobuf, otlpreceiver.Failure{HTTPStatus: http.StatusServiceUnavailable}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, tc.protocol, Config{Retry: fastRetry})
+			e.recv.SetFailure(tc.failure)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- e.prov.ForceFlush(ctx) }()
+			if err := e.recv.WaitRefused(ctx, 2); err != nil {
+				t.Fatalf("exporter did not retry: %v", err)
+			}
+			e.recv.SetFailure(otlpreceiver.Failure{})
+			if err := <-done; err != nil {
+				t.Fatalf("export did not resume after the receiver accepted again: %v", err)
+			}
+			if s := e.recv.Stats(); s.Accepted != 1 || s.Refused < 2 {
+				t.Errorf("receiver stats = %+v, want >=2 refused then 1 accepted", s)
+			}
+			if s := e.prov.Stats(); s.Exports != 1 || s.Failures != 0 {
+				t.Errorf("provider stats = %+v", s)
+			}
+		})
+	}
+}
+
+// TestRetriesAreBounded: a collector that keeps refusing fails the export
+// after MaxElapsedTime, counted as one failure; permanent errors are not
+// retried at all.
+func TestRetriesAreBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		protocol    string
+		failure     otlpreceiver.Failure
+		wantRetries bool
+	}{
+		{"grpc unavailable", ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.Unavailable}, true},
+		{"grpc resource exhausted without retry info", ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.ResourceExhausted}, false},
+		{"grpc invalid argument", ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.InvalidArgument}, false},
+		{"http 503", ProtocolHTTPProtobuf, otlpreceiver.Failure{HTTPStatus: http.StatusServiceUnavailable}, true},
+		{"http 400", ProtocolHTTPProtobuf, otlpreceiver.Failure{HTTPStatus: http.StatusBadRequest}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var exportErrs []error
+			var mu sync.Mutex
+			e := setup(t, tc.protocol, Config{
+				Retry:    Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsedTime: 200 * time.Millisecond},
+				OnExport: func(err error) { mu.Lock(); exportErrs = append(exportErrs, err); mu.Unlock() },
+			})
+			e.recv.SetFailure(tc.failure)
+			err := e.prov.ForceFlush(context.Background())
+			if err == nil {
+				t.Fatal("export succeeded against a refusing receiver")
+			}
+			refused := e.recv.Stats().Refused
+			if tc.wantRetries && refused < 2 {
+				t.Errorf("refused %d times, want retries", refused)
+			}
+			if !tc.wantRetries && refused != 1 {
+				t.Errorf("refused %d times, want exactly one attempt (not retryable)", refused)
+			}
+			s := e.prov.Stats()
+			if s.Failures != 1 || s.Exports != 0 || s.LastError == "" {
+				t.Errorf("stats = %+v, want one failure with its error", s)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(exportErrs) != 1 || exportErrs[0] == nil {
+				t.Errorf("OnExport saw %v, want one error", exportErrs)
+			}
+			t.Logf("%s: %d attempts, error: %v", tc.name, refused, err)
+		})
+	}
+}
+
+// TestMemoryBoundedWhileDown keeps the receiver down for 60 export
+// intervals driven by the real PeriodicReader, then brings it back: every
+// failed export carries the same number of points (nothing accumulates), the
+// heap does not grow, and export resumes with current state only.
+func TestMemoryBoundedWhileDown(t *testing.T) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			// Test state: 200 more pods, so a backlog would be obvious.
+			extra := 200
+			results := make(chan error, 1000)
+			e := setup(t, protocol, Config{
+				Interval: 20 * time.Millisecond,
+				Timeout:  time.Second,
+				Retry:    Retry{InitialInterval: 2 * time.Millisecond, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 10 * time.Millisecond},
+				OnExport: func(err error) {
+					select {
+					case results <- err:
+					default:
+					}
+				},
+			})
+			e.state.grow(extra)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := e.recv.WaitAccepted(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			pointsUp := e.prov.Stats().LastDataPoints
+			e.recv.Down()
+			drain(results)
+
+			// The heap is sampled after GC at failed exports 10-19 and 50-59;
+			// the minimum of each window filters out the batch in flight, and
+			// a backlog would raise the late minimum by a batch per failure.
+			const intervals = 60
+			var points []int
+			early, late := uint64(1<<63), uint64(1<<63)
+			for failures := 0; failures < intervals; {
+				select {
+				case err := <-results:
+					if err == nil {
+						continue // an export that was in flight before Down
+					}
+					failures++
+					points = append(points, e.prov.Stats().LastDataPoints)
+					switch {
+					case failures >= 10 && failures < 20:
+						early = min(early, heapAfterGC())
+					case failures >= 50:
+						late = min(late, heapAfterGC())
+					}
+				case <-ctx.Done():
+					t.Fatalf("only %d failed exports while down", failures)
+				}
+			}
+			for i, n := range points {
+				if n != pointsUp {
+					t.Fatalf("failed export %d carried %d points, want %d as when up: something accumulates", i, n, pointsUp)
+				}
+			}
+			growth := int64(late) - int64(early)
+			t.Logf("%s: %d points per export; min heap after failed exports 10-19: %d B, 50-59: %d B (growth %d B)",
+				protocol, pointsUp, early, late, growth)
+			// 40 accumulated batches of this size would be tens of MiB; the
+			// bound leaves room for runtime noise only.
+			if growth > 2<<20 {
+				t.Errorf("heap grew by %d B over 40 failed exports", growth)
+			}
+
+			before := e.recv.Stats().Accepted
+			if err := e.recv.Up(); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.recv.WaitAccepted(ctx, before+1); err != nil {
+				t.Fatalf("export did not resume: %v", err)
+			}
+			if n := len(e.recv.Last()); n != pointsUp {
+				t.Errorf("first export after recovery has %d points, want %d (current state only, no backlog)", n, pointsUp)
+			}
+			if s := e.prov.Stats(); s.Failures < intervals {
+				t.Errorf("stats = %+v, want >= %d failures counted", s, intervals)
+			}
+		})
+	}
+}
+
+func drain(c chan error) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func TestConfigErrors(t *testing.T) {
+	if _, err := New(context.Background(), Config{Protocol: "http/json"}); err == nil || !strings.Contains(err.Error(), "use grpc or http/protobuf") {
+		t.Errorf("http/json: err = %v", err)
+	}
+	_, err := New(context.Background(), Config{Getenv: func(k string) string {
+		return map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "thrift"}[k]
+	}})
+	if err == nil || !strings.Contains(err.Error(), `"thrift"`) {
+		t.Errorf("the metrics-specific protocol variable must win: err = %v", err)
+	}
+	err = Config{Protocol: "x", Interval: -1, Retry: Retry{MaxInterval: -1}}.Validate()
+	for _, want := range []string{`"x"`, "must not be negative", "retry intervals"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %s", err, want)
+		}
+	}
+}
+
+func TestShutdownIdempotent(t *testing.T) {
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Shutdown(context.Background())
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+	p, err := New(context.Background(), Config{Protocol: ProtocolGRPC, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := p.Shutdown(context.Background())
+	if first != nil || recv.Stats().Accepted != 1 {
+		t.Errorf("Shutdown = %v with %d final exports, want nil and one final flush", first, recv.Stats().Accepted)
+	}
+	if second := p.Shutdown(context.Background()); fmt.Sprint(first) != fmt.Sprint(second) {
+		t.Errorf("second Shutdown = %v, first = %v", second, first)
+	}
+	var nilp *Provider
+	if err := nilp.Shutdown(context.Background()); err != nil {
+		t.Errorf("nil provider Shutdown = %v", err)
+	}
+}
