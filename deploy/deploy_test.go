@@ -50,7 +50,7 @@ const (
 
 // overlays are the directories a user applies with `kubectl apply -k`. The
 // last one is the state the RBAC and APF tests run against.
-var overlays = []string{"base", "overlays/canary", "overlays/fleet-node-kill-switch", "overlays/fleet"}
+var overlays = []string{"base", "overlays/canary", "overlays/fleet-node-kill-switch", "overlays/upgrade", "overlays/fleet"}
 
 var cp *controlplane.ControlPlane
 
@@ -229,6 +229,7 @@ func applyFleet(t *testing.T) []*unstructured.Unstructured {
 // restricted Pod Security Standard on the fleetagent namespace must not warn.
 func TestApplyEveryOverlay(t *testing.T) {
 	a := newApplier(t)
+	templates := map[string]corev1.PodTemplateSpec{}
 	for _, dir := range overlays {
 		t.Run(dir, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -245,7 +246,8 @@ func TestApplyEveryOverlay(t *testing.T) {
 				}
 			}
 			ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
-			checkDaemonSet(t, ds)
+			templates[dir] = ds.Spec.Template
+			checkDaemonSet(t, ds, dir == "overlays/upgrade")
 			checkKillSwitch(t, dir, ds, live)
 			checkSelfRole(t, ds, find[rbacv1.Role](t, live, "Role", "fleetagent-self"))
 
@@ -266,15 +268,26 @@ func TestApplyEveryOverlay(t *testing.T) {
 			}
 		})
 	}
+	// Switching between the upgrade and fleet stages changes only the update
+	// strategy: a changed pod template would itself start a rollout.
+	if !equalJSON(templates["overlays/upgrade"], templates["overlays/fleet"]) {
+		t.Errorf("the upgrade and fleet overlays have different pod templates:\n%s\n%s", mustJSON(templates["overlays/upgrade"]), mustJSON(templates["overlays/fleet"]))
+	}
 }
 
-func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
+// checkDaemonSet asserts the properties every stage shares. onDelete is the
+// upgrade stage, where no pod is replaced until an operator deletes it.
+func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, onDelete bool) {
 	t.Helper()
 	ru := ds.Spec.UpdateStrategy.RollingUpdate
-	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 1 {
+	switch {
+	case onDelete:
+		if ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType || ru != nil {
+			t.Errorf("update strategy = %s, want OnDelete", mustJSON(ds.Spec.UpdateStrategy))
+		}
+	case ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 1:
 		t.Errorf("update strategy = %s, want RollingUpdate with maxUnavailable 1", mustJSON(ds.Spec.UpdateStrategy))
-	}
-	if ru != nil && ru.MaxSurge != nil && ru.MaxSurge.IntValue() != 0 {
+	case ru.MaxSurge != nil && ru.MaxSurge.IntValue() != 0:
 		t.Errorf("maxSurge = %s, want 0: a surge pod would run two agents on one node", ru.MaxSurge)
 	}
 	if ds.Spec.MinReadySeconds < 10 {
