@@ -39,8 +39,10 @@ const maxHTTPBody = 64 << 20
 
 // Options configures a Receiver. The zero value is usable.
 type Options struct {
-	// Summary, when set, receives one line per export request
-	// ("otlp grpc: 123 points, 45 metrics, resource k8s.node.name=n1").
+	// Summary, when set, receives one line per accepted export request
+	// ("otlp grpc export: 123 points, 45 metrics, resource
+	// k8s.node.name=n1"). It is written from server goroutines, so it must
+	// be safe for concurrent use (Logger's writer is).
 	Summary io.Writer
 	// GRPCAddr and HTTPAddr are the listen addresses; empty means
 	// 127.0.0.1:0 (a free loopback port).
@@ -230,6 +232,8 @@ func (r *Receiver) Reset() {
 	r.exports, r.stats = nil, Stats{}
 	r.mu.Unlock()
 }
+
+// WaitAccepted and WaitRefused support one waiting goroutine at a time.
 
 // WaitAccepted blocks until at least n requests were accepted or ctx ends.
 func (r *Receiver) WaitAccepted(ctx context.Context, n int) error {
