@@ -7,6 +7,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/fleetagent/fleetagent/informer"
 )
 
 // Config configures the collectors built by Default.
@@ -16,10 +18,8 @@ type Config struct {
 	// which keeps series cardinality under the operator's control.
 	PodLabels []string
 	// Workload returns workload attributes for a pod, keyed by attribute
-	// name (k8s.deployment.name, k8s.replicaset.name, k8s.statefulset.name,
-	// k8s.daemonset.name, k8s.job.name, k8s.cronjob.name); empty values are
-	// skipped. Nil means no workload attributes. The agent passes a function
-	// built on informer.WorkloadOf.
+	// name; empty values are skipped. Nil means WorkloadAttributes, which
+	// derives them from the pod alone (informer.WorkloadOf).
 	Workload func(*corev1.Pod) map[string]string
 	// Kubelet configures the kubelet summary collector; it is left out of
 	// Default when Kubelet.Endpoint is empty.
@@ -70,7 +70,34 @@ type podAttributer struct {
 }
 
 func newPodAttributer(cfg Config) *podAttributer {
-	return &podAttributer{labels: append([]string(nil), cfg.PodLabels...), workload: cfg.Workload}
+	w := cfg.Workload
+	if w == nil {
+		w = WorkloadAttributes
+	}
+	return &podAttributer{labels: append([]string(nil), cfg.PodLabels...), workload: w}
+}
+
+// WorkloadAttributes returns k8s.deployment.name, k8s.replicaset.name,
+// k8s.statefulset.name, k8s.daemonset.name, k8s.job.name and
+// k8s.cronjob.name for pod, derived from its owner reference and labels by
+// informer.WorkloadOf (never by reading the owners from the apiserver).
+// Names that do not apply are left out.
+func WorkloadAttributes(pod *corev1.Pod) map[string]string {
+	w := informer.WorkloadOf(pod)
+	out := make(map[string]string, 2)
+	for k, v := range map[string]string{
+		"k8s.deployment.name":  w.Deployment,
+		"k8s.replicaset.name":  w.ReplicaSet,
+		"k8s.statefulset.name": w.StatefulSet,
+		"k8s.daemonset.name":   w.DaemonSet,
+		"k8s.job.name":         w.Job,
+		"k8s.cronjob.name":     w.CronJob,
+	} {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // of returns k8s.namespace.name, k8s.pod.name, k8s.pod.uid, workload names

@@ -78,28 +78,8 @@ func readJSON(t testing.TB, path string, v any) {
 	}
 }
 
-// testWorkload stands in for informer.WorkloadOf: owner kind to attribute.
-func testWorkload(pod *corev1.Pod) map[string]string {
-	out := map[string]string{}
-	for _, o := range pod.OwnerReferences {
-		switch o.Kind {
-		case "ReplicaSet":
-			out["k8s.replicaset.name"] = o.Name
-			if h := pod.Labels["pod-template-hash"]; h != "" {
-				out["k8s.deployment.name"] = strings.TrimSuffix(o.Name, "-"+h)
-			}
-		case "StatefulSet":
-			out["k8s.statefulset.name"] = o.Name
-		case "DaemonSet":
-			out["k8s.daemonset.name"] = o.Name
-		case "Job":
-			out["k8s.job.name"] = o.Name
-		}
-	}
-	return out
-}
-
-var testConfig = Config{PodLabels: []string{"app", "team"}, Workload: testWorkload}
+// testConfig uses the default workload attributes (informer.WorkloadOf).
+var testConfig = Config{PodLabels: []string{"app", "team"}}
 
 // pipeline is a Runner on a real SDK MeterProvider with a manual reader.
 type pipeline struct {
