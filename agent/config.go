@@ -225,13 +225,14 @@ func (c Config) Validate() error {
 	if c.InformerMode != "list-watch" && c.InformerMode != "watch-list" {
 		bad("informer mode %q is unknown: use list-watch or watch-list", c.InformerMode)
 	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
+	if _, err := ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-func parseLevel(s string) (slog.Level, error) {
+// ParseLevel parses a --log-level value.
+func ParseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
 		return 0, fmt.Errorf("log level %q is unknown: use debug, info, warn or error", s)

@@ -1,0 +1,67 @@
+// Command fleetagent is the node telemetry agent. Run it as a DaemonSet:
+// see deploy/ and `fleetagent --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fleetagent/fleetagent/agent"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, version, err := agent.ParseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if version {
+		fmt.Fprintf(stdout, "fleetagent %s\n", agent.Version)
+		return 0
+	}
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fleetagent: invalid configuration:\n%s\n", indent(err.Error()))
+		return 2
+	}
+	level, _ := agent.ParseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	a, err := agent.New(cfg, agent.Options{Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "fleetagent: %s\n", indent(err.Error()))
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		log.Error("fleetagent failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func indent(s string) string {
+	out := "  - "
+	for _, r := range s {
+		out += string(r)
+		if r == '\n' {
+			out += "  - "
+		}
+	}
+	return out
+}
