@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
@@ -78,7 +77,7 @@ func setupAPF(t *testing.T) (fs *flowcontrolv1.FlowSchema, pl *flowcontrolv1.Pri
 	applyFleet(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	cs := adminClient()
 	create := func(err error) {
 		t.Helper()
 		if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -369,7 +368,7 @@ func TestPriorityLevelEmergencySqueeze(t *testing.T) {
 	_, pl := setupAPF(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	cs := adminClient()
 	patch := []byte(`{"spec":{"limited":{"nominalConcurrencyShares":0,"limitResponse":{"type":"Reject","queuing":null}}}}`)
 	if _, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Patch(ctx, pl.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "emergency-brake"}); err != nil {
 		t.Fatalf("patch priority level %s to squeeze the fleet: %v", pl.Name, err)

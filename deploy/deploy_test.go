@@ -495,7 +495,7 @@ func TestPodSecurityWarningsAreSeen(t *testing.T) {
 // no secrets, no other DaemonSet, no nodes/proxy.
 func TestRBAC(t *testing.T) {
 	applyFleet(t)
-	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	cs := adminClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	type access struct {
@@ -572,7 +572,7 @@ func TestRBAC(t *testing.T) {
 // and its level must neither lend nor borrow seats.
 func TestFlowSchemaWinsOverBootstrap(t *testing.T) {
 	applyFleet(t)
-	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	cs := adminClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ours, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, agentName, metav1.GetOptions{})
@@ -641,4 +641,12 @@ func TestEveryKustomizationIsApplied(t *testing.T) {
 	if len(dirs) < len(overlays) {
 		t.Errorf("found %d kustomizations, want at least %d", len(dirs), len(overlays))
 	}
+}
+
+// adminClient is a clientset for the system:masters user without
+// client-side throttling: the tests' admin requests are few and APF-exempt.
+func adminClient() kubernetes.Interface {
+	cfg := cp.AdminConfig()
+	cfg.QPS = -1
+	return kubernetes.NewForConfigOrDie(cfg)
 }
