@@ -102,7 +102,11 @@ func (lw *scopedListWatch) WatchWithContext(ctx context.Context, opts metav1.Lis
 				break // the stream was cut by our own shutdown
 			}
 			lw.st.watchErrors.Add(1)
-			lw.st.setErr(fmt.Errorf("watch %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, rv, apierrors.FromObject(e.Object)))
+			err := apierrors.FromObject(e.Object)
+			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+				lw.st.expired.Add(1)
+			}
+			lw.st.setErr(fmt.Errorf("watch %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, rv, err))
 		case watch.Bookmark:
 			lw.st.bookmarks.Add(1)
 			if streaming && isInitialEventsEnd(e.Object) {
@@ -128,13 +132,13 @@ type resourceState struct {
 	resource string
 	logger   *slog.Logger
 
-	lists, relists, listErrors atomic.Int64
-	watches, watchErrors       atomic.Int64
-	events, bookmarks          atomic.Int64
-	listed                     atomic.Bool
-	hasErr                     atomic.Bool
-	mu                         sync.Mutex
-	lastErr                    error
+	lists, relists, listErrors    atomic.Int64
+	watches, watchErrors, expired atomic.Int64
+	events, bookmarks             atomic.Int64
+	listed                        atomic.Bool
+	hasErr                        atomic.Bool
+	mu                            sync.Mutex
+	lastErr                       error
 }
 
 func (s *resourceState) setErr(err error) {

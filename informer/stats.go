@@ -23,6 +23,9 @@ type ResourceStats struct {
 	// WatchErrors counts failed WATCH requests and error events on an open
 	// watch (such as 410 Gone).
 	WatchErrors int64
+	// Expired counts the WatchErrors that were 410 Gone (resourceVersion
+	// too old): each is followed by a relist from the last resourceVersion.
+	Expired int64
 	// Events counts ADDED, MODIFIED and DELETED events received.
 	Events int64
 	// Bookmarks counts BOOKMARK events received.
@@ -42,7 +45,7 @@ func (s Stats) Total() ResourceStats {
 	a, b := s.Pods, s.Node
 	return ResourceStats{
 		Lists: a.Lists + b.Lists, Relists: a.Relists + b.Relists, ListErrors: a.ListErrors + b.ListErrors,
-		Watches: a.Watches + b.Watches, WatchErrors: a.WatchErrors + b.WatchErrors,
+		Watches: a.Watches + b.Watches, WatchErrors: a.WatchErrors + b.WatchErrors, Expired: a.Expired + b.Expired,
 		Events: a.Events + b.Events, Bookmarks: a.Bookmarks + b.Bookmarks, Objects: a.Objects + b.Objects,
 	}
 }
@@ -58,7 +61,7 @@ func (i *Informers) Stats() Stats {
 func (s *resourceState) snapshot(objects int64) ResourceStats {
 	return ResourceStats{
 		Lists: s.lists.Load(), Relists: s.relists.Load(), ListErrors: s.listErrors.Load(),
-		Watches: s.watches.Load(), WatchErrors: s.watchErrors.Load(),
+		Watches: s.watches.Load(), WatchErrors: s.watchErrors.Load(), Expired: s.expired.Load(),
 		Events: s.events.Load(), Bookmarks: s.bookmarks.Load(), Objects: objects,
 	}
 }
@@ -66,7 +69,8 @@ func (s *resourceState) snapshot(objects int64) ResourceStats {
 // RegisterMetrics registers observable instruments over the counters, each
 // with the attribute k8s.resource = "pods" or "nodes":
 // fleetagent.informer.lists, .relists, .list_errors, .watches,
-// .watch_errors, .events, .bookmarks (counters) and .objects (gauge).
+// .watch_errors, .expired, .events, .bookmarks (counters) and .objects
+// (gauge).
 func (i *Informers) RegisterMetrics(m metric.Meter) error {
 	type counter struct {
 		name, unit, desc string
@@ -78,6 +82,7 @@ func (i *Informers) RegisterMetrics(m metric.Meter) error {
 		{"fleetagent.informer.list_errors", "{error}", "Lists that failed.", func(s ResourceStats) int64 { return s.ListErrors }},
 		{"fleetagent.informer.watches", "{request}", "WATCH requests made by the node-scoped informers.", func(s ResourceStats) int64 { return s.Watches }},
 		{"fleetagent.informer.watch_errors", "{error}", "Failed WATCH requests and error events on open watches.", func(s ResourceStats) int64 { return s.WatchErrors }},
+		{"fleetagent.informer.expired", "{error}", "Watches ended by 410 Gone (resourceVersion too old).", func(s ResourceStats) int64 { return s.Expired }},
 		{"fleetagent.informer.events", "{event}", "Watch events (added, modified, deleted) received.", func(s ResourceStats) int64 { return s.Events }},
 		{"fleetagent.informer.bookmarks", "{event}", "Watch bookmarks received.", func(s ResourceStats) int64 { return s.Bookmarks }},
 	}
