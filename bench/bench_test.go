@@ -1,0 +1,77 @@
+package bench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/fleetagent/fleetagent/bench"
+)
+
+// BenchmarkAPIServerLoad measures every strategy the main module builds at
+// the sizes given by -bench.nodes. `make bench` runs the bench/k8sattr
+// module's copy instead, which adds otel-k8sattributes.
+func BenchmarkAPIServerLoad(b *testing.B) {
+	bench.Run(b, bench.DefaultStrategies())
+}
+
+// TestAPIServerLoadSmall runs every strategy once on a 10-node cluster with
+// short windows, so that the benchmark cannot rot, and checks the claims the
+// benchmark exists to show.
+func TestAPIServerLoadSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cfg := bench.Config{
+		Nodes: []int{10}, PodsPerNode: 30, Window: 4 * time.Second, Repeats: 2, Settle: 500 * time.Millisecond,
+		Sample: 10, ChurnPerNodeMinute: 3, IncidentPeriod: 2 * time.Second, SyncTimeout: time.Minute,
+		// One restart storm keeps that code path under test; each costs an
+		// apiserver restart.
+		RestartNodes: 10, RestartStrategies: []string{"fleetagent", "watchlist"},
+	}
+	s, err := bench.NewSession(ctx, cfg, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	results := map[string]*bench.Result{}
+	for _, st := range bench.DefaultStrategies() {
+		r, err := s.Measure(ctx, st)
+		if err != nil {
+			t.Fatalf("%s: %v", st.Name, err)
+		}
+		t.Logf("%s: %v startup=%v steady=%v", st.Name, r.Metrics, r.StartupRequests, r.SteadyRequests)
+		results[st.Name] = r
+		if r.Synced != r.Agents {
+			t.Errorf("%s: %d of %d agents synced", st.Name, r.Synced, r.Agents)
+		}
+		if v, ok := r.Metrics["restart-reached"]; ok && v != float64(r.Agents) {
+			t.Errorf("%s: %v of %d agents reached the restarted apiserver", st.Name, r.Metrics["restart-reached"], r.Agents)
+		}
+	}
+	inc, ci, wl := results["incident"], results["cluster-informer"], results["watchlist"]
+	if inc.ClusterScopedPodReads == 0 || ci.ClusterScopedPodReads == 0 {
+		t.Errorf("incident (%d) and cluster-informer (%d) must read pods cluster-wide", inc.ClusterScopedPodReads, ci.ClusterScopedPodReads)
+	}
+	if wl.ClusterScopedPodReads != 0 {
+		t.Errorf("watchlist made %d cluster-scoped pod reads", wl.ClusterScopedPodReads)
+	}
+	// A streaming list walks the whole store: 300 pods here, not this
+	// node's 30.
+	if got := wl.Metrics["startup-init-events/node"]; got < 300 {
+		t.Errorf("watchlist startup-init-events/node = %v, want >= 300 (every pod in the cluster)", got)
+	}
+	if got := inc.Metrics["etcd-req/node"]; got <= 0 {
+		t.Errorf("incident etcd-req/node = %v, want > 0 (LIST with resourceVersion=\"\" is a consistent read)", got)
+	}
+	if fa, ok := results["fleetagent"]; ok {
+		if fa.ClusterScopedPodReads != 0 {
+			t.Errorf("fleetagent made %d cluster-scoped pod reads", fa.ClusterScopedPodReads)
+		}
+		if fa.Metrics["req/node"] >= inc.Metrics["req/node"] {
+			t.Errorf("fleetagent req/node %v, want below incident's %v", fa.Metrics["req/node"], inc.Metrics["req/node"])
+		}
+		if got := fa.Metrics["startup-init-events/node"]; got >= 300 {
+			t.Errorf("fleetagent startup-init-events/node = %v: it must not walk the whole store", got)
+		}
+	}
+}

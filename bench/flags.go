@@ -1,0 +1,89 @@
+// Package bench measures what node agents cost the kube-apiserver per node
+// as a cluster grows, on a real etcd and kube-apiserver with a simulated
+// cluster: the product's informers and limiter side by side with the
+// patterns that took real clusters down.
+//
+// Every agent runs in this process with its own user, so the audit log
+// attributes each request and APF sees separate clients. Figures are per
+// node (per agent) and per minute; see RESULTS.md for how they are made.
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config sets the sizes and windows of a run. The flags fill DefaultConfig;
+// tests build their own.
+type Config struct {
+	// Nodes are the cluster sizes, smallest first.
+	Nodes []int
+	// PodsPerNode is the number of pods bound to each node.
+	PodsPerNode int
+	// Strategies filters strategies by name; empty means all given.
+	Strategies []string
+	// Window is the steady-state measurement window, split into Repeats
+	// sub-windows whose median and spread are reported.
+	Window  time.Duration
+	Repeats int
+	// Settle is the pause between sync and the steady window.
+	Settle time.Duration
+	// Sample caps the agents of cluster-scoped strategies.
+	Sample int
+	// ChurnPerNodeMinute is pod replacements per node per minute; status
+	// updates (container restarts) run at twice that rate.
+	ChurnPerNodeMinute float64
+	// IncidentPeriod is the incident strategy's mean relist period.
+	IncidentPeriod time.Duration
+	// RestartNodes is the size at which the apiserver-restart storm runs;
+	// zero means the largest size, negative means never.
+	RestartNodes int
+	// RestartStrategies limits the restart storm to these strategies;
+	// empty means all.
+	RestartStrategies []string
+	// JSON, when set, receives one JSON line per result for cmd/report.
+	JSON string
+	// SyncTimeout bounds the wait for every agent to sync.
+	SyncTimeout time.Duration
+}
+
+var (
+	flagNodes      = flag.String("bench.nodes", "10,100,1000", "comma-separated cluster sizes (nodes)")
+	flagPods       = flag.Int("bench.pods", 30, "pods per node")
+	flagStrategies = flag.String("bench.strategies", "", "comma-separated strategy names (empty: all)")
+	flagWindow     = flag.Duration("bench.window", 30*time.Second, "steady-state window per strategy and size")
+	flagRepeats    = flag.Int("bench.repeats", 3, "sub-windows of the steady window (median and spread)")
+	flagSettle     = flag.Duration("bench.settle", 3*time.Second, "pause between sync and the steady window")
+	flagSample     = flag.Int("bench.sample", 20, "agents run by cluster-scoped strategies at sizes above this")
+	flagChurn      = flag.Float64("bench.churn", 0.25, "pod replacements per node per minute (status updates run at 2x)")
+	flagIncident   = flag.Duration("bench.incident-period", 30*time.Second, "incident strategy's mean relist period")
+	flagRestart    = flag.Int("bench.restart-nodes", 0, "size for the apiserver-restart storm (0: largest, -1: never)")
+	flagJSON       = flag.String("bench.json", "", "append one JSON line per result to this file (for cmd/report)")
+	flagSync       = flag.Duration("bench.sync-timeout", 5*time.Minute, "bound on every agent syncing")
+)
+
+// FlagConfig is the Config the -bench.* flags describe. Call it after
+// flag.Parse (inside a benchmark).
+func FlagConfig() (Config, error) {
+	var nodes []int
+	for _, s := range strings.Split(*flagNodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return Config{}, fmt.Errorf("-bench.nodes=%q: want comma-separated positive integers", *flagNodes)
+		}
+		nodes = append(nodes, n)
+	}
+	var strategies []string
+	if *flagStrategies != "" {
+		strategies = strings.Split(*flagStrategies, ",")
+	}
+	return Config{
+		Nodes: nodes, PodsPerNode: *flagPods, Strategies: strategies,
+		Window: *flagWindow, Repeats: max(1, *flagRepeats), Settle: *flagSettle, Sample: *flagSample,
+		ChurnPerNodeMinute: *flagChurn, IncidentPeriod: *flagIncident,
+		RestartNodes: *flagRestart, JSON: *flagJSON, SyncTimeout: *flagSync,
+	}, nil
+}

@@ -1,0 +1,109 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+)
+
+// Run is BenchmarkAPIServerLoad: for each size in the -bench.* flags, one
+// control plane and cluster, then each strategy measured on it as
+// sub-benchmark strategy=<name>/nodes=<n>. Modules that add strategies
+// (bench/k8sattr) call it with theirs appended.
+func Run(b *testing.B, strategies []Strategy) {
+	cfg, err := FlagConfig()
+	if err != nil {
+		b.Fatal(err)
+	}
+	strategies = Select(strategies, cfg.Strategies)
+	if len(strategies) == 0 {
+		b.Fatalf("no strategy matches -bench.strategies=%v", cfg.Strategies)
+	}
+	sizes := append([]int(nil), cfg.Nodes...)
+	sort.Ints(sizes)
+	ctx := context.Background()
+	for _, n := range sizes {
+		var s *Session
+		for _, st := range strategies {
+			name := fmt.Sprintf("strategy=%s/nodes=%d", st.Name, n)
+			b.Run(name, func(b *testing.B) {
+				if s == nil {
+					// Built lazily so that a -bench filter that skips a size
+					// does not pay for its cluster.
+					start := time.Now()
+					var err error
+					if s, err = NewSession(ctx, cfg, n); err != nil {
+						b.Fatalf("nodes=%d: %v", n, err)
+					}
+					b.Logf("nodes=%d: control plane, %d pods (built in %v), baseline in %v", n, s.Info.Pods, s.Info.Build.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+				}
+				for range b.N {
+					r, err := s.Measure(ctx, st)
+					if err != nil {
+						b.Fatalf("%s: %v", name, err)
+					}
+					Report(b, r)
+					if err := AppendJSON(cfg.JSON, r); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// Select keeps the strategies named in names, all of them when names is
+// empty.
+func Select(all []Strategy, names []string) []Strategy {
+	if len(names) == 0 {
+		return all
+	}
+	var out []Strategy
+	for _, s := range all {
+		if slices.Contains(names, s.Name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Report hands r's figures to the testing package, sorted by unit.
+func Report(b *testing.B, r *Result) {
+	// Wall time per iteration means nothing here.
+	b.ReportMetric(0, "ns/op")
+	units := make([]string, 0, len(r.Metrics))
+	for u := range r.Metrics {
+		units = append(units, u)
+	}
+	sort.Strings(units)
+	for _, u := range units {
+		b.ReportMetric(r.Metrics[u], u)
+	}
+	b.Logf("%s nodes=%d agents=%d synced=%d: startup requests %v; steady requests %v", r.Strategy, r.Nodes, r.Agents, r.Synced, r.StartupRequests, r.SteadyRequests)
+}
+
+// AppendJSON appends r as one JSON line to path; an empty path does nothing.
+func AppendJSON(path string, r *Result) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("bench: results file: %w", err)
+	}
+	defer f.Close()
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(line, '\n'))
+	return err
+}

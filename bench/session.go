@@ -1,0 +1,588 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fleetagent/fleetagent/internal/controlplane"
+	"github.com/fleetagent/fleetagent/internal/simcluster"
+)
+
+// Session is one control plane holding one simulated cluster of a given
+// size with churn running, on which strategies are measured one after the
+// other.
+type Session struct {
+	cfg     Config
+	nodes   int
+	cp      *controlplane.ControlPlane
+	cluster *simcluster.Cluster
+	churn   *simcluster.Churner
+	admin   kubernetes.Interface
+	audit   *auditTail
+
+	// base is the apiserver's cost with churn and no agents, per second:
+	// its own loopback informers also watch and read.
+	base scrape
+	// Info describes the run for the report.
+	Info Info
+}
+
+// Info is what a reader needs to judge the numbers.
+type Info struct {
+	APIServerVersion string        `json:"apiserverVersion"`
+	Build            time.Duration `json:"buildNs"`
+	BuildWrites      int           `json:"buildWrites"`
+	Pods             int           `json:"pods"`
+	BaselineCPU      float64       `json:"baselineCpuSecondsPerSecond"`
+	BaselineEtcd     float64       `json:"baselineEtcdPerSecond"`
+}
+
+// NewSession starts a control plane with one user per node, grants the
+// agents read access, builds the cluster, starts churn and measures the
+// baseline. Close it.
+func NewSession(ctx context.Context, cfg Config, nodes int) (_ *Session, err error) {
+	users := make([]string, nodes)
+	for i := range users {
+		users[i] = agentUser(i)
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		Users: users, Audit: true,
+		// A thousand agents hold two watches each.
+		APIServerFlags: []string{"--max-requests-inflight=400", "--max-mutating-requests-inflight=200"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{cfg: cfg, nodes: nodes, cp: cp, audit: newAuditTail(cp.AuditLogPath())}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.admin, err = kubernetes.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		return nil, err
+	}
+	if v, err := s.admin.Discovery().ServerVersion(); err == nil {
+		s.Info.APIServerVersion = v.GitVersion
+	}
+	if err := s.grant(ctx); err != nil {
+		return nil, err
+	}
+	if err := createFleetDaemonSet(ctx, s.admin, nodes); err != nil {
+		return nil, err
+	}
+	s.cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: nodes, PodsPerNode: cfg.PodsPerNode})
+	if err != nil {
+		return nil, err
+	}
+	st := s.cluster.Stats()
+	s.Info.Build, s.Info.BuildWrites, s.Info.Pods = st.Duration, st.Writes, st.Pods
+	slog.Info("bench cluster built", "nodes", nodes, "pods", st.Pods, "writes", st.Writes, "duration", st.Duration.Round(time.Millisecond))
+	perSec := float64(nodes) * cfg.ChurnPerNodeMinute / 60
+	s.churn = s.cluster.NewChurner(simcluster.ChurnOptions{ReplacementsPerSecond: perSec, StatusUpdatesPerSecond: 2 * perSec})
+	if err := s.churn.Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.measureBaseline(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops churn and the control plane.
+func (s *Session) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.churn != nil {
+		_ = s.churn.Shutdown(ctx)
+	}
+	_ = s.cp.Stop()
+}
+
+// ControlPlane is the session's control plane.
+func (s *Session) ControlPlane() *controlplane.ControlPlane { return s.cp }
+
+func (s *Session) grant(ctx context.Context) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-agent"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods", "nodes", "namespaces", "services", "endpoints"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"apps"}, Resources: []string{"replicasets", "deployments", "statefulsets", "daemonsets"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"batch"}, Resources: []string{"jobs", "cronjobs"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	if _, err := s.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("bench: create role: %w", err)
+	}
+	// Every agent user is in system:serviceaccounts: one binding covers all.
+	rb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-agent"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "bench-agent"},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccounts"}},
+	}
+	if _, err := s.admin.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("bench: create binding: %w", err)
+	}
+	probe, err := kubernetes.NewForConfig(s.cp.UserConfig(agentUser(0)))
+	if err != nil {
+		return err
+	}
+	// The apiserver's RBAC informer sees the binding shortly.
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := probe.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{ResourceVersion: "0"})
+		return err == nil, nil
+	})
+}
+
+// scrape is one reading of the apiserver's counters that this benchmark uses.
+type scrape struct {
+	at                                   time.Time
+	cpu, etcd, bytes, initEvents, events float64
+}
+
+func (s *Session) scrape(ctx context.Context) (scrape, error) {
+	fams, err := s.cp.Metrics(ctx)
+	if err != nil {
+		return scrape{}, err
+	}
+	return scrape{
+		at:         time.Now(),
+		cpu:        controlplane.Sum(fams, "process_cpu_seconds_total", nil),
+		etcd:       controlplane.Sum(fams, "etcd_requests_total", nil),
+		bytes:      readBytes(fams),
+		initEvents: controlplane.Sum(fams, "apiserver_init_events_total", nil),
+		events:     controlplane.Sum(fams, "apiserver_watch_events_total", nil),
+	}, nil
+}
+
+// readBytes is what the apiserver sent in answer to reads: response bodies
+// of LIST and GET plus watch events. Churn only writes, and the admin's
+// probes read configmaps, so this is the agents' share.
+func readBytes(fams map[string]*dto.MetricFamily) float64 {
+	var total float64
+	if f, ok := fams["apiserver_response_sizes"]; ok {
+		for _, m := range f.GetMetric() {
+			var verb, res string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "verb":
+					verb = l.GetValue()
+				case "resource":
+					res = l.GetValue()
+				}
+			}
+			if (verb == "LIST" || verb == "GET") && res != "" && res != "configmaps" {
+				total += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return total + controlplane.Sum(fams, "apiserver_watch_events_sizes", nil)
+}
+
+func (s *Session) measureBaseline(ctx context.Context) error {
+	if err := sleep(ctx, s.cfg.Settle); err != nil {
+		return err
+	}
+	var cpu, etcd, byt, ev []float64
+	prev, err := s.scrape(ctx)
+	if err != nil {
+		return err
+	}
+	for range s.cfg.Repeats {
+		if err := sleep(ctx, s.cfg.Window/time.Duration(s.cfg.Repeats)); err != nil {
+			return err
+		}
+		cur, err := s.scrape(ctx)
+		if err != nil {
+			return err
+		}
+		d := cur.at.Sub(prev.at).Seconds()
+		cpu = append(cpu, (cur.cpu-prev.cpu)/d)
+		etcd = append(etcd, (cur.etcd-prev.etcd)/d)
+		byt = append(byt, (cur.bytes-prev.bytes)/d)
+		ev = append(ev, (cur.events-prev.events)/d)
+		prev = cur
+	}
+	s.base.cpu, _ = medianSpread(cpu)
+	s.base.etcd, _ = medianSpread(etcd)
+	s.base.bytes, _ = medianSpread(byt)
+	s.base.events, _ = medianSpread(ev)
+	s.Info.BaselineCPU, s.Info.BaselineEtcd = s.base.cpu, s.base.etcd
+	slog.Info("bench baseline", "nodes", s.nodes, "cpuSecondsPerSecond", s.base.cpu, "etcdPerSecond", s.base.etcd, "readBytesPerSecond", s.base.bytes, "watchEventsPerSecond", s.base.events)
+	return nil
+}
+
+// Result is what one strategy cost at one size. Metrics holds the figures
+// by unit, as reported with b.ReportMetric.
+type Result struct {
+	Strategy    string             `json:"strategy"`
+	Nodes       int                `json:"nodes"`
+	Agents      int                `json:"agents"`
+	PodsPerNode int                `json:"podsPerNode"`
+	Window      time.Duration      `json:"windowNs"`
+	Metrics     map[string]float64 `json:"metrics"`
+	Info        Info               `json:"info"`
+	// ClusterScopedPodReads counts pod LISTs and WATCHes the agents sent
+	// without a field selector.
+	ClusterScopedPodReads int `json:"clusterScopedPodReads"`
+	// RequestsByKind counts the agents' requests in the steady window by
+	// "verb resource selector", for the report's notes.
+	SteadyRequests  map[string]int `json:"steadyRequests"`
+	StartupRequests map[string]int `json:"startupRequests"`
+	Synced          int            `json:"synced"`
+}
+
+// Measure runs the strategy's agents on the session's cluster: all start at
+// once (the start-up storm), then a steady window, then, at the restart
+// size, an apiserver restart under them.
+func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
+	idx := s.agentNodes(st)
+	k := len(idx)
+	env := Env{IncidentPeriod: s.cfg.IncidentPeriod, Rand: rand.New(rand.NewPCG(uint64(k), 7)), RandMu: &sync.Mutex{}}
+	agents := make([]Agent, k)
+	for j, i := range idx {
+		a, err := st.New(s.cp.UserConfig(agentUser(i)), s.cluster.NodeNames()[i], env)
+		if err != nil {
+			return nil, err
+		}
+		agents[j] = a
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		shutdownAll(sctx, agents)
+	}()
+	r := &Result{Strategy: st.Name, Nodes: s.nodes, Agents: k, PodsPerNode: s.cfg.PodsPerNode, Window: s.cfg.Window, Metrics: map[string]float64{}, Info: s.Info}
+	m := r.Metrics
+
+	if err := s.audit.skip(); err != nil {
+		return nil, err
+	}
+	runtime.GC()
+	heap0 := heapAlloc()
+	m0, err := s.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Start-up storm: every agent at once.
+	storm := s.startStorm(ctx)
+	t0 := time.Now()
+	synced, syncErr := startAll(ctx, agents, s.cfg.SyncTimeout)
+	tSync := time.Now()
+	ss := storm.stop()
+	r.Synced = synced
+	if syncErr != nil {
+		slog.Warn("bench: not every agent synced", "strategy", st.Name, "nodes", s.nodes, "synced", synced, "of", k, "err", syncErr)
+	}
+	m1, err := s.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	su := tSync.Sub(t0).Seconds()
+	m["storm-sync-s"] = su
+	m["storm-peak-inflight"] = ss.peakInflight
+	m["storm-peak-executing"] = ss.peakExecuting
+	m["storm-probe-p99-ms"] = ss.p99ms
+	d0 := m1.at.Sub(m0.at).Seconds()
+	m["startup-cpu-ms/node"] = ((m1.cpu - m0.cpu) - s.base.cpu*d0) * 1000 / float64(k)
+	m["startup-etcd-req/node"] = ((m1.etcd - m0.etcd) - s.base.etcd*d0) / float64(k)
+	m["startup-B/node"] = ((m1.bytes - m0.bytes) - s.base.bytes*d0) / float64(k)
+	m["startup-init-events/node"] = (m1.initEvents - m0.initEvents) / float64(k)
+
+	if err := sleep(ctx, s.cfg.Settle); err != nil {
+		return nil, err
+	}
+	type window struct{ from, to scrape }
+	var windows []window
+	prev, err := s.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for range s.cfg.Repeats {
+		if err := sleep(ctx, s.cfg.Window/time.Duration(s.cfg.Repeats)); err != nil {
+			return nil, err
+		}
+		cur, err := s.scrape(ctx)
+		if err != nil {
+			return nil, err
+		}
+		windows = append(windows, window{prev, cur})
+		prev = cur
+	}
+	runtime.GC()
+	m["heap-B/node"] = float64(int64(heapAlloc())-int64(heap0)) / float64(k)
+
+	events, err := s.audit.read()
+	if err != nil {
+		return nil, err
+	}
+	r.StartupRequests, r.SteadyRequests = map[string]int{}, map[string]int{}
+	var startupReq, startup429 int
+	steadyReq := make([]float64, len(windows))
+	for _, e := range events {
+		if isClusterScopedPodRead(e) {
+			r.ClusterScopedPodReads++
+		}
+		at := e.RequestReceivedTimestamp
+		switch {
+		case !at.After(tSync) && !at.Before(t0.Add(-time.Second)):
+			startupReq++
+			r.StartupRequests[kind(e)]++
+			if e.Code() == 429 {
+				startup429++
+			}
+		case !at.Before(windows[0].from.at) && at.Before(windows[len(windows)-1].to.at):
+			r.SteadyRequests[kind(e)]++
+			for i, w := range windows {
+				if !at.Before(w.from.at) && at.Before(w.to.at) {
+					steadyReq[i]++
+				}
+			}
+		}
+	}
+	m["startup-req/node"] = float64(startupReq) / float64(k)
+	m["storm-429s"] = float64(startup429)
+
+	per := func(name string, vals []float64) {
+		med, spread := medianSpread(vals)
+		m[name] = med
+		m[strings.Replace(name, "/", "-spread/", 1)] = spread
+	}
+	var req, byt, cpu, etcd, ev []float64
+	for i, w := range windows {
+		mins := w.to.at.Sub(w.from.at).Minutes()
+		secs := mins * 60
+		norm := func(v float64) float64 { return v / float64(k) / mins }
+		req = append(req, norm(steadyReq[i]))
+		byt = append(byt, norm((w.to.bytes-w.from.bytes)-s.base.bytes*secs))
+		cpu = append(cpu, norm(((w.to.cpu-w.from.cpu)-s.base.cpu*secs)*1000))
+		etcd = append(etcd, norm((w.to.etcd-w.from.etcd)-s.base.etcd*secs))
+		ev = append(ev, norm((w.to.events-w.from.events)-s.base.events*secs))
+	}
+	per("req/node", req)
+	per("B/node", byt)
+	per("cpu-ms/node", cpu)
+	per("etcd-req/node", etcd)
+	per("watch-events/node", ev)
+
+	if s.restartHere(st.Name) {
+		if err := s.restartStorm(ctx, idx, m); err != nil {
+			return nil, err
+		}
+	}
+	m["agents"] = float64(k)
+	return r, nil
+}
+
+func (s *Session) restartHere(strategy string) bool {
+	if len(s.cfg.RestartStrategies) > 0 && !slices.Contains(s.cfg.RestartStrategies, strategy) {
+		return false
+	}
+	switch {
+	case s.cfg.RestartNodes < 0:
+		return false
+	case s.cfg.RestartNodes == 0:
+		return s.nodes == slices.Max(s.cfg.Nodes)
+	default:
+		return s.nodes == s.cfg.RestartNodes
+	}
+}
+
+// restartStorm restarts the apiserver under the running agents and waits
+// until every agent has had a successful request answered by the new one.
+func (s *Session) restartStorm(ctx context.Context, idx []int, m map[string]float64) error {
+	if _, err := s.audit.read(); err != nil {
+		return err
+	}
+	if err := s.cp.StopAPIServer(); err != nil {
+		return err
+	}
+	if err := s.cp.StartAPIServer(ctx); err != nil {
+		return err
+	}
+	tUp := time.Now()
+	storm := s.startStorm(ctx)
+	want := map[string]bool{}
+	for _, i := range idx {
+		want[agentUser(i)] = true
+	}
+	var n429 int
+	seen := map[string]bool{}
+	err := wait.PollUntilContextTimeout(ctx, time.Second, s.cfg.SyncTimeout, true, func(context.Context) (bool, error) {
+		events, err := s.audit.read()
+		if err != nil {
+			return false, err
+		}
+		n429 = 0
+		for _, e := range events {
+			if e.RequestReceivedTimestamp.Before(tUp.Add(-time.Second)) {
+				continue
+			}
+			if e.Code() == 429 {
+				n429++
+			}
+			if e.Code() >= 200 && e.Code() < 300 {
+				seen[e.User.Username] = true
+			}
+		}
+		return len(seen) >= len(want), nil
+	})
+	tDone := time.Now()
+	ss := storm.stop()
+	if err != nil {
+		slog.Warn("bench: not every agent reached the restarted apiserver", "reached", len(seen), "of", len(want), "err", err)
+	}
+	m["restart-resync-s"] = tDone.Sub(tUp).Seconds()
+	m["restart-peak-inflight"] = ss.peakInflight
+	m["restart-peak-executing"] = ss.peakExecuting
+	m["restart-429s"] = float64(n429)
+	m["restart-probe-p99-ms"] = ss.p99ms
+	m["restart-reached"] = float64(len(seen))
+	return nil
+}
+
+// agentNodes picks the nodes that run an agent: all of them, or for a
+// cluster-scoped strategy an evenly spread sample.
+func (s *Session) agentNodes(st Strategy) []int {
+	k := s.nodes
+	if st.ClusterScoped && s.cfg.Sample > 0 && k > s.cfg.Sample {
+		k = s.cfg.Sample
+	}
+	idx := make([]int, k)
+	for j := range idx {
+		idx[j] = j * s.nodes / k
+	}
+	return idx
+}
+
+func isClusterScopedPodRead(e controlplane.AuditEvent) bool {
+	if e.Resource() != "pods" || (e.Verb != "list" && e.Verb != "watch") {
+		return false
+	}
+	return e.ObjectRef.Namespace == "" && e.Query().Get("fieldSelector") == ""
+}
+
+// kind groups requests for the report: verb, resource and the shape of the
+// query that decides the cost.
+func kind(e controlplane.AuditEvent) string {
+	q := e.Query()
+	var parts []string
+	parts = append(parts, e.Verb, e.Resource())
+	if fs := q.Get("fieldSelector"); fs != "" {
+		parts = append(parts, "fieldSelector="+strings.SplitN(fs, "=", 2)[0])
+	} else if e.Verb == "list" || e.Verb == "watch" {
+		parts = append(parts, "cluster-wide")
+	}
+	if q.Has("resourceVersion") || e.Verb == "list" || e.Verb == "get" {
+		rv := q.Get("resourceVersion")
+		switch rv {
+		case "", "0":
+			parts = append(parts, "rv="+url.QueryEscape(rv))
+		default:
+			parts = append(parts, "rv=N")
+		}
+	}
+	if q.Get("sendInitialEvents") == "true" {
+		parts = append(parts, "sendInitialEvents")
+	}
+	if e.Code() != 200 && e.Code() != 0 {
+		parts = append(parts, fmt.Sprintf("code=%d", e.Code()))
+	}
+	return strings.Join(parts, " ")
+}
+
+// startAll starts every agent at once and waits for all to sync. It
+// returns how many synced.
+func startAll(ctx context.Context, agents []Agent, timeout time.Duration) (int, error) {
+	// The agents live on ctx; only the wait for sync is bounded.
+	syncCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	synced := 0
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := a.Start(ctx)
+			if err == nil {
+				err = a.WaitForSync(syncCtx)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				synced++
+			}
+		}()
+	}
+	wg.Wait()
+	return synced, errors.Join(errs...)
+}
+
+func shutdownAll(ctx context.Context, agents []Agent) {
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		if a == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Shutdown(ctx); err != nil {
+				slog.Warn("bench: agent shutdown", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func heapAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// medianSpread is the median and the max-min range of vals.
+func medianSpread(vals []float64) (float64, float64) {
+	if len(vals) == 0 {
+		return 0, 0
+	}
+	v := append([]float64(nil), vals...)
+	sort.Float64s(v)
+	med := v[len(v)/2]
+	if len(v)%2 == 0 {
+		med = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return med, v[len(v)-1] - v[0]
+}
