@@ -302,18 +302,23 @@ func (b *Budget) observe(now time.Time, o outcome, retryAfter time.Duration, pro
 		defer b.notifyLocked()
 	}
 	switch {
-	case o == outcomeSuccess:
+	case o == outcomeSuccess, o == outcomeSlow:
+		// The server answered: the breaker closes. A slow answer still
+		// backs off, and keeps the backoff growing while it stays slow.
 		b.consec = 0
-		b.bo.Reset()
+		if o == outcomeSuccess {
+			b.bo.Reset()
+		}
 		if b.breaker != BreakerClosed {
 			b.breaker = BreakerClosed
 			jitter := b.respreadLocked(now)
 			b.log.Info("circuit breaker closed: apiserver answered; resuming with jitter", "jitter", jitter)
 			b.notifyLocked()
 		}
-	case o == outcomeSlow:
-		b.slow.Add(1)
-		b.backoffLocked(now, o, 0)
+		if o == outcomeSlow {
+			b.slow.Add(1)
+			b.backoffLocked(now, o, 0)
+		}
 	case o.failure():
 		switch o {
 		case outcomeThrottled:

@@ -278,11 +278,24 @@ func TestBreakerTransitions(t *testing.T) {
 	if deg, why := b.Degraded(); deg {
 		t.Errorf("Degraded after close: %q", why)
 	}
+	// A slow answer to a probe closes the breaker (the server answered)
+	// but backs off.
+	for i := 0; i < 3; i++ {
+		b.observe(clk.Now(), outcomeServer, 0, false)
+	}
+	clk.SetTime(b.Stats().BackoffUntil)
+	b.mu.Lock()
+	_, _, probe = b.gateLocked(clk.Now(), true)
+	b.mu.Unlock()
+	b.observe(clk.Now(), outcomeSlow, 0, probe)
+	if s := b.Stats(); !probe || s.Breaker != BreakerClosed || !s.BackingOff || s.Slow != 1 {
+		t.Fatalf("after a slow probe: probe %v breaker %v backing off %v slow %d", probe, s.Breaker, s.BackingOff, s.Slow)
+	}
 	// Slow responses back off but do not count towards the breaker.
 	for i := 0; i < 5; i++ {
 		b.observe(clk.Now(), outcomeSlow, 0, false)
 	}
-	if s := b.Stats(); s.Breaker != BreakerClosed || s.Slow != 5 || !s.BackingOff {
+	if s := b.Stats(); s.Breaker != BreakerClosed || s.Slow != 6 || !s.BackingOff {
 		t.Errorf("after slow responses: breaker %v slow %d backing off %v", s.Breaker, s.Slow, s.BackingOff)
 	}
 }
