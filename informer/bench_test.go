@@ -2,10 +2,18 @@ package informer
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
 )
@@ -62,20 +70,130 @@ func BenchmarkNodeStartCost(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			after, err := cp.Metrics(ctx)
+			reportApiserverCost(ctx, b, before, float64(starts), "start")
+		})
+	}
+}
+
+// BenchmarkFleetStartCost starts the informers of all simNodes nodes at
+// once, as a DaemonSet rollout or an apiserver restart does, and reports
+// the apiserver's cost per fleet start (see BenchmarkNodeStartCost for the
+// metrics). ns/op is the time until every node's cache has synced. It runs
+// on the simulated cluster, then again after adding extraPods pods on
+// other nodes, to show which costs grow with the cluster rather than with
+// the node.
+//
+// Run: FLEETAGENT_BIN_DIR=$PWD/bin go test -run XXX -bench FleetStartCost -benchtime 5x ./informer/
+func BenchmarkFleetStartCost(b *testing.B) {
+	const extraPods = 6000
+	ctx := context.Background()
+	for _, extra := range []int{0, extraPods} {
+		if extra > 0 {
+			if err := addPodsElsewhere(ctx, extra); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			mode Mode
+			user string
+		}{{ModeListWatch, agentBenchLW}, {ModeWatchList, agentBenchWL}} {
+			b.Run(fmt.Sprintf("pods=%d/%s", simNodes*simPodsPerNode+extra, tc.mode), func(b *testing.B) {
+				benchFleetStart(ctx, b, tc.mode, tc.user)
+			})
+		}
+	}
+}
+
+func benchFleetStart(ctx context.Context, b *testing.B, mode Mode, user string) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nodes := sim.NodeNames()
+	before, err := cp.Metrics(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var starts int
+	for b.Loop() {
+		starts++
+		fleet := make([]*Informers, len(nodes))
+		for k, node := range nodes {
+			if fleet[k], err = New(cp.UserConfig(user), Options{NodeName: node, Mode: mode, Logger: logger}); err != nil {
+				b.Fatal(err)
+			}
+			if err := fleet[k].Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for k, inf := range fleet {
+			if err := inf.WaitForSync(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if n := len(inf.Pods()); n != simPodsPerNode {
+				b.Fatalf("node %s: %d pods cached, want %d", nodes[k], n, simPodsPerNode)
+			}
+		}
+		b.StopTimer()
+		for _, inf := range fleet {
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err := inf.Shutdown(sctx)
+			cancel()
 			if err != nil {
 				b.Fatal(err)
 			}
-			n := float64(starts)
-			delta := func(name string, match map[string]string) float64 {
-				return (controlplane.Sum(after, name, match) - controlplane.Sum(before, name, match)) / n
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	reportApiserverCost(ctx, b, before, float64(starts), "fleet-start")
+}
+
+// addPodsElsewhere creates n pods bound to nodes no agent in the benchmark
+// runs on, in a namespace of their own.
+func addPodsElsewhere(ctx context.Context, n int) error {
+	const ns = "informer-bench-extra"
+	cfg := cp.AdminConfig()
+	cfg.QPS, cfg.Burst = 5000, 5000
+	client := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	const workers = 32
+	next := make(chan int)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for k := range next {
+				if errs[w] != nil {
+					continue
+				}
+				p := testPod(fmt.Sprintf("extra-%d", k), fmt.Sprintf("extra-node-%d", k/simPodsPerNode), map[string]string{"app": "extra"})
+				p.Namespace = ns
+				_, errs[w] = client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 			}
-			pods := map[string]string{"resource": "pods"}
-			b.ReportMetric(delta("apiserver_init_events_total", pods), "init-events/start")
-			b.ReportMetric(delta("apiserver_storage_list_fetched_objects_total", pods), "fetched-objects/start")
-			b.ReportMetric(delta("etcd_requests_total", pods)+delta("etcd_requests_total", map[string]string{"resource": "nodes"}), "etcd-requests/start")
-			b.ReportMetric(1000*delta("process_cpu_seconds_total", nil), "apiserver-cpu-ms/start")
-			b.ReportMetric(delta("apiserver_request_total", pods), "pod-requests/start")
 		})
 	}
+	for k := range n {
+		next <- k
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// reportApiserverCost reports the apiserver metric deltas since before,
+// divided by n.
+func reportApiserverCost(ctx context.Context, b *testing.B, before map[string]*dto.MetricFamily, n float64, per string) {
+	after, err := cp.Metrics(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	delta := func(name string, match map[string]string) float64 {
+		return (controlplane.Sum(after, name, match) - controlplane.Sum(before, name, match)) / n
+	}
+	pods := map[string]string{"resource": "pods"}
+	b.ReportMetric(delta("apiserver_init_events_total", pods), "init-events/"+per)
+	b.ReportMetric(delta("apiserver_storage_list_fetched_objects_total", pods), "fetched-objects/"+per)
+	b.ReportMetric(delta("etcd_requests_total", pods)+delta("etcd_requests_total", map[string]string{"resource": "nodes"}), "etcd-requests/"+per)
+	b.ReportMetric(1000*delta("process_cpu_seconds_total", nil), "apiserver-cpu-ms/"+per)
+	b.ReportMetric(delta("apiserver_request_total", pods), "pod-requests/"+per)
 }
