@@ -367,7 +367,8 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 	summary := &mutableSummary{body: orig}
 	srv := httptest.NewServer(summary)
 	defer srv.Close()
-	kc, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, state)
+	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	kc, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL, Clock: clk}, state)
 	p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), kc})
 
 	if out := render(p.collect(t)); !strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
@@ -375,7 +376,11 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 	}
 	state.deletePod("web-5d8f7c6b9-abcde")
 	summary.set(strings.Replace(string(orig), `"name": "web-5d8f7c6b9-abcde"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1))
+	clk.SetTime(clk.Now().Add(DefaultKubeletMinInterval)) // the next export interval
 	out := render(p.collect(t))
+	if st := client.Stats(); st.Scrapes != 2 {
+		t.Errorf("kubelet scrapes = %d, want 2", st.Scrapes)
+	}
 	if strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
 		t.Errorf("deleted pod still reported:\n%s", grep(out, "web-5d8f7c6b9-abcde"))
 	}
@@ -405,6 +410,72 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestKubeletScrapeReuse: collections closer than MinInterval (one per
+// reader of the MeterProvider) share one kubelet scrape; a failed scrape is
+// never reused.
+func TestKubeletScrapeReuse(t *testing.T) {
+	body, err := os.ReadFile("testdata/summary.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := false
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	client, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, Clock: clk, MinInterval: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if _, err := client.Summary(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clk.SetTime(clk.Now().Add(4 * time.Second))
+	}
+	if st := client.Stats(); st.Scrapes != 1 || st.Reused != 2 {
+		t.Errorf("within 10s: stats = %+v, want 1 scrape and 2 reuses", st)
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	clk.SetTime(clk.Now().Add(10 * time.Second))
+	for i := 0; i < 2; i++ {
+		if _, err := client.Summary(ctx); err == nil {
+			t.Error("a failed scrape was answered from the old summary")
+		}
+	}
+	if st := client.Stats(); st.Scrapes != 3 || st.Failures != 2 {
+		t.Errorf("after failures: stats = %+v, want 3 scrapes, 2 failures", st)
+	}
+
+	// Negative MinInterval scrapes every time.
+	every, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, Clock: clk, MinInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	for i := 0; i < 3; i++ {
+		if _, err := every.Summary(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := every.Stats(); st.Scrapes != 3 || st.Reused != 0 {
+		t.Errorf("MinInterval<0: stats = %+v, want 3 scrapes", st)
+	}
 }
 
 func TestConfigValidateReportsEverything(t *testing.T) {

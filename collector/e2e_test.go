@@ -86,7 +86,10 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = prov.Shutdown(context.Background()) }()
-	cs, err := collector.Default(collector.Config{PodLabels: []string{"app"}, Kubelet: collector.KubeletConfig{Endpoint: ksrv.URL}}, inf)
+	// Each ForceFlush below stands for one export interval: no reuse of the
+	// last kubelet summary between them.
+	cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
+		Kubelet: collector.KubeletConfig{Endpoint: ksrv.URL, MinInterval: -1}}, inf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,12 +17,14 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 )
 
 // Defaults of KubeletConfig.
 const (
 	DefaultKubeletTimeout     = 10 * time.Second
 	DefaultKubeletMaxResponse = 16 << 20 // 16 MiB: a 110-pod node's summary is well under 1 MiB
+	DefaultKubeletMinInterval = 5 * time.Second
 	// DefaultTokenFile and DefaultCAFile are the service-account token and
 	// cluster CA mounted into every pod.
 	DefaultTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -49,6 +51,14 @@ type KubeletConfig struct {
 	// MaxResponseBytes bounds the response body (default
 	// DefaultKubeletMaxResponse); a larger response fails the scrape.
 	MaxResponseBytes int64
+	// MinInterval is the shortest time between two scrapes: collections
+	// closer together (one per MeterProvider reader, e.g. an OTLP export and
+	// a Prometheus scrape) reuse the last good summary, so the kubelet load
+	// does not grow with the number of readers. Zero means
+	// DefaultKubeletMinInterval; negative disables reuse.
+	MinInterval time.Duration
+	// Clock is used for MinInterval (default the real clock).
+	Clock clock.PassiveClock
 }
 
 // Validate reports every problem at once.
@@ -78,6 +88,14 @@ type KubeletClient struct {
 	client  *http.Client
 	timeout time.Duration
 	max     int64
+	minIntv time.Duration
+	clock   clock.PassiveClock
+
+	// cacheMu serialises scrapes so concurrent collections share one.
+	cacheMu   sync.Mutex
+	cached    *Summary
+	cachedAt  time.Time
+	cacheHits atomic.Uint64
 
 	scrapes  atomic.Uint64
 	failures atomic.Uint64
@@ -90,6 +108,7 @@ type KubeletClient struct {
 type KubeletStats struct {
 	Scrapes   uint64
 	Failures  uint64
+	Reused    uint64 // collections served from the last summary (MinInterval)
 	LastBytes uint64
 	LastError string
 }
@@ -109,11 +128,24 @@ func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubelet client for %s: %w (check the CA file %q and token file %q)", cfg.Endpoint, err, cfg.CAFile, cfg.TokenFile)
 	}
+	var clk clock.PassiveClock = clock.RealClock{}
+	if cfg.Clock != nil {
+		clk = cfg.Clock
+	}
+	minIntv := cfg.MinInterval
+	switch {
+	case minIntv == 0:
+		minIntv = DefaultKubeletMinInterval
+	case minIntv < 0:
+		minIntv = 0
+	}
 	return &KubeletClient{
 		url:     strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
 		client:  &http.Client{Transport: rt},
 		timeout: defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
 		max:     defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
+		minIntv: minIntv,
+		clock:   clk,
 	}, nil
 }
 
@@ -124,9 +156,26 @@ func defaultInt(v, def int64) int64 {
 	return v
 }
 
-// Summary fetches and decodes one summary. Every failure is counted and
-// returned with the endpoint and what to check.
+// Summary returns the kubelet's summary: the last good one when it is
+// younger than MinInterval, otherwise a fresh scrape. Every failed scrape is
+// counted and returned with the endpoint and what to check. The returned
+// Summary is shared: do not modify it.
 func (k *KubeletClient) Summary(ctx context.Context) (*Summary, error) {
+	k.cacheMu.Lock()
+	defer k.cacheMu.Unlock()
+	now := k.clock.Now()
+	if k.cached != nil && k.minIntv > 0 && now.Sub(k.cachedAt) < k.minIntv {
+		k.cacheHits.Add(1)
+		return k.cached, nil
+	}
+	s, err := k.scrape(ctx)
+	if err == nil {
+		k.cached, k.cachedAt = s, now
+	}
+	return s, err
+}
+
+func (k *KubeletClient) scrape(ctx context.Context) (*Summary, error) {
 	k.scrapes.Add(1)
 	s, n, err := k.fetch(ctx)
 	k.bytes.Store(uint64(n))
@@ -181,7 +230,7 @@ func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, error) {
 func (k *KubeletClient) Stats() KubeletStats {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return KubeletStats{Scrapes: k.scrapes.Load(), Failures: k.failures.Load(), LastBytes: k.bytes.Load(), LastError: k.lastErr}
+	return KubeletStats{Scrapes: k.scrapes.Load(), Failures: k.failures.Load(), Reused: k.cacheHits.Load(), LastBytes: k.bytes.Load(), LastError: k.lastErr}
 }
 
 // RegisterMetrics registers fleetagent.collector.kubelet.scrapes (counter,

@@ -10,9 +10,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,6 +22,13 @@ import (
 	"github.com/fleetagent/fleetagent/collector"
 	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
 )
+
+// TestMain silences the OTel global error handler: the tests refuse
+// exports on purpose, and the provider's own log says so once per change.
+func TestMain(m *testing.M) {
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+	os.Exit(m.Run())
+}
 
 // state is a collector.KubeState over the collector package's fixtures.
 type state struct {
@@ -117,7 +126,7 @@ type env struct {
 // setup starts a receiver, points the standard OTEL_* variables at it, and
 // builds the provider with the agent's collectors on it. Exports happen only
 // on ForceFlush (the interval is an hour), except where cfg sets Interval.
-func setup(t *testing.T, protocol string, cfg Config) *env {
+func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)) *env {
 	t.Helper()
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
 	if err != nil {
@@ -143,14 +152,27 @@ func setup(t *testing.T, protocol string, cfg Config) *env {
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Hour
 	}
-	prov, err := New(context.Background(), cfg)
+	// Nothing exports before the collectors are registered below, but the
+	// PeriodicReader starts at once: let the caller see the provider first.
+	var prov *Provider
+	cfgOnExport := cfg.OnExport
+	ready := make(chan struct{})
+	if cfgOnExport != nil {
+		cfg.OnExport = func(err error) { <-ready; cfgOnExport(err) }
+	}
+	prov, err = New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range created {
+		f(prov)
+	}
+	close(ready)
 	t.Cleanup(func() { _ = prov.Shutdown(context.Background()) })
 	cs, err := collector.Default(collector.Config{
 		PodLabels: []string{"app"},
-		Kubelet:   collector.KubeletConfig{Endpoint: ksrv.URL},
+		// Each ForceFlush stands for one export interval: scrape every time.
+		Kubelet: collector.KubeletConfig{Endpoint: ksrv.URL, MinInterval: -1},
 	}, st)
 	if err != nil {
 		t.Fatal(err)
@@ -372,73 +394,79 @@ func TestRetriesAreBounded(t *testing.T) {
 	}
 }
 
-// TestMemoryBoundedWhileDown keeps the receiver down for 60 export
-// intervals driven by the real PeriodicReader, then brings it back: every
-// failed export carries the same number of points (nothing accumulates), the
-// heap does not grow, and export resumes with current state only.
+// TestMemoryBoundedWhileDown keeps the receiver down for 40 export
+// intervals driven by the real PeriodicReader, then brings it back: no failed
+// export carries more points than the current state has (nothing
+// accumulates), the live heap does not grow, and export resumes with current
+// state only.
 func TestMemoryBoundedWhileDown(t *testing.T) {
 	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
 		t.Run(protocol, func(t *testing.T) {
-			// Test state: 200 more pods, so a backlog would be obvious.
-			extra := 200
-			results := make(chan error, 1000)
+			type attempt struct {
+				err    error
+				points int
+				heap   uint64 // live heap after GC, measured when down
+			}
+			var measuring atomic.Bool
+			var prov *Provider
+			results := make(chan attempt, 1000)
 			e := setup(t, protocol, Config{
 				Interval: 20 * time.Millisecond,
-				Timeout:  time.Second,
+				Timeout:  10 * time.Second,
 				Retry:    Retry{InitialInterval: 2 * time.Millisecond, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 10 * time.Millisecond},
+				// OnExport runs on the reader's goroutine between two
+				// collections, so the heap measured here holds no batch in
+				// flight: only what survives from one export to the next.
 				OnExport: func(err error) {
+					a := attempt{err: err}
+					if measuring.Load() {
+						a.points = prov.Stats().LastDataPoints
+						a.heap = heapAfterGC()
+					}
 					select {
-					case results <- err:
+					case results <- a:
 					default:
 					}
 				},
-			})
-			e.state.grow(extra)
+			}, func(p *Provider) { prov = p })
+			// 50 more pods, so a backlog would be obvious.
+			e.state.grow(50)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			if err := e.recv.WaitAccepted(ctx, 1); err != nil {
+			// The second export after grow was collected after it.
+			if err := e.recv.WaitAccepted(ctx, e.recv.Stats().Accepted+2); err != nil {
 				t.Fatal(err)
 			}
-			pointsUp := e.prov.Stats().LastDataPoints
+			pointsUp := len(e.recv.Last())
+			measuring.Store(true)
 			e.recv.Down()
-			drain(results)
 
-			// The heap is sampled after GC at failed exports 10-19 and 50-59;
-			// the minimum of each window filters out the batch in flight, and
-			// a backlog would raise the late minimum by a batch per failure.
-			const intervals = 60
-			var points []int
-			early, late := uint64(1<<63), uint64(1<<63)
+			const intervals = 40
+			var heaps []uint64
 			for failures := 0; failures < intervals; {
 				select {
-				case err := <-results:
-					if err == nil {
-						continue // an export that was in flight before Down
+				case a := <-results:
+					if a.err == nil || a.heap == 0 {
+						continue // an export from before Down
 					}
 					failures++
-					points = append(points, e.prov.Stats().LastDataPoints)
-					switch {
-					case failures >= 10 && failures < 20:
-						early = min(early, heapAfterGC())
-					case failures >= 50:
-						late = min(late, heapAfterGC())
+					if a.points > pointsUp {
+						t.Fatalf("failed export %d carried %d points, more than the %d of current state: something accumulates", failures, a.points, pointsUp)
 					}
+					heaps = append(heaps, a.heap)
 				case <-ctx.Done():
 					t.Fatalf("only %d failed exports while down", failures)
 				}
 			}
-			for i, n := range points {
-				if n != pointsUp {
-					t.Fatalf("failed export %d carried %d points, want %d as when up: something accumulates", i, n, pointsUp)
-				}
-			}
+			measuring.Store(false)
+			early, late := heaps[4], heaps[intervals-1]
 			growth := int64(late) - int64(early)
-			t.Logf("%s: %d points per export; min heap after failed exports 10-19: %d B, 50-59: %d B (growth %d B)",
-				protocol, pointsUp, early, late, growth)
-			// 40 accumulated batches of this size would be tens of MiB; the
+			t.Logf("%s: %d points per export; live heap after failed export 5: %d B, after %d: %d B (growth %d B)",
+				protocol, pointsUp, early, intervals, late, growth)
+			// 35 accumulated batches of this size would be several MiB; the
 			// bound leaves room for runtime noise only.
-			if growth > 2<<20 {
-				t.Errorf("heap grew by %d B over 40 failed exports", growth)
+			if growth > 256<<10 {
+				t.Errorf("heap grew by %d B over %d failed exports: %v", growth, intervals-5, heaps)
 			}
 
 			before := e.recv.Stats().Accepted
@@ -448,8 +476,8 @@ func TestMemoryBoundedWhileDown(t *testing.T) {
 			if err := e.recv.WaitAccepted(ctx, before+1); err != nil {
 				t.Fatalf("export did not resume: %v", err)
 			}
-			if n := len(e.recv.Last()); n != pointsUp {
-				t.Errorf("first export after recovery has %d points, want %d (current state only, no backlog)", n, pointsUp)
+			if n := len(e.recv.Last()); n > pointsUp {
+				t.Errorf("first export after recovery has %d points, more than the %d of current state: a backlog was sent", n, pointsUp)
 			}
 			if s := e.prov.Stats(); s.Failures < intervals {
 				t.Errorf("stats = %+v, want >= %d failures counted", s, intervals)
@@ -515,5 +543,29 @@ func TestShutdownIdempotent(t *testing.T) {
 	var nilp *Provider
 	if err := nilp.Shutdown(context.Background()); err != nil {
 		t.Errorf("nil provider Shutdown = %v", err)
+	}
+}
+
+// TestDeltaTemporalityFromEnv: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE
+// is read by the exporter itself; with delta, counters arrive as deltas
+// between collections (the recorded kubelet counters do not move, so 0),
+// and gauges are unchanged.
+func TestDeltaTemporalityFromEnv(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+	e := setup(t, ProtocolGRPC, Config{})
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if err := e.prov.ForceFlush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	match := map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde", "network.io.direction": "transmit"}
+	first := one(t, e.recv.Exports()[0].Points, "k8s.pod.network.io", match)
+	second := one(t, e.recv.Exports()[1].Points, "k8s.pod.network.io", match)
+	if first.Cumulative || second.Cumulative || first.Value != 2345678901 || second.Value != 0 {
+		t.Errorf("delta network.io = %+v then %+v, want delta 2345678901 then 0", first, second)
+	}
+	if g := one(t, e.recv.Last(), "k8s.pod.cpu.usage", map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde"}); g.Value != 0.017349508 {
+		t.Errorf("gauge under delta = %v", g.Value)
 	}
 }
