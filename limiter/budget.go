@@ -70,22 +70,23 @@ type Budget struct {
 	mu sync.Mutex
 	// lim is replaced (and gen bumped) when the start-up spread is applied
 	// again after the kill switch or the breaker let traffic resume.
-	lim       *rate.Limiter
-	gen       uint64
-	fleetSize int
-	changed   chan struct{} // closed and replaced on every gate change
-	killed    bool
-	bo        *backoff.ExponentialBackOff
-	until     time.Time // no request passes before this (backoff)
-	lastCause outcome
-	breaker   BreakerState
-	probing   bool // half-open: the one probe is in flight
-	consec    int
-	latencyEW time.Duration // moving average of non-watch latency
-	credits   int           // tokens paid by client-go's Wait, not yet used by the transport
-	watches   map[*watchBody]struct{}
-	discover  *rest.Config
-	reqs      map[verbCode]int64
+	lim           *rate.Limiter
+	gen           uint64
+	spreadPending bool // the first request has not applied the start-up spread yet
+	fleetSize     int
+	changed       chan struct{} // closed and replaced on every gate change
+	killed        bool
+	bo            *backoff.ExponentialBackOff
+	until         time.Time // no request passes before this (backoff)
+	lastCause     outcome
+	breaker       BreakerState
+	probing       bool // half-open: the one probe is in flight
+	consec        int
+	latencyEW     time.Duration // moving average of non-watch latency
+	credits       int           // tokens paid by client-go's Wait, not yet used by the transport
+	watches       map[*watchBody]struct{}
+	discover      *rest.Config
+	reqs          map[verbCode]int64
 
 	retryAfterLast time.Duration
 	killErr        string // last kill-switch read error, to log each once
@@ -115,8 +116,8 @@ type verbCode struct{ verb, code string }
 
 // New returns a Budget for cfg, or every problem Validate finds. The
 // budget's first token arrives at a uniformly random point in the window
-// 1/rate from now (the start-up spread), so agents started together spend
-// the fleet budget evenly instead of all at once.
+// 1/rate after its first request (the start-up spread), so agents started
+// together spend the fleet budget evenly instead of all at once.
 func New(cfg Config) (*Budget, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -144,9 +145,10 @@ func New(cfg Config) (*Budget, error) {
 		Clock:               cfg.Clock,
 	}
 	b.bo.Reset()
-	b.mu.Lock()
-	b.respreadLocked(b.clock.Now())
-	b.mu.Unlock()
+	// Until the first request, the bucket is full; the first request
+	// applies the spread (see spreadOnceLocked).
+	b.lim = rate.NewLimiter(rate.Limit(b.rateLocked()), cfg.Burst)
+	b.spreadPending = true
 	return b, nil
 }
 
@@ -169,6 +171,17 @@ func (b *Budget) respreadLocked(now time.Time) time.Duration {
 	b.gen++
 	b.credits = 0
 	return time.Duration(u * float64(window))
+}
+
+// spreadOnceLocked applies the start-up spread at the first request, not
+// at New: an agent may spend a while building clients before it sends
+// anything, and the spread must be relative to when agents start talking,
+// or a slow start would find a token already waiting.
+func (b *Budget) spreadOnceLocked(now time.Time) {
+	if b.spreadPending {
+		b.spreadPending = false
+		b.respreadLocked(now)
+	}
 }
 
 // notifyLocked wakes every request waiting at the gate.
@@ -234,9 +247,10 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 				b.mu.Unlock()
 				continue
 			}
-			lim, gen := b.lim, b.gen
+			b.spreadOnceLocked(now)
+			lim := b.lim
 			b.mu.Unlock()
-			if err := b.payToken(ctx, lim, gen); err != nil {
+			if err := b.payToken(ctx, lim); err != nil {
 				return false, err
 			}
 			paid = true
@@ -252,7 +266,7 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 
 // payToken takes one token from lim, waiting for it with the injected
 // clock. A wait that is abandoned gives the token back.
-func (b *Budget) payToken(ctx context.Context, lim *rate.Limiter, gen uint64) error {
+func (b *Budget) payToken(ctx context.Context, lim *rate.Limiter) error {
 	now := b.clock.Now()
 	r := lim.ReserveN(now, 1)
 	if !r.OK() {

@@ -38,6 +38,15 @@ func newTestBudget(t *testing.T, cfg Config) (*Budget, *clocktesting.FakeClock) 
 	return b, clk
 }
 
+// startSpread applies the start-up spread as the first request would, then
+// steps the clock past it so the bucket is full.
+func startSpread(b *Budget, clk *clocktesting.FakeClock) {
+	b.mu.Lock()
+	b.spreadOnceLocked(clk.Now())
+	b.mu.Unlock()
+	clk.Step(time.Hour)
+}
+
 func TestValidate(t *testing.T) {
 	if err := (Config{FleetSize: 10}).Validate(); err != nil {
 		t.Errorf("fixed fleet size with defaults: %v", err)
@@ -140,6 +149,9 @@ func TestStartupSpread(t *testing.T) {
 	var hist [bins]int
 	for i := 0; i < agents; i++ {
 		b, _ := newTestBudget(t, Config{FleetQPS: 50, FleetSize: 1000, Rand: rng})
+		b.mu.Lock()
+		b.spreadOnceLocked(t0) // the first request
+		b.mu.Unlock()
 		first := b.lim.ReserveN(t0, 1).DelayFrom(t0)
 		if first < 0 || first > window {
 			t.Fatalf("agent %d: first token after %v, outside [0, %v]", i, first, window)
@@ -399,7 +411,7 @@ func TestKillSwitchFileStates(t *testing.T) {
 // ends; after it is off the request goes out after the resume jitter.
 func TestKillSwitchHoldsRequests(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 1, Burst: 1})
-	clk.Step(time.Minute) // bucket full
+	startSpread(b, clk)
 	sent := make(chan *http.Request, 10)
 	watchBody := &blockingBody{closed: make(chan struct{})}
 	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
@@ -624,5 +636,21 @@ func TestLifecycle(t *testing.T) {
 	disc, _ := newTestBudget(t, Config{DaemonSetNamespace: "ns", DaemonSetName: "ds"})
 	if err := disc.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "call Instrument(restConfig) before Start") {
 		t.Errorf("Start with discovery and no Instrument: %v", err)
+	}
+}
+
+// TestSpreadStartsAtFirstRequest: however long an agent takes between New
+// and its first request, that request does not find a token waiting; it
+// is spread like every other agent's.
+func TestSpreadStartsAtFirstRequest(t *testing.T) {
+	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 1})
+	clk.Step(time.Hour) // building clients took an hour
+	l := &clientGoLimiter{b}
+	if l.TryAccept() {
+		t.Fatal("first request found a token: the spread was applied at New")
+	}
+	clk.Step(time.Second) // the whole window
+	if !l.TryAccept() {
+		t.Fatal("no token after the spread window")
 	}
 }

@@ -60,6 +60,7 @@ func (l *clientGoLimiter) TryAccept() bool {
 	if reason, _, _ := b.gateLocked(now, false); reason != "" {
 		return false
 	}
+	b.spreadOnceLocked(now)
 	if !b.lim.AllowN(now, 1) {
 		return false
 	}

@@ -37,7 +37,7 @@ func (f *fakeAPIServer) RoundTrip(req *http.Request) (*http.Response, error) {
 // take exactly two tokens.
 func TestInstrumentChargesEachRequestOnce(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 10, FleetSize: 1, Burst: 5})
-	clk.Step(time.Hour) // bucket full: 5 tokens
+	startSpread(b, clk) // bucket full: 5 tokens
 	srv := &fakeAPIServer{sent: make(chan string, 10)}
 	cfg := &rest.Config{Host: "http://apiserver.invalid", Transport: srv}
 	b.Instrument(cfg)
