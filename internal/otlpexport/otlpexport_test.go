@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,11 +24,12 @@ import (
 	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
 )
 
-// TestMain silences the OTel global error handler: the tests refuse
-// exports on purpose, and the provider's own log says so once per change.
+// TestMain silences the OTel global error handler (the tests refuse exports
+// on purpose, and the provider's own log says so once per change) and checks
+// that Shutdown leaves no goroutine behind.
 func TestMain(m *testing.M) {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // state is a collector.KubeState over the collector package's fixtures.

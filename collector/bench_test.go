@@ -1,0 +1,69 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// BenchmarkCollect measures one collection of all Default collectors for a
+// full node: 110 pods (copies of the fixture pods) in the informer view and
+// the kubelet summary, through the real OTel SDK. It reports data points per
+// collection and the kubelet response size.
+func BenchmarkCollect(b *testing.B) {
+	const pods = 110
+	state := loadState(b)
+	var summary Summary
+	readJSON(b, "testdata/summary.json", &summary)
+	tmplPods, tmplStats := state.pods, summary.Pods
+	state.pods, summary.Pods = nil, nil
+	for i := 0; i < pods; i++ {
+		p := tmplPods[i%len(tmplPods)].DeepCopy()
+		p.Name = fmt.Sprintf("%s-%d", p.Name, i)
+		p.UID = types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+		state.pods = append(state.pods, p)
+		s := tmplStats[i%len(tmplStats)]
+		s.PodRef.Name, s.PodRef.UID = p.Name, string(p.UID)
+		summary.Pods = append(summary.Pods, s)
+	}
+	body, err := json.Marshal(summary)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }))
+	defer srv.Close()
+	cfg := testConfig
+	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL, MinInterval: -1}
+	cs, err := Default(cfg, state)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newPipeline(b, cs)
+	var rm metricdata.ResourceMetrics
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := p.reader.Collect(context.Background(), &rm); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	n := 0
+	for _, sm := range rm.ScopeMetrics {
+		if sm.Scope.Name != "fleetagent/collector" {
+			continue
+		}
+		for _, m := range sm.Metrics {
+			_, lines := series(m)
+			n += len(lines)
+		}
+	}
+	b.ReportMetric(float64(n), "points/op")
+	b.ReportMetric(float64(len(body)), "summary-bytes")
+}
