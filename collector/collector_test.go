@@ -506,3 +506,19 @@ type describing struct{ d *Desc }
 func (d describing) Name() string                            { return "describing" }
 func (d describing) Describe() []*Desc                       { return []*Desc{d.d} }
 func (d describing) Collect(context.Context, Recorder) error { return nil }
+
+// TestReadmeListsEveryMetric keeps the README's metric table honest.
+func TestReadmeListsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []Collector{NewPodCollector(nil, Config{}), NewNodeCollector(nil), NewKubeletCollector(nil, nil, Config{})} {
+		for _, d := range c.Describe() {
+			row := fmt.Sprintf("| %s | `%s` | `%s` |", c.Name(), d.Name, d.Unit)
+			if !strings.Contains(string(readme), row) {
+				t.Errorf("README.md has no row starting %q", row)
+			}
+		}
+	}
+}
