@@ -36,8 +36,7 @@ type Session struct {
 	admin   kubernetes.Interface
 	audit   *auditTail
 
-	// base is the apiserver's cost with churn and no agents, per second:
-	// its own loopback informers also watch and read.
+	// base is the apiserver's cost with churn and no agents, per second.
 	base scrape
 	// Info describes the run for the report.
 	Info Info
@@ -165,35 +164,62 @@ func (s *Session) scrape(ctx context.Context) (scrape, error) {
 	return scrape{
 		at:         time.Now(),
 		cpu:        controlplane.Sum(fams, "process_cpu_seconds_total", nil),
-		etcd:       controlplane.Sum(fams, "etcd_requests_total", nil),
+		etcd:       sumWhere(fams, "etcd_requests_total", func(m *dto.Metric) bool { return etcdReads[label(m, "operation")] }),
 		bytes:      readBytes(fams),
 		initEvents: controlplane.Sum(fams, "apiserver_init_events_total", nil),
-		events:     controlplane.Sum(fams, "apiserver_watch_events_total", nil),
+		events:     sumWhere(fams, "apiserver_watch_events_total", func(m *dto.Metric) bool { return agentResources[label(m, "resource")] }),
 	}, nil
 }
 
-// readBytes is what the apiserver sent in answer to reads: response bodies
-// of LIST and GET plus watch events. Churn only writes, and the admin's
-// probes read configmaps, so this is the agents' share.
-func readBytes(fams map[string]*dto.MetricFamily) float64 {
-	var total float64
-	if f, ok := fams["apiserver_response_sizes"]; ok {
-		for _, m := range f.GetMetric() {
-			var verb, res string
-			for _, l := range m.GetLabel() {
-				switch l.GetName() {
-				case "verb":
-					verb = l.GetValue()
-				case "resource":
-					res = l.GetValue()
-				}
-			}
-			if (verb == "LIST" || verb == "GET") && res != "" && res != "configmaps" {
-				total += m.GetHistogram().GetSampleSum()
-			}
+// agentResources are the resources some strategy reads. Counting bytes and
+// watch events only for these leaves out the apiserver's own loopback
+// informers (leases, RBAC, flow control) that run with or without agents.
+var agentResources = map[string]bool{
+	"pods": true, "nodes": true, "namespaces": true, "replicasets": true, "deployments": true,
+	"daemonsets": true, "statefulsets": true, "jobs": true, "cronjobs": true,
+}
+
+// etcdReads are the etcd operations a reader can cause: lists, streaming
+// lists and the current-revision round-trip of a consistent read from the
+// watch cache. Churn and the apiserver's own leases only create, get,
+// update and delete; the object-count refresh uses listOnlyKeys.
+var etcdReads = map[string]bool{"list": true, "listWithCount": true, "listStream": true, "getCurrentResourceVersion": true}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
 		}
 	}
-	return total + controlplane.Sum(fams, "apiserver_watch_events_sizes", nil)
+	return ""
+}
+
+// sumWhere adds up a family's samples (histograms by sample sum) for which
+// keep says yes.
+func sumWhere(fams map[string]*dto.MetricFamily, name string, keep func(*dto.Metric) bool) float64 {
+	var total float64
+	for _, m := range fams[name].GetMetric() {
+		if !keep(m) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			total += m.GetCounter().GetValue()
+		case m.Histogram != nil:
+			total += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return total
+}
+
+// readBytes is what the apiserver sent in answer to reads of the agents'
+// resources: LIST and GET response bodies plus watch events.
+func readBytes(fams map[string]*dto.MetricFamily) float64 {
+	resp := sumWhere(fams, "apiserver_response_sizes", func(m *dto.Metric) bool {
+		v := label(m, "verb")
+		return (v == "LIST" || v == "GET") && agentResources[label(m, "resource")]
+	})
+	return resp + sumWhere(fams, "apiserver_watch_events_sizes", func(m *dto.Metric) bool { return agentResources[label(m, "resource")] })
 }
 
 func (s *Session) measureBaseline(ctx context.Context) error {
@@ -237,6 +263,10 @@ type Result struct {
 	Agents      int                `json:"agents"`
 	PodsPerNode int                `json:"podsPerNode"`
 	Window      time.Duration      `json:"windowNs"`
+	Repeats     int                `json:"repeats"`
+	Sample      int                `json:"sample"`
+	Churn       float64            `json:"churnPerNodeMinute"`
+	Incident    time.Duration      `json:"incidentPeriodNs"`
 	Metrics     map[string]float64 `json:"metrics"`
 	Info        Info               `json:"info"`
 	// ClusterScopedPodReads counts pod LISTs and WATCHes the agents sent
@@ -269,7 +299,8 @@ func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 		defer cancel()
 		shutdownAll(sctx, agents)
 	}()
-	r := &Result{Strategy: st.Name, Nodes: s.nodes, Agents: k, PodsPerNode: s.cfg.PodsPerNode, Window: s.cfg.Window, Metrics: map[string]float64{}, Info: s.Info}
+	r := &Result{Strategy: st.Name, Nodes: s.nodes, Agents: k, PodsPerNode: s.cfg.PodsPerNode, Window: s.cfg.Window,
+		Repeats: s.cfg.Repeats, Sample: s.cfg.Sample, Churn: s.cfg.ChurnPerNodeMinute, Incident: s.cfg.IncidentPeriod, Metrics: map[string]float64{}, Info: s.Info}
 	m := r.Metrics
 
 	if err := s.audit.skip(); err != nil {
@@ -302,8 +333,8 @@ func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 	m["storm-probe-p99-ms"] = ss.p99ms
 	d0 := m1.at.Sub(m0.at).Seconds()
 	m["startup-cpu-ms/node"] = ((m1.cpu - m0.cpu) - s.base.cpu*d0) * 1000 / float64(k)
-	m["startup-etcd-req/node"] = ((m1.etcd - m0.etcd) - s.base.etcd*d0) / float64(k)
-	m["startup-B/node"] = ((m1.bytes - m0.bytes) - s.base.bytes*d0) / float64(k)
+	m["startup-etcd-req/node"] = (m1.etcd - m0.etcd) / float64(k)
+	m["startup-B/node"] = (m1.bytes - m0.bytes) / float64(k)
 	m["startup-init-events/node"] = (m1.initEvents - m0.initEvents) / float64(k)
 
 	if err := sleep(ctx, s.cfg.Settle); err != nil {
@@ -371,10 +402,12 @@ func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 		secs := mins * 60
 		norm := func(v float64) float64 { return v / float64(k) / mins }
 		req = append(req, norm(steadyReq[i]))
-		byt = append(byt, norm((w.to.bytes-w.from.bytes)-s.base.bytes*secs))
+		byt = append(byt, norm(w.to.bytes-w.from.bytes))
+		// CPU has no owner label: what churn and the apiserver's own
+		// housekeeping cost without agents is subtracted.
 		cpu = append(cpu, norm(((w.to.cpu-w.from.cpu)-s.base.cpu*secs)*1000))
-		etcd = append(etcd, norm((w.to.etcd-w.from.etcd)-s.base.etcd*secs))
-		ev = append(ev, norm((w.to.events-w.from.events)-s.base.events*secs))
+		etcd = append(etcd, norm(w.to.etcd-w.from.etcd))
+		ev = append(ev, norm(w.to.events-w.from.events))
 	}
 	per("req/node", req)
 	per("B/node", byt)
