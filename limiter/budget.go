@@ -248,12 +248,13 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 				continue
 			}
 			b.spreadOnceLocked(now)
-			lim := b.lim
+			lim, ch := b.lim, b.changed
 			b.mu.Unlock()
-			if err := b.payToken(ctx, lim); err != nil {
+			ok, err := b.payToken(ctx, lim, ch)
+			if err != nil {
 				return false, err
 			}
-			paid = true
+			paid = ok
 			continue // the gate may have closed while waiting for the token
 		}
 		ch := b.changed
@@ -265,26 +266,32 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 }
 
 // payToken takes one token from lim, waiting for it with the injected
-// clock. A wait that is abandoned gives the token back.
-func (b *Budget) payToken(ctx context.Context, lim *rate.Limiter) error {
+// clock. A wait that is abandoned gives the token back: when ctx ends, and
+// when the budget changes (a new rate after a fleet-size refresh, a new
+// spread, a gate closing), so that the caller re-reserves under the new
+// state instead of keeping a slot computed under the old one.
+func (b *Budget) payToken(ctx context.Context, lim *rate.Limiter, changed <-chan struct{}) (bool, error) {
 	now := b.clock.Now()
 	r := lim.ReserveN(now, 1)
 	if !r.OK() {
-		return fmt.Errorf("limiter: burst %d cannot hold one token; set Burst to at least 1", b.cfg.Burst)
+		return false, fmt.Errorf("limiter: burst %d cannot hold one token; set Burst to at least 1", b.cfg.Burst)
 	}
 	d := r.DelayFrom(now)
 	if d <= 0 {
-		return nil
+		return true, nil
 	}
-	b.tokensWaited.Add(1)
 	t := b.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		r.CancelAt(b.clock.Now())
-		return fmt.Errorf("limiter: waiting %v for a token: %w", d, ctx.Err())
+		return false, fmt.Errorf("limiter: waiting %v for a token: %w", d, ctx.Err())
+	case <-changed:
+		r.CancelAt(b.clock.Now())
+		return false, nil
 	case <-t.C():
-		return nil
+		b.tokensWaited.Add(1)
+		return true, nil
 	}
 }
 
@@ -436,6 +443,7 @@ func (b *Budget) setFleetSize(n int) {
 	b.fleetSize = n
 	b.lim.SetLimitAt(b.clock.Now(), rate.Limit(b.rateLocked()))
 	b.log.Info("fleet size changed", "from", old, "to", n, "rate", b.rateLocked())
+	b.notifyLocked() // waiting requests re-reserve at the new rate
 }
 
 // Degraded reports whether requests are currently held back, and why:

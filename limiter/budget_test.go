@@ -30,7 +30,7 @@ func newTestBudget(t *testing.T, cfg Config) (*Budget, *clocktesting.FakeClock) 
 	if cfg.Rand == nil {
 		cfg.Rand = rand.New(rand.NewPCG(1, 2))
 	}
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Logger = discardLogger()
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -654,3 +654,39 @@ func TestSpreadStartsAtFirstRequest(t *testing.T) {
 		t.Fatal("no token after the spread window")
 	}
 }
+
+// halfSource makes rand.Float64 return 0.5.
+type halfSource struct{}
+
+func (halfSource) Uint64() uint64 { return 1 << 52 }
+
+// TestFleetSizeChangeShortensWait: a request waiting for a slot computed
+// at the assumed fleet size re-reserves when the discovered size raises
+// the rate, instead of waiting out the old slot.
+func TestFleetSizeChangeShortensWait(t *testing.T) {
+	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 100, Burst: 1, Rand: rand.New(halfSource{})})
+	b.mu.Lock()
+	b.spreadOnceLocked(t0) // first token due at 0.5 × 100s
+	lim, ch := b.lim, b.changed
+	b.mu.Unlock()
+	res := make(chan bool, 1)
+	go func() {
+		ok, err := b.payToken(context.Background(), lim, ch)
+		if err != nil {
+			t.Error(err)
+		}
+		res <- ok
+	}()
+	for !clk.HasWaiters() {
+		// until the request waits for its 50s slot
+	}
+	b.setFleetSize(1)
+	if ok := <-res; ok {
+		t.Fatal("the waiting request kept its slot after the rate changed")
+	}
+	if d := lim.ReserveN(t0, 1).DelayFrom(t0); d != 500*time.Millisecond {
+		t.Errorf("re-reserved slot after the rate rose 100x: %v, want 500ms (the token given back plus half a token at 1/s)", d)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
