@@ -197,3 +197,126 @@ func reportApiserverCost(ctx context.Context, b *testing.B, before map[string]*d
 	b.ReportMetric(1000*delta("process_cpu_seconds_total", nil), "apiserver-cpu-ms/"+per)
 	b.ReportMetric(delta("apiserver_request_total", pods), "pod-requests/"+per)
 }
+
+// BenchmarkSteadyStateWrite runs every simulated node's agent and measures
+// what one pod write costs in watch traffic: a write to a pod on a node
+// without an agent must reach no agent (the watch cache dispatches pod
+// events by spec.nodeName), a write to a pod on an agent's node exactly
+// one. It reports, per write: agent-events (events the fleet's informers
+// received), agent-bookmarks (bookmarks they received meanwhile, about one
+// a minute per watch), watch-events (apiserver_watch_events_total{resource=pods}:
+// everything the apiserver sent to pod watchers, bookmarks included) and
+// apiserver CPU.
+//
+// Run: FLEETAGENT_BIN_DIR=$PWD/bin go test -run XXX -bench SteadyStateWrite -benchtime 200x ./informer/
+func BenchmarkSteadyStateWrite(b *testing.B) {
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nodes := sim.NodeNames()
+	fleet := make([]*Informers, len(nodes))
+	for k, node := range nodes {
+		inf, err := New(cp.UserConfig(agentBenchLW), Options{NodeName: node, Logger: logger})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := inf.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		fleet[k] = inf
+	}
+	defer func() {
+		for _, inf := range fleet {
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if err := inf.Shutdown(sctx); err != nil {
+				b.Error(err)
+			}
+			cancel()
+		}
+	}()
+	for _, inf := range fleet {
+		if err := inf.WaitForSync(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fleetEvents := func() int64 {
+		var n int64
+		for _, inf := range fleet {
+			n += inf.Stats().Pods.Events
+		}
+		return n
+	}
+	fleetBookmarks := func() int64 {
+		var n int64
+		for _, inf := range fleet {
+			n += inf.Stats().Pods.Bookmarks
+		}
+		return n
+	}
+	cfg := cp.AdminConfig()
+	cfg.QPS, cfg.Burst = 5000, 5000 // the writer must not be what is measured
+	writer := kubernetes.NewForConfigOrDie(cfg).CoreV1().Pods(testNamespace)
+	for _, tc := range []struct{ name, node string }{
+		{"elsewhere", "node-without-agent"},
+		{"own-node", nodes[len(nodes)-1]},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			name := "steady-" + tc.name
+			created, err := writer.Create(ctx, testPod(name, tc.node, map[string]string{"i": "0"}), metav1.CreateOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				_ = writer.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+			}()
+			// Let the create's event settle before counting.
+			settle(ctx, b, fleetEvents)
+			before, err := cp.Metrics(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			events0, bookmarks0 := fleetEvents(), fleetBookmarks()
+			p := created
+			writes := 0
+			for b.Loop() {
+				writes++
+				p.Labels["i"] = fmt.Sprint(writes)
+				if p, err = writer.Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			settle(ctx, b, fleetEvents)
+			after, err := cp.Metrics(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := float64(writes)
+			pods := map[string]string{"resource": "pods"}
+			b.ReportMetric(float64(fleetEvents()-events0)/n, "agent-events/write")
+			b.ReportMetric(float64(fleetBookmarks()-bookmarks0)/n, "agent-bookmarks/write")
+			b.ReportMetric((controlplane.Sum(after, "apiserver_watch_events_total", pods)-controlplane.Sum(before, "apiserver_watch_events_total", pods))/n, "watch-events/write")
+			b.ReportMetric(1000*(controlplane.Sum(after, "process_cpu_seconds_total", nil)-controlplane.Sum(before, "process_cpu_seconds_total", nil))/n, "apiserver-cpu-ms/write")
+		})
+	}
+}
+
+// settle waits until count stops moving for half a second, so events in
+// flight are attributed to the phase that caused them.
+func settle(ctx context.Context, b *testing.B, count func() int64) {
+	b.Helper()
+	last := count()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for range 20 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c := count(); c == last {
+			return
+		} else {
+			last = c
+		}
+	}
+}

@@ -72,6 +72,18 @@
 // stayed flat. ModeListWatch is therefore the default; ModeWatchList is
 // kept to re-measure on later apiservers.
 //
+// BenchmarkSteadyStateWrite, all 100 agents watching (-benchtime 500x),
+// per pod update:
+//
+//	pod written on             events to agents  watch events sent  apiserver CPU
+//	a node without an agent                   0                  1         4.0 ms
+//	an agent's node                           1                  2         4.5 ms
+//
+// The one watch event every write sends goes to kube-apiserver's own
+// cluster-wide pod informer (user system:apiserver in the audit log), not to
+// an agent: the watch cache dispatches pod events by spec.nodeName, so a
+// write elsewhere in the cluster costs the agents nothing.
+//
 // # Restarts and 410 Gone
 //
 // Observed on v1.37.2 (TestNodeScope): a restarted apiserver's watch cache
