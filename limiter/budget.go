@@ -99,6 +99,8 @@ type Budget struct {
 
 	// counters read by Stats and the metrics callbacks
 	tokensWaited    atomic.Int64
+	paidClientGo    atomic.Int64
+	paidTransport   atomic.Int64
 	waitNanos       atomic.Int64
 	throttled       atomic.Int64
 	serverErrors    atomic.Int64
@@ -255,6 +257,11 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 				return false, err
 			}
 			paid = ok
+			if ok && transport {
+				b.paidTransport.Add(1)
+			} else if ok {
+				b.paidClientGo.Add(1)
+			}
 			continue // the gate may have closed while waiting for the token
 		}
 		ch := b.changed
@@ -472,26 +479,31 @@ type Stats struct {
 	Burst     int
 	// Requests counts requests sent, by "verb code" (e.g. "list 200",
 	// "watch 429", "get error").
-	Requests            map[string]int64
-	TokensWaited        int64 // requests that had to wait for a token
-	WaitTime            time.Duration
-	Throttled           int64 // 429 responses
-	ServerErrors        int64 // 5xx responses
-	ConnErrors          int64 // requests without a response
-	Slow                int64 // responses counted as rising latency
-	Backoffs            int64 // times the process entered backoff
-	BackingOff          bool
-	BackoffUntil        time.Time
-	LastRetryAfter      time.Duration
-	Breaker             BreakerState
-	BreakerOpens        int64
-	ConsecutiveFailures int
-	Killed              bool
-	KillSwitchFlips     int64
-	WatchesOpen         int
-	WatchesKilled       int64 // watches closed by the kill switch
-	FleetSizeRefreshes  int64 // successful fleet-size reads
-	FleetSizeErrors     int64
+	Requests     map[string]int64
+	TokensWaited int64 // requests that had to wait for a token
+	// PaidInClientGo and PaidInTransport count tokens taken by client-go's
+	// RateLimiter.Wait and by the transport (watches' first attempts and
+	// requests that bypass client-go's limiter). Their sum is the tokens
+	// spent; each request pays in exactly one place.
+	PaidInClientGo, PaidInTransport int64
+	WaitTime                        time.Duration
+	Throttled                       int64 // 429 responses
+	ServerErrors                    int64 // 5xx responses
+	ConnErrors                      int64 // requests without a response
+	Slow                            int64 // responses counted as rising latency
+	Backoffs                        int64 // times the process entered backoff
+	BackingOff                      bool
+	BackoffUntil                    time.Time
+	LastRetryAfter                  time.Duration
+	Breaker                         BreakerState
+	BreakerOpens                    int64
+	ConsecutiveFailures             int
+	Killed                          bool
+	KillSwitchFlips                 int64
+	WatchesOpen                     int
+	WatchesKilled                   int64 // watches closed by the kill switch
+	FleetSizeRefreshes              int64 // successful fleet-size reads
+	FleetSizeErrors                 int64
 }
 
 // Stats returns a snapshot.
@@ -508,6 +520,8 @@ func (b *Budget) Stats() Stats {
 		Burst:               b.cfg.Burst,
 		Requests:            reqs,
 		TokensWaited:        b.tokensWaited.Load(),
+		PaidInClientGo:      b.paidClientGo.Load(),
+		PaidInTransport:     b.paidTransport.Load(),
 		WaitTime:            time.Duration(b.waitNanos.Load()),
 		Throttled:           b.throttled.Load(),
 		ServerErrors:        b.serverErrors.Load(),

@@ -494,10 +494,21 @@ func TestFleetStartTogether(t *testing.T) {
 			t.Errorf("fleet sent %d requests within %v; a spread start stays near the budget %.0f", got, w, budget)
 		}
 	}
+	// Each request paid exactly once: tokens spent equal requests the
+	// apiserver received, client-go's limiter paying for the LISTs and the
+	// transport for the WATCHes, whose first attempt client-go does not
+	// throttle.
+	var inClientGo, inTransport int64
 	for _, b := range budgets {
+		s := b.Stats()
+		inClientGo += s.PaidInClientGo
+		inTransport += s.PaidInTransport
 		if err := b.Shutdown(ctx); err != nil {
 			t.Error(err)
 		}
+	}
+	if inClientGo != fleetAgents || inTransport != fleetAgents {
+		t.Errorf("tokens paid in client-go %d, in the transport %d; want %d each (one per LIST, one per WATCH)", inClientGo, inTransport, fleetAgents)
 	}
 }
 

@@ -64,6 +64,7 @@ func (l *clientGoLimiter) TryAccept() bool {
 	if !b.lim.AllowN(now, 1) {
 		return false
 	}
+	b.paidClientGo.Add(1)
 	b.credits++
 	return true
 }

@@ -70,6 +70,11 @@ func TestInstrumentChargesEachRequestOnce(t *testing.T) {
 		t.Errorf("unused credits = %d, want 0", credits)
 	}
 	s := b.Stats()
+	// Measured: client-go's limiter saw the LIST but not the WATCH's first
+	// attempt, which only the transport could charge.
+	if s.PaidInClientGo != 1 || s.PaidInTransport != 1 {
+		t.Errorf("paid in client-go %d, in the transport %d; want 1 (the LIST) and 1 (the WATCH)", s.PaidInClientGo, s.PaidInTransport)
+	}
 	if s.Requests["list 200"] != 1 || s.Requests["watch 200"] != 1 || s.WatchesOpen != 1 {
 		t.Errorf("stats: requests %v open watches %d", s.Requests, s.WatchesOpen)
 	}
