@@ -83,17 +83,22 @@ type Config struct {
 
 	// Clock is the source of time. Default the real clock.
 	Clock clock.WithTicker
-	// Rand is the source of the start-up spread and resume jitter. It is
-	// used under the Budget's lock. Default a randomly seeded PCG.
+	// Rand is the source of the start-up spread, resume jitter and
+	// refresh jitter. It is used under the Budget's lock, so it must not be
+	// shared between Budgets. Default a randomly seeded PCG per Budget.
 	Rand *rand.Rand
 	// Logger receives one line per state change. Default slog.Default().
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns a Config with every default filled in and a fixed
-// fleet size of 0 (discovery).
+// DefaultConfig returns a Config with every numeric default filled in and
+// a fleet size of 0 (discovery: set the DaemonSet, or a fixed size). Clock,
+// Rand and Logger stay nil and are chosen by New, so that one Config can
+// seed many Budgets without them sharing a (not concurrency-safe) Rand.
 func DefaultConfig() Config {
-	return Config{}.withDefaults()
+	c := Config{}.withDefaults()
+	c.Clock, c.Rand, c.Logger = nil, nil, nil
+	return c
 }
 
 func (c Config) withDefaults() Config {
