@@ -93,9 +93,12 @@
 // event (or, for a moment after /readyz, a 403 while RBAC warms up). The
 // agent then relists from that resourceVersion, from the cache, and
 // watches on: one O(pods on the node) LIST per restart, no request with
-// an empty resourceVersion. A full relist is avoided only while the
-// apiserver keeps running: a dropped connection is re-watched from the
-// last resourceVersion without a LIST.
+// an empty resourceVersion. A watch that ends cleanly (its 5-10 minute
+// timeout) is re-opened from the last resourceVersion without a LIST; one
+// that ends with an error event (410, a stream cut mid-event) or that
+// lasted under a second without events is followed by a LIST from the last
+// resourceVersion: that is client-go's reflector, and the LIST is served
+// by the watch cache at O(pods on the node).
 //
 // # Memory
 //
