@@ -58,13 +58,13 @@
 //	9,000 pods  watch-list      900,000            200      2,096 ms             4.1 s
 //
 // (list-watch fetched 3,000 objects per fleet start at both sizes: 30 per
-// node. CPU figures are noisy to +-20%; the counts are exact.)
+// node. CPU figures varied by about 20% between runs; the counts are exact.)
 //
 // A streaming list with a field selector walks the whole pod store for its
 // initial events (apiserver_init_events_total = every pod in the cluster,
 // per node) and filters afterwards, and because the reflector starts it
 // with resourceVersion="" it costs a consistent read: one etcd request per
-// resource per start and per relist. The LIST with resourceVersion=0
+// resource per start, and again after a 410. The LIST with resourceVersion=0
 // reads only the node's pods through the watch cache's spec.nodeName index
 // and never reaches etcd. One node's start is cheap either way at 3,000
 // pods, but a fleet start with streaming lists is O(nodes x pods): its
