@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,18 +23,18 @@ type Health struct {
 
 // adminServer serves /healthz, /readyz and /metrics.
 type adminServer struct {
-	addr    string
+	listen  string
 	health  func() Health
 	metrics http.Handler
 	log     *slog.Logger
 
 	srv  *http.Server
-	ln   net.Listener
+	addr atomic.Pointer[string]
 	done chan struct{}
 }
 
 func newAdminServer(addr string, health func() Health, metrics http.Handler, log *slog.Logger) *adminServer {
-	return &adminServer{addr: addr, health: health, metrics: metrics, log: log}
+	return &adminServer{listen: addr, health: health, metrics: metrics, log: log}
 }
 
 func (a *adminServer) handler() http.Handler {
@@ -63,11 +64,12 @@ func (a *adminServer) handler() http.Handler {
 
 // Start listens and serves in the background; it returns once listening.
 func (a *adminServer) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", a.addr)
+	ln, err := net.Listen("tcp", a.listen)
 	if err != nil {
-		return fmt.Errorf("admin server: listen on %s: %w (pick a free port with --admin-address)", a.addr, err)
+		return fmt.Errorf("admin server: listen on %s: %w (pick a free port with --admin-address)", a.listen, err)
 	}
-	a.ln = ln
+	bound := ln.Addr().String()
+	a.addr.Store(&bound)
 	a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	a.done = make(chan struct{})
 	go func() {
@@ -82,10 +84,10 @@ func (a *adminServer) Start(ctx context.Context) error {
 
 // Addr is the address the server listens on, once started.
 func (a *adminServer) Addr() string {
-	if a.ln == nil {
-		return ""
+	if p := a.addr.Load(); p != nil {
+		return *p
 	}
-	return a.ln.Addr().String()
+	return ""
 }
 
 // Shutdown stops serving and waits for the serve goroutine.

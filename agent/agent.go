@@ -65,8 +65,11 @@ type Agent struct {
 	admin     *adminServer
 	promReg   *prometheus.Registry
 
-	mu       sync.Mutex
+	// lcMu serialises Start and Shutdown; mu guards the state below and is
+	// never held while calling out, since metric callbacks read it.
+	lcMu     sync.Mutex
 	lc       lifecycle
+	mu       sync.Mutex
 	self     *otlpexport.Provider
 	product  *otlpexport.Provider
 	runner   *collector.Runner
@@ -204,6 +207,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // synced or their sync deadline has passed (the agent then runs degraded).
 // It returns early, leaving what started for Shutdown, when ctx ends.
 func (a *Agent) Start(ctx context.Context) error {
+	a.lcMu.Lock()
+	defer a.lcMu.Unlock()
 	a.mu.Lock()
 	if a.shutdown {
 		a.mu.Unlock()
@@ -224,10 +229,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			return err
 		}
 		a.setPhase("starting " + s.name)
-		a.mu.Lock()
-		err := a.lc.start(ctx, s)
-		a.mu.Unlock()
-		if err != nil {
+		if err := a.lc.start(ctx, s); err != nil {
 			return err
 		}
 	}
@@ -240,11 +242,17 @@ func (a *Agent) Start(ctx context.Context) error {
 // It is idempotent and safe without Start.
 func (a *Agent) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	already := a.shutdown
 	a.shutdown = true
-	a.phase = "stopping"
+	a.mu.Unlock()
+	a.lcMu.Lock()
+	defer a.lcMu.Unlock()
+	if already {
+		return nil
+	}
+	a.setPhase("stopping")
 	err := a.lc.stop(ctx)
-	a.phase = "stopped"
+	a.setPhase("stopped")
 	if err != nil {
 		a.log.Error("stopped with errors", "err", err)
 	} else {
@@ -265,7 +273,10 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	}
 	err := a.informers.WaitForSync(ctx)
 	if ctx.Err() != nil {
-		return ctx.Err()
+		// Interrupted (SIGTERM during start-up): the informers did start,
+		// so report success and let Start see ctx and stop there; the
+		// lifecycle then shuts them down.
+		return nil
 	}
 	a.mu.Lock()
 	a.synced, a.syncErr = err == nil, err
@@ -342,9 +353,12 @@ func (a *Agent) startExport(ctx context.Context) error {
 		_ = product.Shutdown(ctx)
 		return fmt.Errorf("collector runner: %w", err)
 	}
+	a.mu.Lock()
 	a.product, a.runner = product, runner
-	if a.self != nil {
-		m := a.self.Meter("github.com/fleetagent/fleetagent")
+	self := a.self
+	a.mu.Unlock()
+	if self != nil {
+		m := self.Meter("github.com/fleetagent/fleetagent")
 		if err := errors.Join(runner.RegisterMetrics(m), product.RegisterMetrics(m)); err != nil {
 			a.log.Warn("register collector self-metrics", "err", err)
 		}

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"github.com/fleetagent/fleetagent/agent"
 )
 
@@ -40,6 +42,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	level, _ := agent.ParseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	// client-go logs through klog; send it to the same structured stream.
+	klog.SetSlogLogger(log)
 
 	a, err := agent.New(cfg, agent.Options{Logger: log})
 	if err != nil {

@@ -1,0 +1,443 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/fleetagent/fleetagent/agent"
+	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/internal/controlplane"
+	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
+	"github.com/fleetagent/fleetagent/internal/otlpexport"
+	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/simcluster"
+)
+
+var (
+	cp      *controlplane.ControlPlane
+	admin   kubernetes.Interface
+	cluster *simcluster.Cluster
+)
+
+const agentUser = "agent-e2e"
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		var err error
+		cp, err = controlplane.Start(ctx, controlplane.Options{Users: []string{agentUser, "agent-norbac"}, Audit: true})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer func() {
+			if err := cp.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "stop control plane:", err)
+			}
+		}()
+		admin = kubernetes.NewForConfigOrDie(cp.AdminConfig())
+		if err := grantAgent(ctx, admin, agentUser); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 6, PodsPerNode: 8, Namespaces: 3, NodePrefix: "e2e-node"})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		code := m.Run()
+		if code == 0 {
+			if err := cp.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "stop control plane:", err)
+			}
+			// Every goroutine the agents started must be gone once they
+			// are shut down. klog's flush daemon is process-wide.
+			if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
+				fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+				return 1
+			}
+		}
+		return code
+	}())
+}
+
+// grantAgent gives user the least privilege the DaemonSet's RBAC gives the
+// agent's service account.
+func grantAgent(ctx context.Context, c kubernetes.Interface, user string) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-test"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	rb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-test-" + user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
+	}
+	_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{})
+	return err
+}
+
+type rig struct {
+	agent   *agent.Agent
+	recv    *otlpreceiver.Receiver
+	kubelet *kubeletfixture.Server
+	node    string
+	kill    string
+	logs    *syncWriter
+}
+
+// newRig builds an agent for node against the real apiserver, a recorded
+// kubelet and a real OTLP receiver.
+func newRig(t *testing.T, node, user string, mutate func(*agent.Config)) *rig {
+	t.Helper()
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	kub, err := kubeletfixture.Start(filepath.Join("..", "collector", "testdata", "summary.json"), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kub.Close)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+
+	kill := filepath.Join(t.TempDir(), "kill-switch")
+	cfg := agent.DefaultConfig()
+	cfg.NodeName = node
+	cfg.FleetQPS = 20
+	cfg.FleetSize = 2
+	cfg.KubeletEndpoint = kub.URL()
+	cfg.KubeletCAFile, cfg.KubeletTokenFile = "", ""
+	cfg.KillSwitchFile = kill
+	cfg.AdminAddress = "127.0.0.1:0"
+	cfg.CollectionInterval = time.Second
+	cfg.SyncTimeout = 30 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &syncWriter{w: &strings.Builder{}}
+	a, err := agent.New(cfg, agent.Options{
+		RESTConfig: cp.UserConfig(user),
+		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
+		Export: func(c *otlpexport.Config) {
+			c.Interval = time.Second
+			c.Timeout = 5 * time.Second
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rig{agent: a, recv: recv, kubelet: kub, node: node, kill: kill, logs: logs}
+}
+
+// waitExport waits for a product export (one carrying k8s.node.cpu.usage)
+// accepted after `after` exports, for which ok returns true.
+func (r *rig) waitExport(t *testing.T, what string, ok func([]otlpreceiver.Point) bool) []otlpreceiver.Point {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		ex := r.recv.Exports()
+		for i := len(ex) - 1; i >= 0; i-- {
+			pts := ex[i].Points
+			if len(otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)) == 0 {
+				continue
+			}
+			if ok(pts) {
+				return pts
+			}
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("no export where %s within 60s; agent log:\n%s", what, r.logs.String())
+	return nil
+}
+
+func podsOn(t *testing.T, node string) []corev1.Pod {
+	t.Helper()
+	l, err := admin.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+// TestEndToEnd runs the whole pipeline: real apiserver → node-scoped
+// informers → collectors (plus a recorded kubelet) → OTel SDK → OTLP gRPC →
+// a real OTLP receiver, and checks what arrives.
+func TestEndToEnd(t *testing.T) {
+	node := cluster.NodeNames()[0]
+	r := newRig(t, node, agentUser, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := r.agent.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = r.agent.Shutdown(context.Background())
+		}
+	}()
+
+	want := podsOn(t, node)
+	if len(want) == 0 {
+		t.Fatalf("simulated cluster has no pods on %s", node)
+	}
+	pts := r.waitExport(t, "every pod on the node has a phase", func(pts []otlpreceiver.Point) bool {
+		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", map[string]string{"k8s.pod.status.phase": "Running"})) == len(want)
+	})
+
+	// Resource and identity.
+	if got := pts[0].Resource["k8s.node.name"]; got != node {
+		t.Errorf("resource k8s.node.name = %q, want %q", got, node)
+	}
+	// Only this node's pods, each with its identity and workload.
+	for _, p := range want {
+		ph := otlpreceiver.Find(pts, "k8s.pod.status.phase", map[string]string{
+			"k8s.pod.name": p.Name, "k8s.namespace.name": p.Namespace, "k8s.pod.uid": string(p.UID),
+			"k8s.pod.status.phase": string(p.Status.Phase),
+		})
+		if len(ph) != 1 || ph[0].Value != 1 || ph[0].Unit != "{pod}" {
+			t.Errorf("pod %s/%s phase points %+v", p.Namespace, p.Name, ph)
+			continue
+		}
+		if len(p.OwnerReferences) > 0 {
+			var hasWorkload bool
+			for k, v := range ph[0].Attrs {
+				if strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.pod.name" && k != "k8s.namespace.name" && k != "k8s.node.name" && v != "" {
+					hasWorkload = true
+				}
+			}
+			if !hasWorkload {
+				t.Errorf("pod %s owned by %s has no workload attribute: %v", p.Name, p.OwnerReferences[0].Kind, ph[0].Attrs)
+			}
+		}
+	}
+	for _, pt := range otlpreceiver.Find(pts, "k8s.pod.status.phase", nil) {
+		found := false
+		for _, p := range want {
+			found = found || p.Name == pt.Attrs["k8s.pod.name"]
+		}
+		if !found {
+			t.Errorf("exported a pod that is not on %s: %v", node, pt.Attrs)
+		}
+	}
+	// Node state from the node's own Node object.
+	if c := otlpreceiver.Find(pts, "k8s.node.condition.status", map[string]string{"k8s.node.condition.type": "Ready", "k8s.node.condition.status": "true"}); len(c) != 1 || c[0].Value != 1 {
+		t.Errorf("node Ready condition points: %+v", otlpreceiver.Find(pts, "k8s.node.condition.status", nil))
+	}
+	if a := otlpreceiver.Find(pts, "k8s.node.cpu.allocatable", nil); len(a) != 1 || a[0].Value <= 0 || a[0].Unit != "{cpu}" {
+		t.Errorf("k8s.node.cpu.allocatable points: %+v", a)
+	}
+	// Usage from the recorded kubelet, value for value.
+	raw, err := os.ReadFile(filepath.Join("..", "collector", "testdata", "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum collector.Summary
+	if err := json.Unmarshal(raw, &sum); err != nil {
+		t.Fatal(err)
+	}
+	cpu := otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)
+	if len(cpu) != 1 || cpu[0].Unit != "{cpu}" || cpu[0].Value != float64(*sum.Node.CPU.UsageNanoCores)/1e9 {
+		t.Errorf("k8s.node.cpu.usage = %+v, want %v cores", cpu, float64(*sum.Node.CPU.UsageNanoCores)/1e9)
+	}
+	p0 := sum.Pods[0]
+	ws := otlpreceiver.Find(pts, "k8s.pod.memory.working_set", map[string]string{"k8s.pod.name": p0.PodRef.Name, "k8s.namespace.name": p0.PodRef.Namespace})
+	if len(ws) != 1 || ws[0].Unit != "By" || ws[0].Value != float64(*p0.Memory.WorkingSetBytes) {
+		t.Errorf("k8s.pod.memory.working_set for %s = %+v, want %d By", p0.PodRef.Name, ws, *p0.Memory.WorkingSetBytes)
+	}
+
+	// Admin endpoints.
+	base := "http://" + r.agent.AdminAddr()
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz %d %s", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/readyz %d %q", code, body)
+	}
+	_, metrics := get(t, base+"/metrics")
+	for _, m := range []string{"fleetagent_limiter_requests", "fleetagent_informer_lists", "fleetagent_agent_ready", "fleetagent_otlpexport_exports"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if strings.Contains(metrics, "k8s_pod_status_phase") {
+		t.Errorf("/metrics carries product metrics; it is for the agent's own")
+	}
+
+	// A deleted pod's series disappear.
+	gone := want[0]
+	if err := admin.CoreV1().Pods(gone.Namespace).Delete(ctx, gone.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitExport(t, "the deleted pod's series are gone", func(pts []otlpreceiver.Point) bool {
+		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", map[string]string{"k8s.pod.name": gone.Name})) == 0 &&
+			len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0
+	})
+
+	// Kill switch: Kubernetes-derived series are withheld as stale, kubelet
+	// metrics go on, /readyz says why; removing it resumes.
+	if err := os.WriteFile(r.kill, []byte("on\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.waitExport(t, "the kill switch withholds pod state but kubelet usage continues", func(pts []otlpreceiver.Point) bool {
+		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) == 0 && len(otlpreceiver.Find(pts, "k8s.pod.memory.working_set", nil)) > 0
+	})
+	if code, body := get(t, base+"/readyz"); code != 200 || !strings.Contains(body, "degraded") || !strings.Contains(body, "kill switch") {
+		t.Errorf("/readyz under kill switch: %d %q", code, body)
+	}
+	if err := os.WriteFile(r.kill, []byte("off\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.waitExport(t, "pod state is back after the kill switch is off", func(pts []otlpreceiver.Point) bool {
+		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0
+	})
+
+	// Stop: a final export, idempotent shutdown.
+	before := r.agent.ExportStats().Exports
+	if err := r.agent.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	stopped = true
+	if r.agent.ExportStats().Exports <= before {
+		t.Errorf("no final export on shutdown (exports %d before, %d after)", before, r.agent.ExportStats().Exports)
+	}
+	if err := r.agent.Shutdown(ctx); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+
+	// Every apiserver request this agent made was node-scoped.
+	events, err := cp.AuditEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range controlplane.UserEvents(events, agentUser) {
+		n++
+		q := e.Query()
+		switch e.Verb {
+		case "list", "watch":
+			sel := q.Get("fieldSelector")
+			if sel != "spec.nodeName="+node && sel != "metadata.name="+node {
+				t.Errorf("%s without the node's selector: %s", e.Verb, e.RequestURI)
+			}
+		case "get":
+			if q.Get("resourceVersion") == "" {
+				t.Errorf("GET with an empty resourceVersion reads etcd: %s", e.RequestURI)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no audit events for the agent's user")
+	}
+}
+
+// TestDegradedWithoutRBAC: an agent that cannot list keeps exporting
+// kubelet metrics, reports why on /readyz, and stops cleanly.
+func TestDegradedWithoutRBAC(t *testing.T) {
+	node := cluster.NodeNames()[1]
+	r := newRig(t, node, "agent-norbac", func(c *agent.Config) { c.SyncTimeout = 3 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := r.agent.Start(ctx); err != nil {
+		t.Fatalf("start must not fail when the informers cannot sync: %v", err)
+	}
+	defer r.agent.Shutdown(context.Background())
+	r.waitExport(t, "kubelet metrics flow without Kubernetes state", func(pts []otlpreceiver.Point) bool {
+		return len(otlpreceiver.Find(pts, "k8s.pod.memory.working_set", nil)) > 0 && len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) == 0
+	})
+	code, body := get(t, "http://"+r.agent.AdminAddr()+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "forbidden") {
+		t.Errorf("/readyz without RBAC: %d %q, want 503 naming the forbidden list", code, body)
+	}
+	if err := r.agent.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunStopsOnCancelDuringStartup: SIGTERM (ctx cancel) during the sync
+// wait stops cleanly and promptly.
+func TestRunStopsOnCancelDuringStartup(t *testing.T) {
+	node := cluster.NodeNames()[2]
+	r := newRig(t, node, "agent-norbac", func(c *agent.Config) { c.SyncTimeout = time.Minute })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.agent.Run(ctx) }()
+	// Wait until the agent is in its sync wait, visible on /readyz.
+	deadline := time.Now().Add(30 * time.Second)
+	for r.agent.AdminAddr() == "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel during start-up: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestNewReportsConfigProblems(t *testing.T) {
+	cfg := agent.DefaultConfig()
+	_, err := agent.New(cfg, agent.Options{RESTConfig: cp.AdminConfig()})
+	if err == nil || !strings.Contains(err.Error(), "node name is empty") {
+		t.Fatalf("want config error, got %v", err)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// syncWriter serialises writes from the agent's goroutines into a builder.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
