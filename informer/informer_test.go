@@ -26,6 +26,7 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/goleak"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
 )
@@ -495,6 +496,28 @@ func TestLifecycle(t *testing.T) {
 		}
 		if len(inf.Pods()) != 0 || inf.HasSynced() || inf.LastError() != nil {
 			t.Error("an informer never started has state")
+		}
+	})
+
+	t.Run("no goroutine outlives shutdown", func(t *testing.T) {
+		// Connections belong to client-go's shared transport cache and
+		// outlive any one client; everything else must be gone.
+		defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+			goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
+			goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+			goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))
+		inf, err := New(cfg, Options{NodeName: node, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inf.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := inf.WaitForSync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := inf.Shutdown(ctx); err != nil {
+			t.Fatal(err)
 		}
 	})
 

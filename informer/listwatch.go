@@ -94,31 +94,81 @@ func (lw *scopedListWatch) WatchWithContext(ctx context.Context, opts metav1.Lis
 	if err != nil {
 		return nil, err // shutting down: not an error of the apiserver's
 	}
-	rv := opts.ResourceVersion
-	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
-		switch e.Type {
-		case watch.Error:
-			if ctx.Err() != nil {
-				break // the stream was cut by our own shutdown
+	return newCountingWatch(ctx, w, lw, opts.ResourceVersion, streaming), nil
+}
+
+// countingWatch passes a watch's events through unchanged and counts them.
+// It is not watch.Filter: that one's goroutine blocks forever sending an
+// event nobody reads after Stop (found by the goleak check in
+// TestLifecycle). Stop here ends the goroutine and waits for it.
+type countingWatch struct {
+	in       watch.Interface
+	out      chan watch.Event
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+func newCountingWatch(ctx context.Context, in watch.Interface, lw *scopedListWatch, rv string, streaming bool) *countingWatch {
+	w := &countingWatch{in: in, out: make(chan watch.Event), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer close(w.out)
+		for {
+			var e watch.Event
+			var ok bool
+			select {
+			case <-w.stop:
+				return
+			case e, ok = <-in.ResultChan():
+				if !ok {
+					return
+				}
 			}
-			lw.st.watchErrors.Add(1)
-			err := apierrors.FromObject(e.Object)
-			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-				lw.st.expired.Add(1)
+			lw.count(ctx, e, rv, streaming)
+			select {
+			case <-w.stop:
+				return
+			case w.out <- e:
 			}
-			lw.st.setErr(fmt.Errorf("watch %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, rv, err))
-		case watch.Bookmark:
-			lw.st.bookmarks.Add(1)
-			if streaming && isInitialEventsEnd(e.Object) {
-				lw.st.listed.Store(true)
-			}
-			lw.st.clearErr()
-		default:
-			lw.st.events.Add(1)
-			lw.st.clearErr()
 		}
-		return e, true
-	}), nil
+	}()
+	return w
+}
+
+func (w *countingWatch) ResultChan() <-chan watch.Event { return w.out }
+
+// Stop stops the underlying watch and waits for the forwarding goroutine.
+func (w *countingWatch) Stop() {
+	w.stopOnce.Do(func() {
+		close(w.stop)
+		w.in.Stop()
+	})
+	<-w.done
+}
+
+func (lw *scopedListWatch) count(ctx context.Context, e watch.Event, rv string, streaming bool) {
+	switch e.Type {
+	case watch.Error:
+		if ctx.Err() != nil {
+			return // the stream was cut by our own shutdown
+		}
+		lw.st.watchErrors.Add(1)
+		err := apierrors.FromObject(e.Object)
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			lw.st.expired.Add(1)
+		}
+		lw.st.setErr(fmt.Errorf("watch %s with fieldSelector %s (resourceVersion=%q): %w", lw.resource, lw.fieldSelector, rv, err))
+	case watch.Bookmark:
+		lw.st.bookmarks.Add(1)
+		if streaming && isInitialEventsEnd(e.Object) {
+			lw.st.listed.Store(true)
+		}
+		lw.st.clearErr()
+	default:
+		lw.st.events.Add(1)
+		lw.st.clearErr()
+	}
 }
 
 func isInitialEventsEnd(obj runtime.Object) bool {
