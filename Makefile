@@ -31,13 +31,14 @@ vet:
 	$(GO) vet ./...
 
 ## test: build what the tests need, then gofmt, vet, and every test with the race detector
-test: controlplane fmtcheck vet
+test: controlplane build fmtcheck vet
 	$(GO) test -race -count=1 -timeout 45m ./...
 
 ## run: the main job (see README)
+## run: the main job: local control plane, a simulated 100-node cluster with churn, one agent, OTLP out.
+## Larger or longer: make run RUN_FLAGS="-nodes 500 -duration 5m"
 run: controlplane
-	@echo "make run will start the local control plane, simulate a 100-node cluster, and run one agent against it (issue: agent/)."
-	@echo "Until the agent lands, the control plane harness is exercised by: make test"
+	$(GO) run ./cmd/fleetagent-sandbox $(RUN_FLAGS)
 
 
 clean:

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"go.opentelemetry.io/otel"
 	"k8s.io/klog/v2"
 
 	"github.com/fleetagent/fleetagent/agent"
@@ -44,6 +45,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	slog.SetDefault(log)
 	// client-go logs through klog; send it to the same structured stream.
 	klog.SetSlogLogger(log)
+	// The OTel SDK reports export errors through a global handler that
+	// otherwise writes unstructured lines to stderr.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", "err", err) }))
 
 	a, err := agent.New(cfg, agent.Options{Logger: log})
 	if err != nil {
