@@ -60,6 +60,9 @@ func TestAPIServerLoadSmall(t *testing.T) {
 	if got := wl.Metrics["startup-init-events/node"]; got < 300 {
 		t.Errorf("watchlist startup-init-events/node = %v, want >= 300 (every pod in the cluster)", got)
 	}
+	if inc.Metrics["req/node"] <= 0 {
+		t.Errorf("incident req/node = %v, want > 0: it relists every %v", inc.Metrics["req/node"], cfg.IncidentPeriod)
+	}
 	if got := inc.Metrics["etcd-req/node"]; got <= 0 {
 		t.Errorf("incident etcd-req/node = %v, want > 0 (LIST with resourceVersion=\"\" is a consistent read)", got)
 	}
