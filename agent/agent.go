@@ -170,7 +170,8 @@ func (a *Agent) loadRESTConfig() (*rest.Config, error) {
 // drops the in-cluster default credential files when they do not exist
 // (outside a pod, against a plain-http kubelet endpoint).
 func (a *Agent) kubeletConfig() collector.KubeletConfig {
-	k := collector.KubeletConfig{Endpoint: a.cfg.KubeletEndpoint, CAFile: a.cfg.KubeletCAFile, TokenFile: a.cfg.KubeletTokenFile}
+	k := collector.KubeletConfig{Endpoint: a.cfg.KubeletEndpoint, CAFile: a.cfg.KubeletCAFile, TokenFile: a.cfg.KubeletTokenFile,
+		InsecureSkipVerify: a.cfg.KubeletInsecureSkipVerify}
 	if k.CAFile == defaultCAFile {
 		if _, err := os.Stat(k.CAFile); err != nil {
 			k.CAFile = ""

@@ -40,6 +40,9 @@ type Config struct {
 	// empty CA means the system pool, empty token means no Authorization.
 	KubeletCAFile    string
 	KubeletTokenFile string
+	// KubeletInsecureSkipVerify skips verifying the kubelet's serving
+	// certificate, for kubelets with self-signed certificates.
+	KubeletInsecureSkipVerify bool
 	// KillSwitchFile stops all apiserver traffic while it exists with a
 	// content other than "", "0", "false" or "off".
 	KillSwitchFile string
@@ -147,6 +150,15 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 	cfg.KubeletCAFile, cfg.KubeletTokenFile = defaultCAFile, defaultTokenFile
 	str(&cfg.KubeletCAFile, flagSpec{"kubelet-ca-file", "FLEETAGENT_KUBELET_CA_FILE", "CA bundle that signs the kubelet's serving certificate; empty uses the system pool"})
 	str(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet; empty sends none"})
+	if v := getenv("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY=%q is not a boolean: use true or false", v))
+		} else {
+			cfg.KubeletInsecureSkipVerify = b
+		}
+	}
+	fs.BoolVar(&cfg.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", cfg.KubeletInsecureSkipVerify, "do not verify the kubelet's serving certificate (kubelets with self-signed certificates) (env FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY)")
 	str(&cfg.KillSwitchFile, flagSpec{"kill-switch-file", "FLEETAGENT_KILL_SWITCH_FILE", "file that, when present with content other than off/false/0/empty, stops all apiserver traffic; empty disables the switch"})
 	str(&cfg.AdminAddress, flagSpec{"admin-address", "FLEETAGENT_ADMIN_ADDRESS", "host:port serving /healthz, /readyz and /metrics"})
 	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics"})
