@@ -51,15 +51,15 @@ type Config struct {
 }
 
 var (
-	flagNodes      = flag.String("bench.nodes", "10,100,1000", "comma-separated cluster sizes (nodes)")
+	flagNodes      = flag.String("bench.nodes", "10,100,300", "comma-separated cluster sizes (nodes); 1000 takes ~20 min on 2 cores, see RESULTS.md")
 	flagPods       = flag.Int("bench.pods", 30, "pods per node")
 	flagStrategies = flag.String("bench.strategies", "", "comma-separated strategy names (empty: all)")
-	flagWindow     = flag.Duration("bench.window", 30*time.Second, "steady-state window per strategy and size")
+	flagWindow     = flag.Duration("bench.window", 20*time.Second, "steady-state window per strategy and size")
 	flagRepeats    = flag.Int("bench.repeats", 3, "sub-windows of the steady window (median and spread)")
 	flagSettle     = flag.Duration("bench.settle", 3*time.Second, "pause between sync and the steady window")
 	flagSample     = flag.Int("bench.sample", 20, "agents run by cluster-scoped strategies at sizes above this")
 	flagChurn      = flag.Float64("bench.churn", 0.25, "pod replacements per node per minute (status updates run at 2x)")
-	flagIncident   = flag.Duration("bench.incident-period", 30*time.Second, "incident strategy's mean relist period")
+	flagIncident   = flag.Duration("bench.incident-period", 20*time.Second, "incident strategy's mean relist period")
 	flagRestart    = flag.Int("bench.restart-nodes", 0, "size for the apiserver-restart storm (0: largest, -1: never)")
 	flagJSON       = flag.String("bench.json", "", "append one JSON line per result to this file (for cmd/report)")
 	flagSync       = flag.Duration("bench.sync-timeout", 5*time.Minute, "bound on every agent syncing")
