@@ -1,0 +1,46 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNum(t *testing.T) {
+	for _, tc := range []struct {
+		in   float64
+		want string
+	}{
+		{0, "0"}, {0.1234, "0.123"}, {42, "42"}, {512, "512"}, {12345, "12.3k"}, {3.2e6, "3.2M"}, {-2500000, "-2.5M"}, {7.1e9, "7.1G"},
+	} {
+		if got := num(tc.in); got != tc.want {
+			t.Errorf("num(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestReport checks the headline ratios and that every result has a row,
+// on a small fixture.
+func TestReport(t *testing.T) {
+	rs, err := read("testdata/two.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	writeMarkdown(&b, rs, "../../..", "", "results.svg")
+	md := b.String()
+	for _, want := range []string{
+		"## Headline: growth of per-node cost from 10 to 100 nodes (10x the cluster)",
+		"| watchlist | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
+		"| fleetagent | 0 → 0 | 1.1x | 1.1x | 0.9x | 0 → 0 |",
+		"| watchlist | 100 | 20 |",
+		"kube-apiserver v1.37.2",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	svg := chart(rs)
+	if strings.Count(svg, "<polyline") != 3*2 {
+		t.Errorf("chart: want one line per strategy in each of 3 panels, got %d", strings.Count(svg, "<polyline"))
+	}
+}
