@@ -43,9 +43,9 @@
 //
 // BenchmarkNodeStartCost, one node's start (-benchtime 30x), per start:
 //
-//	mode        pod requests  fetched objects  init events  etcd requests  apiserver CPU
-//	list-watch  2 (LIST+WATCH)          30              0              0          25 ms
-//	watch-list  1 (WATCH)                0          3,000              2          18 ms
+//	mode        pod requests  fetched objects  init events  etcd requests  apiserver CPU (2 runs)
+//	list-watch  2 (LIST+WATCH)          30              0              0   25 ms,  9 ms
+//	watch-list  1 (WATCH)                0          3,000              2   18 ms, 16 ms
 //
 // BenchmarkFleetStartCost, all 100 nodes' agents starting at once
 // (-benchtime 5x), per fleet start, then again with 6,000 more pods on
