@@ -68,9 +68,11 @@ type Budget struct {
 	log   *slog.Logger
 
 	mu sync.Mutex
-	// lim is replaced (and gen bumped) when the start-up spread is applied
-	// again after the kill switch or the breaker let traffic resume.
-	lim           *rate.Limiter
+	// lim is replaced once, by the start-up spread at the first request.
+	lim *rate.Limiter
+	// resumeAt holds requests back for the resume jitter after the kill
+	// switch or the breaker let traffic resume; gen counts resumes.
+	resumeAt      time.Time
 	gen           uint64
 	spreadPending bool // the first request has not applied the start-up spread yet
 	fleetSize     int
@@ -159,20 +161,18 @@ func (b *Budget) rateLocked() float64 {
 	return b.cfg.FleetQPS / float64(b.fleetSize)
 }
 
-// respreadLocked empties the bucket so that its next token arrives at a
-// uniformly random point in (now, now+1/rate]: the spread window. A fresh
-// limiter is full; reserving all of it at now-(1-u)/rate leaves it empty
-// with its next token due u/rate after now.
-func (b *Budget) respreadLocked(now time.Time) time.Duration {
+// spreadLocked replaces the (full, never used) bucket with an empty one
+// whose next token arrives at a uniformly random point in (now,
+// now+1/rate]: the spread window. A fresh limiter is full; reserving all of
+// it at now-(1-u)/rate leaves it empty with its next token due u/rate
+// after now.
+func (b *Budget) spreadLocked(now time.Time) {
 	r := b.rateLocked()
 	window := time.Duration(float64(time.Second) / r)
 	u := b.cfg.Rand.Float64()
 	lim := rate.NewLimiter(rate.Limit(r), b.cfg.Burst)
 	lim.ReserveN(now.Add(-time.Duration((1-u)*float64(window))), b.cfg.Burst)
 	b.lim = lim
-	b.gen++
-	b.credits = 0
-	return time.Duration(u * float64(window))
 }
 
 // spreadOnceLocked applies the start-up spread at the first request, not
@@ -182,8 +182,29 @@ func (b *Budget) respreadLocked(now time.Time) time.Duration {
 func (b *Budget) spreadOnceLocked(now time.Time) {
 	if b.spreadPending {
 		b.spreadPending = false
-		b.respreadLocked(now)
+		b.spreadLocked(now)
 	}
+}
+
+// respreadLocked is the spread again, for traffic resuming after the kill
+// switch or an open breaker, when every agent may resume at once. The
+// bucket keeps its history, so that the rate bound holds across the
+// resume; it is drained of whole tokens (it filled while nothing was
+// sent), and nothing passes for a uniformly random part of the window.
+func (b *Budget) respreadLocked(now time.Time) time.Duration {
+	b.gen++
+	b.credits = 0
+	if b.spreadPending { // nothing sent yet: the start-up spread covers it
+		b.spreadOnceLocked(now)
+		return 0
+	}
+	if n := int(b.lim.TokensAt(now)); n > 0 {
+		b.lim.ReserveN(now, n)
+	}
+	window := time.Duration(float64(time.Second) / b.rateLocked())
+	jitter := time.Duration(b.cfg.Rand.Float64() * float64(window))
+	b.resumeAt = now.Add(jitter)
+	return jitter
 }
 
 // notifyLocked wakes every request waiting at the gate.
@@ -198,6 +219,9 @@ func (b *Budget) notifyLocked() {
 func (b *Budget) gateLocked(now time.Time, take bool) (reason string, until time.Time, probe bool) {
 	if b.killed {
 		return "kill switch is on", time.Time{}, false
+	}
+	if now.Before(b.resumeAt) {
+		return "resuming with jitter", b.resumeAt, false
 	}
 	if now.Before(b.until) {
 		if b.breaker == BreakerOpen {

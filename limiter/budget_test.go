@@ -690,3 +690,55 @@ func TestFleetSizeChangeShortensWait(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestResumeKeepsRateBound: a greedy client across many kill-switch and
+// breaker resumes never gets more tokens in a window than the bucket
+// allows: a resume adds jitter but never grants tokens it did not have.
+func TestResumeKeepsRateBound(t *testing.T) {
+	const qps, burst = 4.0, 2
+	b, clk := newTestBudget(t, Config{FleetQPS: qps, FleetSize: 1, Burst: burst, BreakerThreshold: 1, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	l := &clientGoLimiter{b}
+	var got []time.Time
+	resumes := 0
+	for step := 0; step < 2000; step++ { // 20s in 10ms steps
+		now := clk.Now()
+		if step%30 == 0 {
+			b.setKilled(true)
+			b.setKilled(false)
+			resumes++
+		}
+		if step%70 == 35 { // the breaker opens and later closes on a probe
+			b.observe(now, outcomeServer, 0, false)
+		}
+		b.mu.Lock()
+		_, _, probe := b.gateLocked(now, true)
+		b.mu.Unlock()
+		if probe {
+			b.observe(now, outcomeSuccess, 0, true)
+			resumes++
+		}
+		for l.TryAccept() {
+			got = append(got, now)
+		}
+		clk.Step(10 * time.Millisecond)
+	}
+	if len(got) < 40 || resumes < 60 {
+		t.Fatalf("%d tokens over %d resumes: the simulation did not exercise the budget", len(got), resumes)
+	}
+	// A greedy client keeps the bucket below one token, and a resume
+	// drains what filled while it was held back, so the bound is rate×T+1
+	// (tighter than the bucket's rate×T+Burst). A resume that granted
+	// tokens the bucket did not have would break it.
+	for _, w := range []time.Duration{250 * time.Millisecond, time.Second, 5 * time.Second} {
+		limit := int(qps*w.Seconds()) + 1
+		for i := range got {
+			n := 0
+			for j := i; j < len(got) && got[j].Sub(got[i]) < w; j++ {
+				n++
+			}
+			if n > limit {
+				t.Fatalf("%d tokens within %v from %v; the bucket allows %d", n, w, got[i].Sub(t0), limit)
+			}
+		}
+	}
+}
