@@ -6,6 +6,15 @@
 // Every request a rest.Config makes pays from the budget once Instrument has
 // been called on it: lists, gets, watches (whose first attempt client-go
 // does not throttle) and client-go's own retries.
+//
+// The guarantees, per agent with rate r = FleetQPS/FleetSize and depth
+// Burst: in any window of T seconds at most r×T + Burst requests are sent,
+// across backoffs, breaker and kill-switch resumes; the first token comes
+// at a uniformly random point of the window 1/r after the first request,
+// so a fleet started together spends about FleetQPS from the start, and
+// the whole fleet never exceeds FleetQPS×T + FleetSize×Burst. After a 429
+// or 5xx nothing is sent before its Retry-After has passed; while the kill
+// switch is on nothing is sent at all.
 package limiter
 
 import (
