@@ -13,8 +13,8 @@
 // at a uniformly random point of the window 1/r after the first request,
 // so a fleet started together spends about FleetQPS from the start, and
 // the whole fleet never exceeds FleetQPS×T + FleetSize×Burst. After a 429
-// or 5xx nothing is sent before its Retry-After has passed; while the kill
-// switch is on nothing is sent at all.
+// or 5xx nothing is sent before its Retry-After (capped at MaxRetryAfter)
+// has passed; while the kill switch is on nothing is sent at all.
 package limiter
 
 import (
