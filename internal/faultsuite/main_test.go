@@ -1,0 +1,534 @@
+package faultsuite
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/fleetagent/fleetagent/agent"
+	"github.com/fleetagent/fleetagent/internal/controlplane"
+	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
+	"github.com/fleetagent/fleetagent/internal/otlpexport"
+	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/simcluster"
+	"github.com/fleetagent/fleetagent/limiter"
+)
+
+var (
+	cp         *controlplane.ControlPlane
+	admin      kubernetes.Interface
+	closeAdmin func()
+	cluster    *simcluster.Cluster
+)
+
+const (
+	fleetSize = 30
+	hogUser   = "fault-hog"
+	norbac    = "fault-norbac"
+	summary   = "../../collector/testdata/summary.json"
+)
+
+func fleetUser(i int) string { return fmt.Sprintf("fault-%02d", i) }
+
+// Users of the single-agent cases, one each so the audit log attributes
+// their requests.
+const (
+	goneUser    = "fault-gone"
+	apfUser     = "fault-apf"
+	slowUser    = "fault-slow"
+	otlpUser    = "fault-otlp"
+	kubeletUser = "fault-kubelet"
+	probeUser   = "fault-probe"
+	sigUser     = "fault-sig"
+)
+
+// leakOpts are the goroutines that are not the agents': klog's
+// process-wide flush daemon.
+var leakOpts = []goleak.Option{goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")}
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		users := []string{hogUser, norbac, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser}
+		for i := 0; i < fleetSize; i++ {
+			users = append(users, fleetUser(i))
+		}
+		var err error
+		cp, err = controlplane.Start(ctx, controlplane.Options{Users: users, Audit: true})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer cp.Stop()
+		// The agents log through slog; client-go's klog and the OTel SDK's
+		// global error handler would repeat every expected failure.
+		klog.LogToStderr(false)
+		klog.SetOutput(io.Discard)
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+		admin, closeAdmin = ownedClient(cp.AdminConfig())
+		if err := grant(ctx, users); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: fleetSize, PodsPerNode: 3, Namespaces: 3, NodePrefix: "fault-node"})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		code := m.Run()
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop control plane:", err)
+		}
+		if code == 0 {
+			if err := goleak.Find(leakOpts...); err != nil {
+				fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+				return 1
+			}
+		}
+		return code
+	}())
+}
+
+// ownedClient is an unthrottled clientset on a transport the test owns, so
+// that its connections can be closed before a leak check.
+func ownedClient(c *rest.Config) (kubernetes.Interface, func()) {
+	c = rest.CopyConfig(c)
+	c.QPS, c.Burst = -1, 0
+	tlsCfg, err := rest.TLSConfigFor(c)
+	if err != nil {
+		panic(err)
+	}
+	tr := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, Proxy: http.ProxyFromEnvironment}
+	c.TLSClientConfig = rest.TLSClientConfig{}
+	c.Transport = tr
+	return kubernetes.NewForConfigOrDie(c), tr.CloseIdleConnections
+}
+
+// grant gives every agent user (not norbac, not the hog) the DaemonSet's
+// least privilege, and the hog the right to list its config maps.
+func grant(ctx context.Context, users []string) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}}},
+	}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	rb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+	}
+	for _, u := range users {
+		if u != norbac && u != hogUser {
+			rb.Subjects = append(rb.Subjects, rbacv1.Subject{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: u})
+		}
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	hogRole := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault-hog"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}}},
+	}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, hogRole, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault-hog"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: hogRole.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: hogUser}},
+	}, metav1.CreateOptions{})
+	return err
+}
+
+// rigOptions shape one in-process agent.
+type rigOptions struct {
+	viaProxy  bool // reach the apiserver through a proxy the test owns
+	fleetQPS  float64
+	fleetSize int
+	mutate    func(*agent.Config)
+	limiter   func(*limiter.Config)
+}
+
+// rig is one in-process agent with its own kubelet (behind a proxy, so it
+// can go down and come back on the same address) and OTLP receiver.
+type rig struct {
+	agent    *agent.Agent
+	recv     *otlpreceiver.Receiver
+	kubelet  *kubeletfixture.Server
+	kproxy   *proxy
+	apiProxy *proxy
+	node     string
+	user     string
+	logs     *syncBuf
+	stopped  bool
+}
+
+func newRig(t *testing.T, user, node string, o rigOptions) *rig {
+	t.Helper()
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	kub, err := kubeletfixture.Start(summary, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kub.Close)
+	kp := startProxy(t, strings.TrimPrefix(kub.URL(), "http://"))
+	r := &rig{recv: recv, kubelet: kub, kproxy: kp, node: node, user: user, logs: &syncBuf{}}
+	restCfg := cp.UserConfig(user)
+	if o.viaProxy {
+		r.apiProxy = startProxy(t, strings.TrimPrefix(cp.URL(), "https://"))
+		restCfg.Host = "https://" + r.apiProxy.Addr()
+	}
+	cfg := agentConfig(node, "http://"+kp.Addr())
+	cfg.FleetQPS, cfg.FleetSize = o.fleetQPS, o.fleetSize
+	if cfg.FleetQPS == 0 {
+		cfg.FleetQPS, cfg.FleetSize = 20, 2
+	}
+	if o.mutate != nil {
+		o.mutate(&cfg)
+	}
+	r.agent = newAgent(t, cfg, restCfg, r.logs, o.limiter)
+	return r
+}
+
+func agentConfig(node, kubelet string) agent.Config {
+	cfg := agent.DefaultConfig()
+	cfg.NodeName = node
+	cfg.KubeletEndpoint = kubelet
+	cfg.KubeletCAFile, cfg.KubeletTokenFile = "", ""
+	cfg.KillSwitchFile = ""
+	cfg.AdminAddress = "127.0.0.1:0"
+	cfg.CollectionInterval = time.Second
+	cfg.SyncTimeout = 30 * time.Second
+	cfg.ShutdownTimeout = 10 * time.Second
+	return cfg
+}
+
+func newAgent(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config)) *agent.Agent {
+	return newAgentEvery(t, cfg, restCfg, logs, lim, time.Second)
+}
+
+// newAgentEvery builds an agent that exports every interval.
+func newAgentEvery(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config), interval time.Duration) *agent.Agent {
+	t.Helper()
+	a, err := agent.New(cfg, agent.Options{
+		RESTConfig: restCfg,
+		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
+		Export: func(c *otlpexport.Config) {
+			c.Interval = interval
+			c.Timeout = 3 * time.Second
+		},
+		Limiter: lim,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (r *rig) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := r.agent.Start(ctx); err != nil {
+		t.Fatalf("start: %v\n%s", err, r.logs)
+	}
+	t.Cleanup(func() { r.stop(t) })
+	waitFor(t, 60*time.Second, "the agent syncs", func() bool { return r.agent.Informers().HasSynced() })
+}
+
+// stop shuts the agent down and checks that it stopped cleanly.
+func (r *rig) stop(t *testing.T) {
+	t.Helper()
+	if r.stopped {
+		return
+	}
+	r.stopped = true
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r.agent.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// waitExport waits for an accepted product export for which ok holds.
+func (r *rig) waitExport(t *testing.T, within time.Duration, what string, ok func([]otlpreceiver.Point) bool) {
+	t.Helper()
+	waitFor(t, within, what, func() bool {
+		ex := r.recv.Exports()
+		for i := len(ex) - 1; i >= 0 && i >= len(ex)-3; i-- {
+			if pts := ex[i].Points; len(otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)) > 0 || len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0 {
+				return ok(pts)
+			}
+		}
+		return false
+	})
+}
+
+func hasMetric(name string) func([]otlpreceiver.Point) bool {
+	return func(pts []otlpreceiver.Point) bool { return len(otlpreceiver.Find(pts, name, nil)) > 0 }
+}
+
+// waitFor polls cond every 100ms; it fails the test after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// liveHeap is the live heap after a full GC, in MiB.
+func liveHeap() float64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc) / (1 << 20)
+}
+
+// checkHeap fails when the live heap grew by more than the allowance over
+// the baseline: a fault that makes the agent buffer without bound (queued
+// exports, retained responses, leaked watches) shows here.
+func checkHeap(t *testing.T, what string, base, now, allowMiB float64) {
+	t.Helper()
+	t.Logf("live heap %s: %.1f MiB (baseline %.1f MiB)", what, now, base)
+	if now > base+allowMiB {
+		f, err := os.CreateTemp("", "faultsuite-heap-*.pprof")
+		if err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+			t.Logf("heap profile: %s", f.Name())
+		}
+		t.Errorf("live heap %s grew to %.1f MiB from %.1f MiB (allowed +%.0f MiB)", what, now, base, allowMiB)
+	}
+}
+
+// checkLeaksAtEnd registers the leak check as the test's last cleanup, so
+// that it runs after the agents, receivers, kubelets and proxies stopped.
+func checkLeaksAtEnd(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { noLeaks(t, before) })
+}
+
+// noLeaks checks, after the test's agents are shut down, that none of
+// their goroutines is left. Connections of the test's own clients and the
+// control plane's process waiters may outlive the agents.
+func noLeaks(t *testing.T, before goleak.Option) {
+	t.Helper()
+	closeAdmin()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	opts := append([]goleak.Option{before,
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		// client-go caches transports process-wide by TLS configuration, so
+		// every agent of this test binary shares one HTTP/2 connection pool
+		// to the apiserver; an idle connection in it outlives an agent's
+		// Shutdown until the apiserver closes it. (One agent per process in
+		// production.) TestMain's check, after the control plane stopped,
+		// still sees any that is not idle.
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/controlplane.(*ControlPlane).startProcess.func1"),
+	}, leakOpts...)
+	if err := goleak.Find(opts...); err != nil {
+		t.Errorf("goroutines left after the agents stopped: %v", err)
+	}
+}
+
+// rateReport is what the audit log says about a set of users' requests
+// in a window.
+type rateReport struct {
+	Total     int
+	Window    time.Duration
+	MaxPerSec int // most requests in any 1 s sliding window
+	Max5s     int // most requests in any 5 s sliding window
+	ByVerb    map[string]int
+	EmptyRV   int // LISTs with resourceVersion="" (etcd reads)
+}
+
+// auditRate reads the audit log for requests by users matching user in
+// [from, to).
+func auditRate(t *testing.T, from, to time.Time, match func(user string) bool) rateReport {
+	t.Helper()
+	events, err := cp.AuditEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := rateReport{Window: to.Sub(from), ByVerb: map[string]int{}}
+	var ts []time.Time
+	for _, e := range events {
+		at := e.RequestReceivedTimestamp
+		if !match(e.User.Username) || at.Before(from) || !at.Before(to) {
+			continue
+		}
+		ts = append(ts, at)
+		rep.ByVerb[e.Verb]++
+		if e.Verb == "list" && e.Query().Get("resourceVersion") == "" && e.Query().Get("watch") == "" {
+			rep.EmptyRV++
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	rep.Total = len(ts)
+	rep.MaxPerSec = maxInWindow(ts, time.Second)
+	rep.Max5s = maxInWindow(ts, 5*time.Second)
+	return rep
+}
+
+func maxInWindow(ts []time.Time, w time.Duration) int {
+	best, j := 0, 0
+	for i := range ts {
+		for ts[i].Sub(ts[j]) >= w {
+			j++
+		}
+		if n := i - j + 1; n > best {
+			best = n
+		}
+	}
+	return best
+}
+
+// checkBudget asserts the token-bucket bound on the audit log: in any
+// window of length w the fleet may send at most qps×w + agents×burst.
+func checkBudget(t *testing.T, what string, rep rateReport, qps float64, agents, burst int) {
+	t.Helper()
+	bound := func(w time.Duration) float64 { return qps*w.Seconds() + float64(agents*burst) }
+	t.Logf("%s: %d requests in %v (%v), max %d in 1 s (bound %.0f), max %d in 5 s (bound %.0f), empty-RV lists %d",
+		what, rep.Total, rep.Window.Round(time.Millisecond), rep.ByVerb, rep.MaxPerSec, bound(time.Second), rep.Max5s, bound(5*time.Second), rep.EmptyRV)
+	if float64(rep.MaxPerSec) > bound(time.Second) {
+		t.Errorf("%s: %d requests in one second, above the budget's %.0f", what, rep.MaxPerSec, bound(time.Second))
+	}
+	if float64(rep.Max5s) > bound(5*time.Second) {
+		t.Errorf("%s: %d requests in five seconds, above the budget's %.0f", what, rep.Max5s, bound(5*time.Second))
+	}
+	if float64(rep.Total) > bound(rep.Window) {
+		t.Errorf("%s: %d requests in %v, above the budget's %.0f", what, rep.Total, rep.Window, bound(rep.Window))
+	}
+}
+
+func newPod(name, node string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.PodSpec{
+			NodeName:   node,
+			Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}},
+		},
+	}
+}
+
+func createPod(t *testing.T, name, node string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		_, err := admin.CoreV1().Pods("default").Create(ctx, newPod(name, node), metav1.CreateOptions{})
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("create pod %s on %s: %v", name, node, err)
+		}
+		time.Sleep(200 * time.Millisecond) // the apiserver may still be coming up
+	}
+}
+
+func hasPod(a *agent.Agent, name string) bool {
+	for _, p := range a.Informers().Pods() {
+		if p.Name == name && p.Namespace == "default" {
+			return true
+		}
+	}
+	return false
+}
+
+// waitRBAC waits until a restarted apiserver authorizes agent users again
+// (it passes /readyz before its RBAC cache has synced).
+func waitRBAC(t *testing.T, node string) {
+	t.Helper()
+	cs, closeCS := ownedClient(cp.UserConfig(probeUser))
+	defer closeCS()
+	waitFor(t, 60*time.Second, "the restarted apiserver authorizes agents", func() bool {
+		_, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, ResourceVersion: "0"})
+		return err == nil
+	})
+}
+
+// adminMetric sums the samples of a self-metric on the agent's /metrics
+// whose name starts with prefix and whose labels contain every label.
+func adminMetric(t *testing.T, a *agent.Agent, prefix string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + a.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue next
+			}
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// syncBuf collects an agent's log lines from its goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

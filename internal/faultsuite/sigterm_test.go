@@ -1,0 +1,175 @@
+package faultsuite
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
+	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildOut  []byte
+)
+
+// fleetagentBinary builds cmd/fleetagent once per test binary.
+func fleetagentBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "fleetagent-faultsuite-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "fleetagent")
+		cmd := exec.Command("go", "build", "-o", binPath, "../../cmd/fleetagent")
+		buildOut, buildErr = cmd.CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("go build ./cmd/fleetagent: %v\n%s", buildErr, buildOut)
+	}
+	t.Cleanup(func() {}) // the binary is removed with its directory by the OS tmp cleaner; it is small
+	return binPath
+}
+
+// writeKubeconfig writes a kubeconfig for user against the control plane.
+func writeKubeconfig(t *testing.T, user string) string {
+	t.Helper()
+	uc := cp.UserConfig(user)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["fault"] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: uc.TLSClientConfig.CAData}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: uc.BearerToken}
+	kc.Contexts["fault"] = &clientcmdapi.Context{Cluster: "fault", AuthInfo: user}
+	kc.CurrentContext = "fault"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestSIGTERM runs the real binary and sends it SIGTERM at every logged
+// phase of its start-up, while it waits for an informer sync that cannot
+// happen, while it runs, and while an export is in flight to a slow
+// collector. Each time it must exit 0 within --shutdown-timeout, with no
+// panic on stderr, having logged that it stopped.
+func TestSIGTERM(t *testing.T) {
+	bin := fleetagentBinary(t)
+	checkLeaksAtEnd(t)
+	const shutdownTimeout = 6 * time.Second
+	nodes := cluster.NodeNames()
+	okConfig := writeKubeconfig(t, sigUser)
+	forbidden := writeKubeconfig(t, norbac)
+
+	type trigger struct {
+		name       string
+		kubeconfig string
+		// at returns true for the log line after which SIGTERM is sent.
+		at    func(msg, component string) bool
+		after time.Duration // extra wait after the line
+		slow  time.Duration // receiver delay (an export in flight)
+	}
+	component := func(c string) func(string, string) bool {
+		return func(msg, comp string) bool { return msg == "component started" && comp == c }
+	}
+	triggers := []trigger{
+		{name: "at starting", kubeconfig: okConfig, at: func(msg, _ string) bool { return msg == "starting" }},
+		{name: "after admin server", kubeconfig: okConfig, at: component("admin server")},
+		{name: "after self-metrics", kubeconfig: okConfig, at: component("self-metrics")},
+		{name: "after budget (informers starting)", kubeconfig: okConfig, at: component("budget")},
+		{name: "after informers (exporter starting)", kubeconfig: okConfig, at: component("informers")},
+		{name: "during a sync wait that cannot succeed", kubeconfig: forbidden, at: component("budget"), after: 2 * time.Second},
+		{name: "running", kubeconfig: okConfig, at: func(msg, _ string) bool { return msg == "started" }, after: 1500 * time.Millisecond},
+		{name: "during an export", kubeconfig: okConfig, at: func(msg, _ string) bool { return msg == "started" }, after: 1200 * time.Millisecond, slow: 2 * time.Second},
+	}
+	for i, tr := range triggers {
+		t.Run(tr.name, func(t *testing.T) {
+			recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = recv.Shutdown(context.Background()) }()
+			recv.SetDelay(tr.slow)
+			kub, err := kubeletfixture.Start(summary, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer kub.Close()
+
+			cmd := exec.Command(bin, "--kubeconfig="+tr.kubeconfig, "--log-level=debug",
+				"--shutdown-timeout="+shutdownTimeout.String(), "--sync-timeout=30s", "--collection-interval=1s")
+			cmd.Env = append(os.Environ(),
+				"NODE_NAME="+nodes[6+i%3],
+				"FLEETAGENT_FLEET_QPS=20", "FLEETAGENT_FLEET_SIZE=2",
+				"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(),
+				"FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
+				"FLEETAGENT_KILL_SWITCH_FILE=", "FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:0",
+				"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true",
+			)
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var lines []string
+			var signalled time.Time
+			sc := bufio.NewScanner(stderr)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				line := sc.Text()
+				lines = append(lines, line)
+				if !signalled.IsZero() {
+					continue
+				}
+				var rec struct {
+					Msg       string `json:"msg"`
+					Component string `json:"component"`
+				}
+				if json.Unmarshal([]byte(line), &rec) == nil && tr.at(rec.Msg, rec.Component) {
+					time.Sleep(tr.after)
+					signalled = time.Now()
+					if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			err = cmd.Wait()
+			exited := time.Since(signalled)
+			out := strings.Join(lines, "\n")
+			if signalled.IsZero() {
+				t.Fatalf("the agent exited (%v) before the phase to signal was logged:\n%s", err, out)
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("exit code %d (%v) after SIGTERM, want 0:\n%s", code, err, out)
+			}
+			// Process exit adds a little to the shutdown itself.
+			if exited > shutdownTimeout+2*time.Second {
+				t.Errorf("exited %v after SIGTERM; --shutdown-timeout is %v", exited, shutdownTimeout)
+			}
+			if strings.Contains(out, "panic") || strings.Contains(out, "goroutine ") {
+				t.Errorf("panic or stack trace on stderr:\n%s", out)
+			}
+			if !strings.Contains(out, `"msg":"stopped"`) {
+				t.Errorf("no \"stopped\" line:\n%s", out)
+			}
+			t.Logf("exited %v after SIGTERM; %d log lines; receiver accepted %d exports", exited.Round(time.Millisecond), len(lines), recv.Stats().Accepted)
+		})
+	}
+}
