@@ -43,6 +43,15 @@ func FuzzParseFlags(f *testing.F) {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
+		if _, _, ferr := ParseFlags(argv, func(string) string { return "" }, io.Discard); ferr != nil && !strings.HasPrefix(ferr.Error(), "unexpected arguments") {
+			// A command line the flag package refuses is reported on its
+			// own (ParseFlags returns at the first flag error), naming the
+			// flag and its value.
+			if err == nil || strings.TrimSpace(err.Error()) == "" {
+				t.Fatalf("flag error %v lost", ferr)
+			}
+			return
+		}
 		// A bad value in the environment is named, with the variable.
 		if qps != "" {
 			if _, perr := strconv.ParseFloat(qps, 64); perr != nil {
