@@ -54,13 +54,14 @@ var (
 	flagNodes      = flag.String("bench.nodes", "10,100,300", "comma-separated cluster sizes (nodes); 1000 takes ~20 min on 2 cores, see RESULTS.md")
 	flagPods       = flag.Int("bench.pods", 30, "pods per node")
 	flagStrategies = flag.String("bench.strategies", "", "comma-separated strategy names (empty: all)")
-	flagWindow     = flag.Duration("bench.window", 20*time.Second, "steady-state window per strategy and size")
+	flagWindow     = flag.Duration("bench.window", 15*time.Second, "steady-state window per strategy and size")
 	flagRepeats    = flag.Int("bench.repeats", 3, "sub-windows of the steady window (median and spread)")
 	flagSettle     = flag.Duration("bench.settle", 3*time.Second, "pause between sync and the steady window")
 	flagSample     = flag.Int("bench.sample", 20, "agents run by cluster-scoped strategies at sizes above this")
 	flagChurn      = flag.Float64("bench.churn", 0.25, "pod replacements per node per minute (status updates run at 2x)")
 	flagIncident   = flag.Duration("bench.incident-period", 20*time.Second, "incident strategy's mean relist period")
-	flagRestart    = flag.Int("bench.restart-nodes", 0, "size for the apiserver-restart storm (0: largest, -1: never)")
+	flagRestart    = flag.Int("bench.restart-nodes", 100, "size for the apiserver-restart storm (0: largest, -1: never); 100 keeps the default run within 15 minutes")
+	flagRestartSt  = flag.String("bench.restart-strategies", "", "comma-separated strategies that get the restart storm (empty: all)")
 	flagJSON       = flag.String("bench.json", "", "append one JSON line per result to this file (for cmd/report)")
 	flagSync       = flag.Duration("bench.sync-timeout", 5*time.Minute, "bound on every agent syncing")
 )
@@ -76,14 +77,17 @@ func FlagConfig() (Config, error) {
 		}
 		nodes = append(nodes, n)
 	}
-	var strategies []string
+	var strategies, restartStrategies []string
 	if *flagStrategies != "" {
 		strategies = strings.Split(*flagStrategies, ",")
+	}
+	if *flagRestartSt != "" {
+		restartStrategies = strings.Split(*flagRestartSt, ",")
 	}
 	return Config{
 		Nodes: nodes, PodsPerNode: *flagPods, Strategies: strategies,
 		Window: *flagWindow, Repeats: max(1, *flagRepeats), Settle: *flagSettle, Sample: *flagSample,
 		ChurnPerNodeMinute: *flagChurn, IncidentPeriod: *flagIncident,
-		RestartNodes: *flagRestart, JSON: *flagJSON, SyncTimeout: *flagSync,
+		RestartNodes: *flagRestart, RestartStrategies: restartStrategies, JSON: *flagJSON, SyncTimeout: *flagSync,
 	}, nil
 }

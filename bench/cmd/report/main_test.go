@@ -33,7 +33,7 @@ func TestReport(t *testing.T) {
 		"| watchlist | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
 		"| fleetagent | 0 → 0 | 1.1x | 1.1x | 0.9x | 0 → 0 |",
 		"| watchlist | 100 | 20 |",
-		"kube-apiserver v1.37.2",
+		"kube-apiserver v1.37.2 and etcd",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
