@@ -45,7 +45,7 @@ func TestCollectorDownSlowFailing(t *testing.T) {
 		fault.break_()
 		var heaps []float64
 		for i := 0; i < 3; i++ {
-			time.Sleep(2 * time.Second)
+			time.Sleep(1500 * time.Millisecond)
 			heaps = append(heaps, liveHeap())
 		}
 		waitFor(t, 20*time.Second, fault.name+": failed exports are counted", func() bool { return r.agent.ExportStats().Failures > failed })

@@ -11,7 +11,8 @@ import (
 	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
 )
 
-// TestKubeletFaults makes the kubelet unreachable, slow, answer 500, and
+// TestKubeletFaults makes the kubelet unreachable, slower than its
+// timeout, answer 500, and
 // send malformed, truncated and oversized bodies, each long enough for the
 // last good summary to expire. Each failed scrape is counted on /metrics,
 // the pod and node state collectors go on exporting meanwhile, the kubelet
@@ -20,7 +21,11 @@ import (
 func TestKubeletFaults(t *testing.T) {
 	checkLeaksAtEnd(t)
 	nodes := cluster.NodeNames()
-	r := newRig(t, kubeletUser, nodes[5], rigOptions{})
+	// The export deadline must leave room for the kubelet client's own
+	// 10 s timeout: a collection is bounded by the export deadline, so a
+	// kubelet slower than that deadline would fail the whole export (pod
+	// state included), not just the kubelet scrape.
+	r := newRig(t, kubeletUser, nodes[5], rigOptions{exportTimeout: 15 * time.Second})
 	r.start(t)
 	defer r.stop(t)
 	r.waitExport(t, 30*time.Second, "first export with kubelet and pod metrics", func(pts []otlpreceiver.Point) bool {
@@ -31,43 +36,60 @@ func TestKubeletFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	good = bytes.ReplaceAll(good, []byte(`"nodeName": "node-1"`), []byte(`"nodeName": "`+r.node+`"`))
-	oversized := append([]byte(`{"pods":[`), bytes.Repeat([]byte(" "), int(collector.DefaultKubeletMaxResponse)+1)...)
-	oversized = append(oversized, []byte(`]}`)...)
 	r.recv.Reset()
 	base := liveHeap()
 
-	for _, fault := range []struct {
+	failures := func() float64 {
+		return adminMetric(t, r.agent, "fleetagent_collector_kubelet_scrapes", `result="failure"`)
+	}
+	resumed := func(what string) {
+		t.Helper()
+		r.recv.Reset()
+		r.waitExport(t, 30*time.Second, what+": kubelet series resume", func(pts []otlpreceiver.Point) bool {
+			return hasMetric("k8s.pod.memory.working_set")(pts) && hasMetric("k8s.pod.status.phase")(pts)
+		})
+	}
+	// The faults follow one another without a good scrape in between (so
+	// the last good summary, reused for MinInterval, has expired); the
+	// kubelet recovers after the first and after the last.
+	var fixtureHolds float64 // MiB of response body the fixture (not the agent) holds
+	faults := []struct {
 		name        string
 		break_, fix func()
 	}{
 		{"down", r.kproxy.Down, func() { r.kproxy.Up(t) }},
-		{"slow", func() { r.kubelet.SetDelay(5 * time.Second) }, func() { r.kubelet.SetDelay(0) }},
+		{"slower than the kubelet timeout", func() { r.kubelet.SetDelay(collector.DefaultKubeletTimeout + 2*time.Second) }, func() { r.kubelet.SetDelay(0) }},
 		{"HTTP 500", func() { r.kubelet.SetStatus(http.StatusInternalServerError) }, func() { r.kubelet.SetStatus(http.StatusOK) }},
 		{"malformed", func() { r.kubelet.SetBody([]byte(`{"node": {"nodeName": `)) }, func() { r.kubelet.SetBody(good) }},
 		{"truncated", func() { r.kubelet.SetBody(good[:len(good)*2/3]) }, func() { r.kubelet.SetBody(good) }},
 		{"not JSON", func() { r.kubelet.SetBody([]byte("<html>502 Bad Gateway</html>")) }, func() { r.kubelet.SetBody(good) }},
-		{"oversized", func() { r.kubelet.SetBody(oversized) }, func() { r.kubelet.SetBody(good) }},
-	} {
-		failures := adminMetric(t, r.agent, "fleetagent_collector_kubelet_scrapes", `result="failure"`)
+		{"oversized", func() {
+			big := append([]byte(`{"pods":[`), bytes.Repeat([]byte(" "), int(collector.DefaultKubeletMaxResponse)+1)...)
+			fixtureHolds = float64(len(big)) / (1 << 20)
+			r.kubelet.SetBody(append(big, `]}`...))
+		}, func() { r.kubelet.SetBody(good); fixtureHolds = 0 }},
+	}
+	for i, fault := range faults {
+		if i > 1 {
+			faults[i-1].fix()
+		}
+		before := failures()
 		fault.break_()
-		waitFor(t, 30*time.Second, fault.name+": the failed scrape is counted", func() bool {
-			return adminMetric(t, r.agent, "fleetagent_collector_kubelet_scrapes", `result="failure"`) > failures
-		})
+		waitFor(t, 30*time.Second, fault.name+": the failed scrape is counted", func() bool { return failures() > before })
 		r.recv.Reset()
 		r.waitExport(t, 30*time.Second, fault.name+": pod state goes on without kubelet series", func(pts []otlpreceiver.Point) bool {
 			return hasMetric("k8s.pod.status.phase")(pts) && !hasMetric("k8s.pod.memory.working_set")(pts)
 		})
 		heap := liveHeap()
-		fault.fix()
-		r.recv.Reset()
-		r.waitExport(t, 30*time.Second, fault.name+": kubelet series resume", func(pts []otlpreceiver.Point) bool {
-			return hasMetric("k8s.pod.memory.working_set")(pts) && hasMetric("k8s.pod.status.phase")(pts)
-		})
-		now := adminMetric(t, r.agent, "fleetagent_collector_kubelet_scrapes", `result="failure"`)
-		t.Logf("kubelet %s: scrape failures %.0f -> %.0f", fault.name, failures, now)
-		checkHeap(t, "while the kubelet was "+fault.name, base, heap, 16)
+		t.Logf("kubelet %s: scrape failures %.0f -> %.0f", fault.name, before, failures())
+		checkHeap(t, "while the kubelet was "+fault.name, base+fixtureHolds, heap, 16)
+		if i == 0 {
+			fault.fix()
+			resumed(fault.name)
+		}
 	}
-	oversized = nil
+	faults[len(faults)-1].fix()
+	resumed(faults[len(faults)-1].name)
 	r.recv.Reset()
 	checkHeap(t, "after the kubelet faults", base, liveHeap(), 16)
 	r.stop(t)

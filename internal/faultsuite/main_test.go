@@ -170,6 +170,8 @@ type rigOptions struct {
 	fleetSize int
 	mutate    func(*agent.Config)
 	limiter   func(*limiter.Config)
+	// exportTimeout bounds one collect-and-export (default 3 s).
+	exportTimeout time.Duration
 }
 
 // rig is one in-process agent with its own kubelet (behind a proxy, so it
@@ -215,7 +217,7 @@ func newRig(t *testing.T, user, node string, o rigOptions) *rig {
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}
-	r.agent = newAgent(t, cfg, restCfg, r.logs, o.limiter)
+	r.agent = newAgentWith(t, cfg, restCfg, r.logs, o.limiter, time.Second, o.exportTimeout)
 	return r
 }
 
@@ -238,13 +240,22 @@ func newAgent(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writ
 
 // newAgentEvery builds an agent that exports every interval.
 func newAgentEvery(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config), interval time.Duration) *agent.Agent {
+	return newAgentWith(t, cfg, restCfg, logs, lim, interval, 0)
+}
+
+// newAgentWith builds an agent that exports every interval, each
+// collect-and-export bounded by timeout (0: 3 s).
+func newAgentWith(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config), interval, timeout time.Duration) *agent.Agent {
+	if timeout == 0 {
+		timeout = 3 * time.Second
+	}
 	t.Helper()
 	a, err := agent.New(cfg, agent.Options{
 		RESTConfig: restCfg,
 		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
 		Export: func(c *otlpexport.Config) {
 			c.Interval = interval
-			c.Timeout = 3 * time.Second
+			c.Timeout = timeout
 		},
 		Limiter: lim,
 	})
