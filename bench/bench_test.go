@@ -19,14 +19,14 @@ func BenchmarkAPIServerLoad(b *testing.B) {
 // short windows, so that the benchmark cannot rot, and checks the claims the
 // benchmark exists to show.
 func TestAPIServerLoadSmall(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cfg := bench.Config{
 		Nodes: []int{10}, PodsPerNode: 30, Window: 4 * time.Second, Repeats: 2, Settle: 500 * time.Millisecond,
 		Sample: 10, ChurnPerNodeMinute: 3, IncidentPeriod: 2 * time.Second, SyncTimeout: time.Minute,
 		// One restart storm keeps that code path under test; each costs an
 		// apiserver restart.
-		RestartNodes: 10, RestartStrategies: []string{"fleetagent", "watchlist"},
+		RestartNodes: 10, RestartStrategies: []string{"fleetagent"},
 	}
 	s, err := bench.NewSession(ctx, cfg, 10)
 	if err != nil {
@@ -66,15 +66,20 @@ func TestAPIServerLoadSmall(t *testing.T) {
 	if got := inc.Metrics["etcd-req/node"]; got <= 0 {
 		t.Errorf("incident etcd-req/node = %v, want > 0 (LIST with resourceVersion=\"\" is a consistent read)", got)
 	}
-	if fa, ok := results["fleetagent"]; ok {
-		if fa.ClusterScopedPodReads != 0 {
-			t.Errorf("fleetagent made %d cluster-scoped pod reads", fa.ClusterScopedPodReads)
-		}
-		if fa.Metrics["req/node"] >= inc.Metrics["req/node"] {
-			t.Errorf("fleetagent req/node %v, want below incident's %v", fa.Metrics["req/node"], inc.Metrics["req/node"])
-		}
-		if got := fa.Metrics["startup-init-events/node"]; got >= 300 {
-			t.Errorf("fleetagent startup-init-events/node = %v: it must not walk the whole store", got)
-		}
+	fa := results["fleetagent"]
+	if fa.ClusterScopedPodReads != 0 {
+		t.Errorf("fleetagent made %d cluster-scoped pod reads", fa.ClusterScopedPodReads)
+	}
+	if fa.Metrics["req/node"] >= inc.Metrics["req/node"] {
+		t.Errorf("fleetagent req/node %v, want below incident's %v", fa.Metrics["req/node"], inc.Metrics["req/node"])
+	}
+	if got := fa.Metrics["startup-init-events/node"]; got >= 300 {
+		t.Errorf("fleetagent startup-init-events/node = %v: it must not walk the whole store", got)
+	}
+	if got := fa.Metrics["etcd-req/node"]; got >= inc.Metrics["etcd-req/node"] {
+		t.Errorf("fleetagent etcd-req/node %v, want below incident's %v", got, inc.Metrics["etcd-req/node"])
+	}
+	if _, ok := fa.Metrics["restart-resync-s"]; !ok {
+		t.Errorf("fleetagent ran no restart storm")
 	}
 }
