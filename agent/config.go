@@ -176,7 +176,8 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, false, err
+		// Report the environment's problems too, not only the flag's.
+		return cfg, false, errors.Join(append([]error{err}, errs...)...)
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q: fleetagent takes only flags (see --help)", fs.Args()))
@@ -202,7 +203,8 @@ func (c Config) Validate() error {
 			bad("kubeconfig %q cannot be read: %v: fix the path or leave it empty to use the in-cluster service account", c.Kubeconfig, err)
 		}
 	}
-	if c.FleetQPS <= 0 || c.FleetQPS > 10000 {
+	// Written so that NaN, which compares false with everything, fails.
+	if !(c.FleetQPS > 0 && c.FleetQPS <= 10000) {
 		bad("fleet-qps %v is out of range: give the fleet-wide budget in requests per second, above 0 and at most 10000 (default 50)", c.FleetQPS)
 	}
 	if c.FleetSize < 0 {

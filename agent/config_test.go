@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +106,21 @@ func TestValidateDaemonSetNeededOnlyForDiscovery(t *testing.T) {
 	cfg.FleetSize = 10
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("fixed fleet size needs no daemonset: %v", err)
+	}
+}
+
+func TestValidateRejectsNaNFleetQPS(t *testing.T) {
+	c := DefaultConfig()
+	c.NodeName, c.FleetSize, c.KubeletEndpoint = "n1", 3, "http://127.0.0.1:10255"
+	c.FleetQPS = math.NaN()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "fleet-qps NaN") {
+		t.Fatalf("fleet-qps NaN: want an error, got %v", err)
+	}
+}
+
+func TestFlagErrorKeepsEnvErrors(t *testing.T) {
+	_, _, err := ParseFlags([]string{"--fleet-qps=x"}, env(map[string]string{"FLEETAGENT_COLLECTION_INTERVAL": "y"}), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "fleet-qps") || !strings.Contains(err.Error(), `FLEETAGENT_COLLECTION_INTERVAL="y"`) {
+		t.Fatalf("want both the flag and the env error, got %v", err)
 	}
 }

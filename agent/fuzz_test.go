@@ -44,9 +44,9 @@ func FuzzParseFlags(f *testing.F) {
 			return
 		}
 		if _, _, ferr := ParseFlags(argv, func(string) string { return "" }, io.Discard); ferr != nil && !strings.HasPrefix(ferr.Error(), "unexpected arguments") {
-			// A command line the flag package refuses is reported on its
-			// own (ParseFlags returns at the first flag error), naming the
-			// flag and its value.
+			// A command line the flag package refuses is reported (with
+			// any environment errors beside it), naming the flag and its
+			// value.
 			if err == nil || strings.TrimSpace(err.Error()) == "" {
 				t.Fatalf("flag error %v lost", ferr)
 			}

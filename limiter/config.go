@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -170,6 +171,17 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("limiter: "+format, args...)) }
+	// NaN compares false with everything, so it would slip past the range
+	// checks below; a NaN rate switches x/time/rate's limiter off.
+	for name, v := range map[string]float64{
+		"fleet QPS": c.FleetQPS, "fleet size refresh jitter": c.FleetSizeRefreshJitter,
+		"backoff multiplier": c.BackoffMultiplier, "backoff randomization": c.BackoffRandomization,
+		"latency factor": c.LatencyFactor,
+	} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			bad("%s is %v: set a finite number", name, v)
+		}
+	}
 	if c.FleetQPS < 0 {
 		bad("fleet QPS is %v: set it to the total requests per second the whole DaemonSet may send, e.g. 50", c.FleetQPS)
 	}
