@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
+	"github.com/fleetagent/fleetagent/internal/leakcheck"
 )
 
 const (
@@ -72,6 +73,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if err := cp.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "stop control plane:", err)
+	}
+	if code == 0 {
+		if err := leakcheck.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

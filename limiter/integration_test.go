@@ -26,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
+	"github.com/fleetagent/fleetagent/internal/leakcheck"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -78,7 +79,19 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code != 0 {
+		return code
+	}
+	if err := cp.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop control plane:", err)
+		return 1
+	}
+	if err := leakcheck.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+		return 1
+	}
+	return 0
 }
 
 func testLogger(t *testing.T) *slog.Logger {
