@@ -54,6 +54,7 @@ func main() {
 	svg := flag.String("svg", "bench/results.svg", "SVG chart output")
 	benchLog := flag.String("log", "", "the `go test -bench` output, for its total duration (optional)")
 	root := flag.String("root", ".", "repository root, for the pinned versions in go.mod files")
+	note := flag.String("note", "", "a line added to the header, e.g. how results from more than one run were combined")
 	flag.Parse()
 	if *in == "" {
 		fmt.Fprintln(os.Stderr, "report: -in is required: the file given to -bench.json")
@@ -69,7 +70,7 @@ func main() {
 		os.Exit(1)
 	}
 	var out strings.Builder
-	writeMarkdown(&out, results, *root, *benchLog, filepath.Base(*svg))
+	writeMarkdown(&out, results, *root, *benchLog, filepath.Base(*svg), *note)
 	if err := os.WriteFile(*md, []byte(out.String()), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "report: %v\n", err)
 		os.Exit(1)
@@ -239,7 +240,7 @@ func benchDuration(path string) string {
 	return ""
 }
 
-func writeMarkdown(w io.Writer, rs []result, root, benchLog, svgName string) {
+func writeMarkdown(w io.Writer, rs []result, root, benchLog, svgName, note string) {
 	rs = sorted(rs)
 	first := rs[0]
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
@@ -259,6 +260,9 @@ func writeMarkdown(w io.Writer, rs []result, root, benchLog, svgName string) {
 	p("- Cluster-scoped strategies run %d agents when the cluster is larger (per-node figures are per agent); fleetagent runs one agent per node.\n", first.Sample)
 	if d := benchDuration(benchLog); d != "" {
 		p("- Whole run: %s.\n", d)
+	}
+	if note != "" {
+		p("- %s\n", note)
 	}
 	p("\nCluster builds: ")
 	var builds []string

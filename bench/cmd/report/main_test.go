@@ -26,7 +26,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	writeMarkdown(&b, rs, "../../..", "", "results.svg")
+	writeMarkdown(&b, rs, "../../..", "", "results.svg", "")
 	md := b.String()
 	for _, want := range []string{
 		"## Headline: growth of per-node cost from 10 to 100 nodes (10x the cluster)",
