@@ -221,7 +221,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	steps := []component{
 		{name: "admin server", start: a.admin.Start, stop: a.admin.Shutdown},
 		{name: "self-metrics", start: a.startSelfMetrics, stop: a.stopSelfMetrics},
-		{name: "budget", start: a.budget.Start, stop: a.budget.Shutdown},
+		{name: "budget", start: a.startBudget, stop: a.budget.Shutdown},
 		{name: "informers", start: a.startInformers, stop: a.informers.Shutdown},
 		{name: "collectors and exporter", start: a.startExport, stop: a.stopExport},
 	}
@@ -266,6 +266,34 @@ func (a *Agent) setPhase(p string) {
 	a.mu.Lock()
 	a.phase = p
 	a.mu.Unlock()
+}
+
+// startBudget starts the budget and, when the fleet size is discovered,
+// waits (bounded by the sync timeout) for the first discovery before the
+// informers queue their requests. The discovery GET then pays the first,
+// spread token, and the LISTs and WATCHes run at the real per-node rate
+// instead of queuing behind it at the rate of the assumed, larger fleet.
+func (a *Agent) startBudget(ctx context.Context) error {
+	if err := a.budget.Start(ctx); err != nil {
+		return err
+	}
+	if a.cfg.FleetSize != 0 {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.SyncTimeout)
+	defer cancel()
+	if err := a.budget.WaitFleetSize(wctx); err != nil {
+		if ctx.Err() != nil {
+			// Interrupted: the budget did start, so report success and
+			// let Start see ctx and stop there.
+			return nil
+		}
+		a.log.Warn("fleet size not read by the sync deadline; informers start at the assumed fleet size's rate")
+		return nil
+	}
+	st := a.budget.Stats()
+	a.log.Info("fleet size read", "fleet_size", st.FleetSize, "rate", st.Rate, "errors", st.FleetSizeErrors)
+	return nil
 }
 
 func (a *Agent) startInformers(ctx context.Context) error {

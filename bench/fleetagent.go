@@ -52,6 +52,11 @@ func (a *fleetAgent) Start(ctx context.Context) error {
 	if err := a.budget.Start(ctx); err != nil {
 		return err
 	}
+	// As the agent does: the discovery GET first, then the informers at
+	// the real per-node rate.
+	if err := a.budget.WaitFleetSize(ctx); err != nil {
+		return err
+	}
 	return a.inf.Start(ctx)
 }
 

@@ -639,3 +639,25 @@ func (b *Budget) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("limiter: shutdown: background work did not stop: %w", ctx.Err())
 	}
 }
+
+// WaitFleetSize returns once the fleet size has been read from the
+// DaemonSet (or the read has failed) at least once, or when ctx ends. With
+// a fixed FleetSize it returns at once. Callers that start many requests
+// together call it first, so that the discovery GET pays the first, spread
+// token and their requests then run at the real per-node rate rather than
+// queuing at the rate of the assumed, larger fleet.
+func (b *Budget) WaitFleetSize(ctx context.Context) error {
+	if b.cfg.FleetSize > 0 {
+		return nil
+	}
+	t := b.clock.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for b.fleetRefreshes.Load() == 0 && b.fleetRefreshErr.Load() == 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C():
+		}
+	}
+	return nil
+}

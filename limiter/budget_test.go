@@ -742,3 +742,22 @@ func TestResumeKeepsRateBound(t *testing.T) {
 		}
 	}
 }
+
+func TestWaitFleetSizeFixedOrCancelled(t *testing.T) {
+	fixed, err := New(Config{FleetQPS: 10, FleetSize: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fixed.WaitFleetSize(context.Background()); err != nil {
+		t.Fatalf("fixed fleet size must not wait: %v", err)
+	}
+	disc, err := New(Config{FleetQPS: 10, DaemonSetNamespace: "ns", DaemonSetName: "ds"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := disc.WaitFleetSize(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("undiscovered fleet size with a cancelled ctx: want Canceled, got %v", err)
+	}
+}

@@ -650,11 +650,11 @@ func TestFleetSizeDiscovery(t *testing.T) {
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for b.Stats().FleetSize != 7 {
-		if ctx.Err() != nil {
-			t.Fatalf("fleet size not discovered: %+v", b.Stats())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := b.WaitFleetSize(ctx); err != nil {
+		t.Fatalf("fleet size not discovered: %v %+v", err, b.Stats())
+	}
+	if got := b.Stats().FleetSize; got != 7 {
+		t.Fatalf("WaitFleetSize returned with fleet size %d, want 7", got)
 	}
 	if err := b.Shutdown(ctx); err != nil {
 		t.Fatal(err)

@@ -88,7 +88,7 @@ type ControlPlane struct {
 // waits until the apiserver's /readyz passes. On failure it returns an error
 // that carries the tail of the failing process's log, and leaves nothing
 // running.
-func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
+func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 2 * time.Minute
 	}
@@ -96,6 +96,21 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Ports are picked free and then released for the child to bind, so a
+	// parallel test package can take one in between: start again on new
+	// ports when that happens.
+	for attempt := 1; ; attempt++ {
+		cp, err := start(ctx, opts, binDir)
+		if err == nil {
+			return cp, nil
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+func start(ctx context.Context, opts Options, binDir string) (_ *ControlPlane, err error) {
 	dir, err := os.MkdirTemp("", "fleetagent-controlplane-")
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: create temp dir: %w", err)
