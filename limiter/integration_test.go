@@ -18,12 +18,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
 	"github.com/fleetagent/fleetagent/internal/leakcheck"
@@ -216,42 +214,11 @@ func TestAPFRejection(t *testing.T) {
 	time.Sleep(3 * time.Second)
 
 	// Phase 2: reject everything the agent sends.
-	plc := &flowcontrolv1.PriorityLevelConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-test-tiny"},
-		Spec: flowcontrolv1.PriorityLevelConfigurationSpec{
-			Type: flowcontrolv1.PriorityLevelEnablementLimited,
-			Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
-				NominalConcurrencyShares: ptr.To[int32](0),
-				LendablePercent:          ptr.To[int32](0),
-				BorrowingLimitPercent:    ptr.To[int32](0),
-				LimitResponse:            flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeReject},
-			},
-		},
-	}
-	if _, err := admin.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, plc, metav1.CreateOptions{}); err != nil {
+	lift, err := cp.RejectUsers(ctx, "fleetagent-test-reject-agent", user, "apf-hog")
+	if err != nil {
 		t.Fatal(err)
 	}
-	fs := &flowcontrolv1.FlowSchema{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-test-reject-agent"},
-		Spec: flowcontrolv1.FlowSchemaSpec{
-			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: plc.Name},
-			MatchingPrecedence:         500,
-			DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
-			Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
-				Subjects: []flowcontrolv1.Subject{
-					{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: user}},
-					{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: "apf-hog"}},
-				},
-				ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
-					Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true, Namespaces: []string{"*"},
-				}},
-				NonResourceRules: []flowcontrolv1.NonResourcePolicyRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
-			}},
-		},
-	}
-	if _, err := admin.FlowcontrolV1().FlowSchemas().Create(ctx, fs, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	defer lift(context.Background())
 	// A priority level with no seats still admits a request when nothing
 	// else executes in it (so that one big request is not starved), so an
 	// agent sending one request at a time would never be rejected. A hog
@@ -281,11 +248,8 @@ func TestAPFRejection(t *testing.T) {
 
 	// Phase 3: lift the limit; the agent recovers on its own.
 	releaseHog()
-	if err := admin.FlowcontrolV1().FlowSchemas().Delete(ctx, fs.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	lifted := time.Now()
-	if err := admin.FlowcontrolV1().PriorityLevelConfigurations().Delete(ctx, plc.Name, metav1.DeleteOptions{}); err != nil {
+	if err := lift(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for {

@@ -1,0 +1,81 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// RejectUsers puts users into a new API Priority and Fairness priority
+// level with no seats that rejects (429 with Retry-After) what it cannot
+// admit, through a FlowSchema named name that outranks the bootstrap
+// schemas. It returns lift, which deletes both objects; lift is safe to
+// call more than once.
+//
+// A level with no seats still admits one request while nothing else runs
+// in it, so a client that sends one request at a time is only rejected
+// while another request of the same level holds the seat: tests keep one
+// user busy (a large, unread LIST) to make every other request fail.
+func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...string) (lift func(context.Context) error, err error) {
+	admin, err := kubernetes.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		return nil, err
+	}
+	plc := &flowcontrolv1.PriorityLevelConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: flowcontrolv1.PriorityLevelConfigurationSpec{
+			Type: flowcontrolv1.PriorityLevelEnablementLimited,
+			Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
+				NominalConcurrencyShares: ptr.To[int32](0),
+				LendablePercent:          ptr.To[int32](0),
+				BorrowingLimitPercent:    ptr.To[int32](0),
+				LimitResponse:            flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeReject},
+			},
+		},
+	}
+	if _, err := admin.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, plc, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("create priority level %s: %w", name, err)
+	}
+	subjects := make([]flowcontrolv1.Subject, 0, len(users))
+	for _, u := range users {
+		subjects = append(subjects, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: u}})
+	}
+	fs := &flowcontrolv1.FlowSchema{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: flowcontrolv1.FlowSchemaSpec{
+			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: name},
+			MatchingPrecedence:         500,
+			DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
+			Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+				Subjects: subjects,
+				ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+					Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, ClusterScope: true, Namespaces: []string{"*"},
+				}},
+				NonResourceRules: []flowcontrolv1.NonResourcePolicyRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
+			}},
+		},
+	}
+	lift = func(ctx context.Context) error {
+		var errs []error
+		for _, err := range []error{
+			admin.FlowcontrolV1().FlowSchemas().Delete(ctx, name, metav1.DeleteOptions{}),
+			admin.FlowcontrolV1().PriorityLevelConfigurations().Delete(ctx, name, metav1.DeleteOptions{}),
+		} {
+			if err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if _, err := admin.FlowcontrolV1().FlowSchemas().Create(ctx, fs, metav1.CreateOptions{}); err != nil {
+		_ = lift(ctx)
+		return nil, fmt.Errorf("create flow schema %s: %w", name, err)
+	}
+	return lift, nil
+}
