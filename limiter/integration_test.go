@@ -2,16 +2,13 @@ package limiter_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +18,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/fleetagent/fleetagent/internal/controlplane"
 	"github.com/fleetagent/fleetagent/internal/leakcheck"
@@ -192,7 +188,6 @@ func TestAPFRejection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const user, qps, burst = "apf-agent", 4.0, 2
-	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
 
 	b, err := limiter.New(limiter.Config{FleetQPS: qps, FleetSize: 1, Burst: burst,
 		InitialBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, BreakerThreshold: 3, Logger: testLogger(t)})
@@ -224,7 +219,10 @@ func TestAPFRejection(t *testing.T) {
 	// agent sending one request at a time would never be rejected. A hog
 	// in the same level holds the level busy: it lists a large collection
 	// and does not read the response, so its handler blocks writing.
-	releaseHog := holdSeat(ctx, t, admin, "apf-hog")
+	releaseHog, err := cp.HoldSeat(ctx, "apf-hog", "apf-hog")
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer releaseHog()
 	rejectStart := time.Now()
 	for b.Stats().BreakerOpens == 0 {
@@ -318,66 +316,6 @@ func TestAPFRejection(t *testing.T) {
 	}
 	if total, limit := len(evs), int(qps*end.Sub(start).Seconds())+burst; total > limit {
 		t.Errorf("%d requests over the run; budget allows %d", total, limit)
-	}
-}
-
-// holdSeat starts a request as user that stays executing in the
-// apiserver until the returned func is called: a LIST of ~10 MB of
-// ConfigMaps whose response is never read, over HTTP/1.1 with a small
-// receive buffer so that the server's write blocks.
-func holdSeat(ctx context.Context, t *testing.T, admin kubernetes.Interface, user string) func() {
-	t.Helper()
-	const ns = "apf-hog"
-	if _, err := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
-		if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		big := strings.Repeat("x", 900*1024)
-		for i := 0; i < 12; i++ {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("big-%d", i)}, Data: map[string]string{"v": big}}
-			if _, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	cfg := cp.UserConfig(user)
-	tlsCfg, err := rest.TLSConfigFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{
-		TLSClientConfig: tlsCfg,
-		// Uncompressed, so that the response is as large on the wire as
-		// in the apiserver's buffers.
-		DisableCompression: true,
-		TLSNextProto:       map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1: no flow-control window to fill
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetReadBuffer(4096)
-			}
-			return c, err
-		},
-	}
-	hogCtx, cancel := context.WithCancel(ctx)
-	req, _ := http.NewRequestWithContext(hogCtx, http.MethodGet, cfg.Host+"/api/v1/namespaces/"+ns+"/configmaps", nil)
-	req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
-	go func() {
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			t.Logf("hog request: %v", err)
-			return
-		}
-		t.Logf("hog request answered %s; holding its body unread", resp.Status)
-		<-hogCtx.Done()
-		resp.Body.Close()
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			cancel()
-			tr.CloseIdleConnections()
-		})
 	}
 }
 

@@ -2,13 +2,20 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 )
 
@@ -78,4 +85,77 @@ func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...s
 		return nil, fmt.Errorf("create flow schema %s: %w", name, err)
 	}
 	return lift, nil
+}
+
+// HoldSeat starts one request as user that stays executing in the
+// apiserver until release is called: a LIST of about 10 MB of ConfigMaps
+// (created once in namespace ns) whose response is never read, over
+// HTTP/1.1 with a small receive buffer, so the server's write blocks and
+// the request keeps its seat in user's priority level. With RejectUsers it
+// makes every other request of that level fail with 429. release waits for
+// the request's goroutine and is safe to call more than once.
+func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release func(), err error) {
+	admin, err := kubernetes.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		big := strings.Repeat("x", 900*1024)
+		for i := 0; i < 12; i++ {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("big-%d", i)}, Data: map[string]string{"v": big}}
+			if _, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+				return nil, err
+			}
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	cfg := cp.UserConfig(user)
+	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		TLSClientConfig: tlsCfg,
+		// Uncompressed, so the response is as large on the wire as in the
+		// apiserver's buffers.
+		DisableCompression: true,
+		// HTTP/1.1: no HTTP/2 flow-control window to fill first.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	}
+	hogCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	req, err := http.NewRequestWithContext(hogCtx, http.MethodGet, cfg.Host+"/api/v1/namespaces/"+ns+"/configmaps", nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return
+		}
+		<-hogCtx.Done()
+		resp.Body.Close()
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			tr.CloseIdleConnections()
+		})
+	}, nil
 }

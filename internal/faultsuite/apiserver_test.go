@@ -3,19 +3,13 @@ package faultsuite
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 
 	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
@@ -311,7 +305,12 @@ func TestAPFRejection(t *testing.T) {
 		}
 	}
 	defer lift()
-	release := holdSeat(t, ctx)
+	// The hog holds the rejecting level's only seat (a level with no seats
+	// still admits one request when nothing else executes in it).
+	release, err := cp.HoldSeat(ctx, "fault-hog", hogUser)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer release()
 
 	throttleFrom := time.Now()
@@ -345,63 +344,6 @@ func TestAPFRejection(t *testing.T) {
 	r.recv.Reset()
 	checkHeap(t, "after sustained 429s", base, liveHeap(), 16)
 	r.stop(t)
-}
-
-// holdSeat keeps the rejecting priority level busy: the hog lists large
-// config maps and leaves the response unread, so its handler blocks
-// writing and holds the level's only seat (a level with no seats still
-// admits one request when nothing else executes in it).
-func holdSeat(t *testing.T, ctx context.Context) func() {
-	t.Helper()
-	const ns = "fault-hog"
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	big := strings.Repeat("x", 900*1024)
-	for i := 0; i < 12; i++ {
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("big-%d", i)}, Data: map[string]string{"v": big}}
-		if _, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := cp.UserConfig(hogUser)
-	tlsCfg, err := rest.TLSConfigFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{
-		TLSClientConfig:    tlsCfg,
-		DisableCompression: true,
-		TLSNextProto:       map[string]func(string, *tls.Conn) http.RoundTripper{},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetReadBuffer(4096)
-			}
-			return c, err
-		},
-	}
-	hogCtx, cancel := context.WithCancel(ctx)
-	req, _ := http.NewRequestWithContext(hogCtx, http.MethodGet, cfg.Host+"/api/v1/namespaces/"+ns+"/configmaps", nil)
-	req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			return
-		}
-		<-hogCtx.Done()
-		resp.Body.Close()
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			cancel()
-			<-done
-			tr.CloseIdleConnections()
-		})
-	}
 }
 
 // TestSlowAPIServer puts a second of latency on every chunk between the
