@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/fleetagent/fleetagent/bench"
 	"io"
 	"math"
 	"os"
@@ -20,33 +21,9 @@ import (
 	"time"
 )
 
-// result mirrors bench.Result; the report reads files, not the package,
-// so that it builds without the benchmark's dependencies.
-type result struct {
-	Strategy    string             `json:"strategy"`
-	Nodes       int                `json:"nodes"`
-	Agents      int                `json:"agents"`
-	PodsPerNode int                `json:"podsPerNode"`
-	Window      time.Duration      `json:"windowNs"`
-	Repeats     int                `json:"repeats"`
-	Sample      int                `json:"sample"`
-	Churn       float64            `json:"churnPerNodeMinute"`
-	Incident    time.Duration      `json:"incidentPeriodNs"`
-	Metrics     map[string]float64 `json:"metrics"`
-	Info        struct {
-		APIServerVersion string        `json:"apiserverVersion"`
-		Build            time.Duration `json:"buildNs"`
-		BuildWrites      int           `json:"buildWrites"`
-		Pods             int           `json:"pods"`
-		BaselineCPU      float64       `json:"baselineCpuSecondsPerSecond"`
-		BaselineEtcd     float64       `json:"baselineEtcdPerSecond"`
-	} `json:"info"`
-	ClusterScopedPodReads int            `json:"clusterScopedPodReads"`
-	SteadyRequests        map[string]int `json:"steadyRequests"`
-	StartupRequests       map[string]int `json:"startupRequests"`
-	Synced                int            `json:"synced"`
-	EtcdNet               bool           `json:"etcdNet"`
-}
+// result is one line of the -bench.json file. Decoding into the
+// benchmark's own type keeps the report from drifting from what it reads.
+type result = bench.Result
 
 func main() {
 	in := flag.String("in", "", "JSON lines from -bench.json")
