@@ -29,8 +29,8 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/exporter"
 	"github.com/fleetagent/fleetagent/informer"
-	"github.com/fleetagent/fleetagent/internal/otlpexport"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -45,7 +45,7 @@ type Options struct {
 	// Clock defaults to the real clock.
 	Clock clock.WithTicker
 	// Export adjusts the OTLP export configuration (tests set the interval).
-	Export func(*otlpexport.Config)
+	Export func(*exporter.Config)
 	// Limiter adjusts the budget configuration.
 	Limiter func(*limiter.Config)
 }
@@ -70,8 +70,8 @@ type Agent struct {
 	lcMu     sync.Mutex
 	lc       lifecycle
 	mu       sync.Mutex
-	self     *otlpexport.Provider
-	product  *otlpexport.Provider
+	self     *exporter.Provider
+	product  *exporter.Provider
 	runner   *collector.Runner
 	synced   bool
 	syncErr  error
@@ -318,8 +318,8 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) exportConfig(name string) otlpexport.Config {
-	c := otlpexport.Config{
+func (a *Agent) exportConfig(name string) exporter.Config {
+	c := exporter.Config{
 		NodeName:       a.cfg.NodeName,
 		ServiceVersion: Version,
 		Interval:       a.cfg.CollectionInterval,
@@ -338,7 +338,7 @@ func (a *Agent) startSelfMetrics(ctx context.Context) error {
 	}
 	c := a.exportConfig("self-metrics")
 	c.Readers = append(c.Readers, promExp)
-	self, err := otlpexport.New(ctx, c)
+	self, err := exporter.New(ctx, c)
 	if err != nil {
 		return fmt.Errorf("self-metrics exporter: %w", err)
 	}
@@ -372,7 +372,7 @@ func (a *Agent) startExport(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
 	}
-	product, err := otlpexport.New(ctx, a.exportConfig("exporter"))
+	product, err := exporter.New(ctx, a.exportConfig("exporter"))
 	if err != nil {
 		return fmt.Errorf("OTLP exporter: %w", err)
 	}
@@ -449,12 +449,12 @@ func (a *Agent) Informers() *informer.Informers { return a.informers }
 func (a *Agent) Budget() *limiter.Budget { return a.budget }
 
 // ExportStats returns the product exporter's counts (zero before start).
-func (a *Agent) ExportStats() otlpexport.Stats {
+func (a *Agent) ExportStats() exporter.Stats {
 	a.mu.Lock()
 	p := a.product
 	a.mu.Unlock()
 	if p == nil {
-		return otlpexport.Stats{}
+		return exporter.Stats{}
 	}
 	return p.Stats()
 }

@@ -22,11 +22,11 @@ import (
 
 	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/collector"
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
-	"github.com/fleetagent/fleetagent/internal/otlpexport"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
-	"github.com/fleetagent/fleetagent/internal/simcluster"
+	"github.com/fleetagent/fleetagent/exporter"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 )
 
 var (
@@ -102,7 +102,7 @@ func grantAgent(ctx context.Context, c kubernetes.Interface, user string) error 
 type rig struct {
 	agent   *agent.Agent
 	recv    *otlpreceiver.Receiver
-	kubelet *kubeletfixture.Server
+	kubelet *fakekubelet.Server
 	node    string
 	kill    string
 	logs    *syncWriter
@@ -117,7 +117,7 @@ func newRig(t *testing.T, node, user string, mutate func(*agent.Config)) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
-	kub, err := kubeletfixture.Start(filepath.Join("..", "collector", "testdata", "summary.json"), node)
+	kub, err := fakekubelet.Start(filepath.Join("..", "collector", "testdata", "summary.json"), node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func newRig(t *testing.T, node, user string, mutate func(*agent.Config)) *rig {
 	a, err := agent.New(cfg, agent.Options{
 		RESTConfig: cp.UserConfig(user),
 		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
-		Export: func(c *otlpexport.Config) {
+		Export: func(c *exporter.Config) {
 			c.Interval = time.Second
 			c.Timeout = 5 * time.Second
 		},

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/fleetagent/fleetagent/internal/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
 
 // agentUserPrefix names every agent's user: agent-<node index>.

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/fleetagent/fleetagent/internal/leakcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 )
 
 // TestMain checks that every agent of every strategy, the churner and the

@@ -19,10 +19,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/exporter"
 	"github.com/fleetagent/fleetagent/informer"
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/otlpexport"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 const e2eUser = "agent-e2e"
@@ -81,7 +81,7 @@ func TestEndToEnd(t *testing.T) {
 	defer func() { _ = recv.Shutdown(context.Background()) }()
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=e2e")
-	prov, err := otlpexport.New(ctx, otlpexport.Config{NodeName: "node-1", Interval: time.Hour})
+	prov, err := exporter.New(ctx, exporter.Config{NodeName: "node-1", Interval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

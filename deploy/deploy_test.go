@@ -32,8 +32,8 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/leakcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 )
 
 const (

@@ -38,7 +38,7 @@
 // then.
 //
 // Measured on the real kube-apiserver v1.37.2 and etcd v3.7.0 of
-// internal/controlplane, 100 nodes x 30 pods (internal/simcluster), on a
+// internal/testenv/controlplane, 100 nodes x 30 pods (internal/testenv/simcluster), on a
 // shared 2-core machine, 2026-11-28. Deltas of the apiserver's metrics.
 //
 // BenchmarkNodeStartCost, one node's start (-benchtime 30x), per start:

@@ -19,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/leakcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 

@@ -28,11 +28,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/fleetagent/fleetagent/agent"
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
-	"github.com/fleetagent/fleetagent/internal/otlpexport"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
-	"github.com/fleetagent/fleetagent/internal/simcluster"
+	"github.com/fleetagent/fleetagent/exporter"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 )
 
 type options struct {
@@ -132,7 +132,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	defer churn.Shutdown(context.Background())
 
 	node := cluster.NodeNames()[0]
-	kubelet, err := kubeletfixture.Start(o.fixture, node)
+	kubelet, err := fakekubelet.Start(o.fixture, node)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	a, err := agent.New(cfg, agent.Options{
 		RESTConfig: cp.UserConfig(agentUser),
 		Logger:     log,
-		Export:     func(c *otlpexport.Config) { c.Interval = o.interval },
+		Export:     func(c *exporter.Config) { c.Interval = o.interval },
 	})
 	if err != nil {
 		return err

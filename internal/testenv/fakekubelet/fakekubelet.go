@@ -1,7 +1,7 @@
-// Package kubeletfixture serves a recorded kubelet /stats/summary response
+// Package fakekubelet serves a recorded kubelet /stats/summary response
 // on loopback, for tests and `make run`, where no kubelet exists. It can be
 // told to misbehave (status, delay, body) for fault tests.
-package kubeletfixture
+package fakekubelet
 
 import (
 	"bytes"

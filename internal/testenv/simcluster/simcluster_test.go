@@ -10,8 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/simcluster"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 )
 
 // TestBuildChurnTeardown builds a small cluster on a real apiserver, checks

@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 // TestCollectorDownSlowFailing makes the OTLP collector unreachable, slower

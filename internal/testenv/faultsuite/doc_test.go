@@ -1,9 +1,9 @@
 // Package faultsuite is fleetagent's reliability fault suite. It has no
 // production code: its tests run real agents (in-process through
 // agent.New, and the built cmd/fleetagent binary as a subprocess) against
-// the real etcd and kube-apiserver of internal/controlplane, a recorded
-// kubelet (internal/kubeletfixture) and a real OTLP receiver
-// (internal/otlpreceiver), and break each of them:
+// the real etcd and kube-apiserver of internal/testenv/controlplane, a recorded
+// kubelet (internal/testenv/fakekubelet) and a real OTLP receiver
+// (internal/testenv/otlpreceiver), and break each of them:
 //
 //   - apiserver killed and restarted, short and long outages, with a fleet
 //     of 30 agents: recovery is jittered and the fleet's request rate, read
@@ -28,6 +28,6 @@
 // Invalid flags and environment are covered by cmd/fleetagent's tests, and
 // the parsers by the fuzz tests in agent and collector.
 //
-// The proxy, the heap and audit-rate measurements and the rigs are test
-// helpers in this package's _test.go files.
+// It is a test-only package: the proxy, the heap and audit-rate measurements
+// and the rigs live in its _test.go files.
 package faultsuite

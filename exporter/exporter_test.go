@@ -1,4 +1,4 @@
-package otlpexport
+package exporter
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/fleetagent/fleetagent/collector"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 // TestMain silences the OTel global error handler (the tests refuse exports
@@ -254,7 +254,7 @@ func TestExportArrives(t *testing.T) {
 			if p.Value != 3.92 || p.Unit != "{cpu}" {
 				t.Errorf("k8s.node.cpu.allocatable = %+v", p)
 			}
-			p = one(t, pts, "fleetagent.otlpexport.exports", map[string]string{"result": "success"})
+			p = one(t, pts, "fleetagent.exporter.exports", map[string]string{"result": "success"})
 			if p.Value != 0 {
 				t.Errorf("self-metric counts the export in progress: %+v", p)
 			}

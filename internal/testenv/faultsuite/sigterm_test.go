@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 var (
@@ -105,7 +105,7 @@ func TestSIGTERM(t *testing.T) {
 			}
 			defer func() { _ = recv.Shutdown(context.Background()) }()
 			recv.SetDelay(tr.slow)
-			kub, err := kubeletfixture.Start(summary, "")
+			kub, err := fakekubelet.Start(summary, "")
 			if err != nil {
 				t.Fatal(err)
 			}

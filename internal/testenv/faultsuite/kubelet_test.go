@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/collector"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 // TestKubeletFaults makes the kubelet unreachable, slower than its

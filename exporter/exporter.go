@@ -1,4 +1,4 @@
-// Package otlpexport builds the OpenTelemetry MeterProvider that exports the
+// Package exporter builds the OpenTelemetry MeterProvider that exports the
 // agent's metrics over OTLP.
 //
 // The exporter is otlpmetricgrpc by default and otlpmetrichttp
@@ -13,7 +13,7 @@
 // Memory stays bounded while the collector is down: the agent's instruments
 // are asynchronous, so each export collects current state afresh and a failed
 // export is dropped after its bounded retries rather than queued.
-package otlpexport
+package exporter
 
 import (
 	"context"
@@ -94,14 +94,14 @@ type Config struct {
 func (c Config) Validate() error {
 	var errs []error
 	if c.Protocol != "" && c.Protocol != ProtocolGRPC && c.Protocol != ProtocolHTTPProtobuf {
-		errs = append(errs, fmt.Errorf("otlpexport: protocol %q is not supported; use grpc or http/protobuf", c.Protocol))
+		errs = append(errs, fmt.Errorf("exporter: protocol %q is not supported; use grpc or http/protobuf", c.Protocol))
 	}
 	if c.Interval < 0 || c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("otlpexport: interval %v and timeout %v must not be negative", c.Interval, c.Timeout))
+		errs = append(errs, fmt.Errorf("exporter: interval %v and timeout %v must not be negative", c.Interval, c.Timeout))
 	}
 	r := c.Retry
 	if r.InitialInterval < 0 || r.MaxInterval < 0 || r.MaxElapsedTime < 0 {
-		errs = append(errs, errors.New("otlpexport: retry intervals must not be negative"))
+		errs = append(errs, errors.New("exporter: retry intervals must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -166,10 +166,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 			MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
 		}))
 	default:
-		return nil, fmt.Errorf("otlpexport: protocol %q (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL) is not supported; use grpc or http/protobuf", protocol)
+		return nil, fmt.Errorf("exporter: protocol %q (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL) is not supported; use grpc or http/protobuf", protocol)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("otlpexport: create %s exporter: %w (check the OTEL_EXPORTER_OTLP_* variables)", protocol, err)
+		return nil, fmt.Errorf("exporter: create %s exporter: %w (check the OTEL_EXPORTER_OTLP_* variables)", protocol, err)
 	}
 	ce := &countingExporter{Exporter: exp, log: log.With("protocol", protocol), onExport: cfg.OnExport}
 
@@ -205,7 +205,7 @@ func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
 	}
 	res, err := resource.New(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("otlpexport: build resource (check OTEL_RESOURCE_ATTRIBUTES is key=value,...): %w", err)
+		return nil, fmt.Errorf("exporter: build resource (check OTEL_RESOURCE_ATTRIBUTES is key=value,...): %w", err)
 	}
 	return res, nil
 }
@@ -236,20 +236,20 @@ func (p *Provider) Stats() Stats {
 	return s
 }
 
-// RegisterMetrics registers fleetagent.otlpexport.exports (counter,
+// RegisterMetrics registers fleetagent.exporter.exports (counter,
 // {export}, attribute result=success|failure) and
-// fleetagent.otlpexport.datapoints (gauge, {datapoint}, points in the last
+// fleetagent.exporter.datapoints (gauge, {datapoint}, points in the last
 // export).
 func (p *Provider) RegisterMetrics(m metric.Meter) error {
-	exports, err := m.Int64ObservableCounter("fleetagent.otlpexport.exports", metric.WithUnit("{export}"),
+	exports, err := m.Int64ObservableCounter("fleetagent.exporter.exports", metric.WithUnit("{export}"),
 		metric.WithDescription("OTLP metric exports by result, after the exporter's retries."))
 	if err != nil {
-		return fmt.Errorf("register fleetagent.otlpexport.exports: %w", err)
+		return fmt.Errorf("register fleetagent.exporter.exports: %w", err)
 	}
-	points, err := m.Int64ObservableGauge("fleetagent.otlpexport.datapoints", metric.WithUnit("{datapoint}"),
+	points, err := m.Int64ObservableGauge("fleetagent.exporter.datapoints", metric.WithUnit("{datapoint}"),
 		metric.WithDescription("Data points in the last OTLP export."))
 	if err != nil {
-		return fmt.Errorf("register fleetagent.otlpexport.datapoints: %w", err)
+		return fmt.Errorf("register fleetagent.exporter.datapoints: %w", err)
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := p.exp.stats()
@@ -259,7 +259,7 @@ func (p *Provider) RegisterMetrics(m metric.Meter) error {
 		return nil
 	}, exports, points)
 	if err != nil {
-		return fmt.Errorf("register otlpexport self-metrics callback: %w", err)
+		return fmt.Errorf("register exporter self-metrics callback: %w", err)
 	}
 	return nil
 }

@@ -27,11 +27,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/fleetagent/fleetagent/agent"
-	"github.com/fleetagent/fleetagent/internal/controlplane"
-	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
-	"github.com/fleetagent/fleetagent/internal/otlpexport"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
-	"github.com/fleetagent/fleetagent/internal/simcluster"
+	"github.com/fleetagent/fleetagent/exporter"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -179,7 +179,7 @@ type rigOptions struct {
 type rig struct {
 	agent    *agent.Agent
 	recv     *otlpreceiver.Receiver
-	kubelet  *kubeletfixture.Server
+	kubelet  *fakekubelet.Server
 	kproxy   *proxy
 	apiProxy *proxy
 	node     string
@@ -197,7 +197,7 @@ func newRig(t *testing.T, user, node string, o rigOptions) *rig {
 	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	kub, err := kubeletfixture.Start(summary, node)
+	kub, err := fakekubelet.Start(summary, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func newAgentWith(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.
 	a, err := agent.New(cfg, agent.Options{
 		RESTConfig: restCfg,
 		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
-		Export: func(c *otlpexport.Config) {
+		Export: func(c *exporter.Config) {
 			c.Interval = interval
 			c.Timeout = timeout
 		},
@@ -370,7 +370,7 @@ func noLeaks(t *testing.T, before goleak.Option) {
 		// production.) TestMain's check, after the control plane stopped,
 		// still sees any that is not idle.
 		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
-		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/controlplane.(*ControlPlane).startProcess.func1"),
+		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/testenv/controlplane.(*ControlPlane).startProcess.func1"),
 	}, leakOpts...)
 	if err := goleak.Find(opts...); err != nil {
 		t.Errorf("goroutines left after the agents stopped: %v", err)

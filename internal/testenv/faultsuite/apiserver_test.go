@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/agent"
-	"github.com/fleetagent/fleetagent/internal/kubeletfixture"
-	"github.com/fleetagent/fleetagent/internal/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -38,7 +38,7 @@ func TestFleetSurvivesAPIServerRestart(t *testing.T) {
 	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	kub, err := kubeletfixture.Start(summary, "")
+	kub, err := fakekubelet.Start(summary, "")
 	if err != nil {
 		t.Fatal(err)
 	}
