@@ -2,29 +2,19 @@ package agent_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetagent/fleetagent/agent"
-	"github.com/fleetagent/fleetagent/collector"
-	"github.com/fleetagent/fleetagent/exporter"
+	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 )
@@ -38,152 +28,35 @@ var (
 const agentUser = "agent-e2e"
 
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		var err error
-		cp, err = controlplane.Start(ctx, controlplane.Options{Users: []string{agentUser, "agent-norbac"}, Audit: true})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer func() {
-			if err := cp.Stop(); err != nil {
-				fmt.Fprintln(os.Stderr, "stop control plane:", err)
-			}
-		}()
-		admin = kubernetes.NewForConfigOrDie(cp.AdminConfig())
-		if err := grantAgent(ctx, admin, agentUser); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 6, PodsPerNode: 8, Namespaces: 3, NodePrefix: "e2e-node"})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		code := m.Run()
-		if code == 0 {
-			if err := cp.Stop(); err != nil {
-				fmt.Fprintln(os.Stderr, "stop control plane:", err)
-			}
-			// Every goroutine the agents started must be gone once they
-			// are shut down. klog's flush daemon is process-wide.
-			if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
-				fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-				return 1
-			}
-		}
-		return code
-	}())
-}
-
-// grantAgent gives user the least privilege the DaemonSet's RBAC gives the
-// agent's service account.
-func grantAgent(ctx context.Context, c kubernetes.Interface, user string) error {
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-test"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+	os.Exit(controlplane.Main(m, controlplane.MainOptions{
+		Options: controlplane.Options{Users: []string{"agent-norbac"}, Audit: true},
+		Agents:  []string{agentUser},
+		Setup: func(ctx context.Context, c *controlplane.ControlPlane) (err error) {
+			cp = c
+			admin = kubernetes.NewForConfigOrDie(cp.AdminConfig())
+			cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 6, PodsPerNode: 8, Namespaces: 3, NodePrefix: "e2e-node"})
+			return err
 		},
-	}
-	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	rb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-test-" + user},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
-	}
-	_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{})
-	return err
+	}))
 }
 
-type rig struct {
-	agent   *agent.Agent
-	recv    *otlpreceiver.Receiver
-	kubelet *fakekubelet.Server
-	node    string
-	kill    string
-	logs    *syncWriter
-}
-
-// newRig builds an agent for node against the real apiserver, a recorded
-// kubelet and a real OTLP receiver.
-func newRig(t *testing.T, node, user string, mutate func(*agent.Config)) *rig {
+// newRig builds an agent for node against the real apiserver, a stand-in
+// kubelet serving the node's real pods and a real OTLP receiver.
+func newRig(t *testing.T, node, user string, mutate func(*agent.Config)) *agentrig.Rig {
 	t.Helper()
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
-	kub, err := fakekubelet.Start(filepath.Join("..", "collector", "testdata", "summary.json"), node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kub.Close)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	return agentrig.New(t, agentrig.Options{CP: cp, Node: node, User: user, Config: func(c *agent.Config) {
+		if mutate != nil {
+			mutate(c)
+		}
+	}, ExportTimeout: 5 * time.Second})
+}
 
-	kill := filepath.Join(t.TempDir(), "kill-switch")
-	cfg := agent.DefaultConfig()
-	cfg.NodeName = node
-	cfg.FleetQPS = 20
-	cfg.FleetSize = 2
-	cfg.KubeletEndpoint = kub.URL()
-	cfg.KubeletCAFile, cfg.KubeletTokenFile = "", ""
-	cfg.KillSwitchFile = kill
-	cfg.AdminAddress = "127.0.0.1:0"
-	cfg.CollectionInterval = time.Second
-	cfg.SyncTimeout = 30 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	logs := &syncWriter{w: &strings.Builder{}}
-	a, err := agent.New(cfg, agent.Options{
-		RESTConfig: cp.UserConfig(user),
-		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
-		Export: func(c *exporter.Config) {
-			c.Interval = time.Second
-			c.Timeout = 5 * time.Second
-		},
+// waitExport waits for a product export for which ok returns true.
+func waitExport(t *testing.T, r *agentrig.Rig, what string, ok func([]otlpreceiver.Point) bool) []otlpreceiver.Point {
+	t.Helper()
+	return r.WaitExport(t, 60*time.Second, what, func(pts []otlpreceiver.Point) bool {
+		return len(otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)) > 0 && ok(pts)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &rig{agent: a, recv: recv, kubelet: kub, node: node, kill: kill, logs: logs}
-}
-
-// waitExport waits for a product export (one carrying k8s.node.cpu.usage)
-// accepted after `after` exports, for which ok returns true.
-func (r *rig) waitExport(t *testing.T, what string, ok func([]otlpreceiver.Point) bool) []otlpreceiver.Point {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		ex := r.recv.Exports()
-		for i := len(ex) - 1; i >= 0; i-- {
-			pts := ex[i].Points
-			if len(otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)) == 0 {
-				continue
-			}
-			if ok(pts) {
-				return pts
-			}
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("no export where %s within 60s; agent log:\n%s", what, r.logs.String())
-	return nil
-}
-
-func podsOn(t *testing.T, node string) []corev1.Pod {
-	t.Helper()
-	l, err := admin.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Items
 }
 
 // TestEndToEnd runs the whole pipeline: real apiserver → node-scoped
@@ -194,21 +67,21 @@ func TestEndToEnd(t *testing.T) {
 	r := newRig(t, node, agentUser, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := r.agent.Start(ctx); err != nil {
+	if err := r.Agent.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	stopped := false
 	defer func() {
 		if !stopped {
-			_ = r.agent.Shutdown(context.Background())
+			_ = r.Agent.Shutdown(context.Background())
 		}
 	}()
 
-	want := podsOn(t, node)
+	want := agentrig.PodsOn(t, cp, node)
 	if len(want) == 0 {
 		t.Fatalf("simulated cluster has no pods on %s", node)
 	}
-	pts := r.waitExport(t, "every pod on the node has a phase", func(pts []otlpreceiver.Point) bool {
+	pts := waitExport(t, r, "every pod on the node has a phase", func(pts []otlpreceiver.Point) bool {
 		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", map[string]string{"k8s.pod.status.phase": "Running"})) == len(want)
 	})
 
@@ -255,12 +128,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("k8s.node.cpu.allocatable points: %+v", a)
 	}
 	// Usage from the recorded kubelet, value for value.
-	raw, err := os.ReadFile(filepath.Join("..", "collector", "testdata", "summary.json"))
+	sum, err := r.Kubelet.Summary()
 	if err != nil {
-		t.Fatal(err)
-	}
-	var sum collector.Summary
-	if err := json.Unmarshal(raw, &sum); err != nil {
 		t.Fatal(err)
 	}
 	cpu := otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)
@@ -274,7 +143,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Admin endpoints.
-	base := "http://" + r.agent.AdminAddr()
+	base := "http://" + r.Agent.AdminAddr()
 	if code, body := get(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz %d %s", code, body)
 	}
@@ -296,39 +165,39 @@ func TestEndToEnd(t *testing.T) {
 	if err := admin.CoreV1().Pods(gone.Namespace).Delete(ctx, gone.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitExport(t, "the deleted pod's series are gone", func(pts []otlpreceiver.Point) bool {
+	waitExport(t, r, "the deleted pod's series are gone", func(pts []otlpreceiver.Point) bool {
 		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", map[string]string{"k8s.pod.name": gone.Name})) == 0 &&
 			len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0
 	})
 
 	// Kill switch: Kubernetes-derived series are withheld as stale, kubelet
 	// metrics go on, /readyz says why; removing it resumes.
-	if err := os.WriteFile(r.kill, []byte("on\n"), 0o600); err != nil {
+	if err := os.WriteFile(r.KillSwitch, []byte("on\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.waitExport(t, "the kill switch withholds pod state but kubelet usage continues", func(pts []otlpreceiver.Point) bool {
+	waitExport(t, r, "the kill switch withholds pod state but kubelet usage continues", func(pts []otlpreceiver.Point) bool {
 		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) == 0 && len(otlpreceiver.Find(pts, "k8s.pod.memory.working_set", nil)) > 0
 	})
 	if code, body := get(t, base+"/readyz"); code != 200 || !strings.Contains(body, "degraded") || !strings.Contains(body, "kill switch") {
 		t.Errorf("/readyz under kill switch: %d %q", code, body)
 	}
-	if err := os.WriteFile(r.kill, []byte("off\n"), 0o600); err != nil {
+	if err := os.WriteFile(r.KillSwitch, []byte("off\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.waitExport(t, "pod state is back after the kill switch is off", func(pts []otlpreceiver.Point) bool {
+	waitExport(t, r, "pod state is back after the kill switch is off", func(pts []otlpreceiver.Point) bool {
 		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0
 	})
 
 	// Stop: a final export, idempotent shutdown.
-	before := r.agent.ExportStats().Exports
-	if err := r.agent.Shutdown(ctx); err != nil {
+	before := r.Agent.ExportStats().Exports
+	if err := r.Agent.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 	stopped = true
-	if r.agent.ExportStats().Exports <= before {
-		t.Errorf("no final export on shutdown (exports %d before, %d after)", before, r.agent.ExportStats().Exports)
+	if r.Agent.ExportStats().Exports <= before {
+		t.Errorf("no final export on shutdown (exports %d before, %d after)", before, r.Agent.ExportStats().Exports)
 	}
-	if err := r.agent.Shutdown(ctx); err != nil {
+	if err := r.Agent.Shutdown(ctx); err != nil {
 		t.Fatalf("second shutdown: %v", err)
 	}
 
@@ -365,18 +234,18 @@ func TestDegradedWithoutRBAC(t *testing.T) {
 	r := newRig(t, node, "agent-norbac", func(c *agent.Config) { c.SyncTimeout = 3 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := r.agent.Start(ctx); err != nil {
+	if err := r.Agent.Start(ctx); err != nil {
 		t.Fatalf("start must not fail when the informers cannot sync: %v", err)
 	}
-	defer r.agent.Shutdown(context.Background())
-	r.waitExport(t, "kubelet metrics flow without Kubernetes state", func(pts []otlpreceiver.Point) bool {
+	defer r.Agent.Shutdown(context.Background())
+	waitExport(t, r, "kubelet metrics flow without Kubernetes state", func(pts []otlpreceiver.Point) bool {
 		return len(otlpreceiver.Find(pts, "k8s.pod.memory.working_set", nil)) > 0 && len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) == 0
 	})
-	code, body := get(t, "http://"+r.agent.AdminAddr()+"/readyz")
+	code, body := get(t, "http://"+r.Agent.AdminAddr()+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "forbidden") {
 		t.Errorf("/readyz without RBAC: %d %q, want 503 naming the forbidden list", code, body)
 	}
-	if err := r.agent.Shutdown(ctx); err != nil {
+	if err := r.Agent.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -388,10 +257,10 @@ func TestRunStopsOnCancelDuringStartup(t *testing.T) {
 	r := newRig(t, node, "agent-norbac", func(c *agent.Config) { c.SyncTimeout = time.Minute })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.agent.Run(ctx) }()
+	go func() { done <- r.Agent.Run(ctx) }()
 	// Wait until the agent is in its sync wait, visible on /readyz.
 	deadline := time.Now().Add(30 * time.Second)
-	for r.agent.AdminAddr() == "" && time.Now().Before(deadline) {
+	for r.Agent.AdminAddr() == "" && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
@@ -422,22 +291,4 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// syncWriter serialises writes from the agent's goroutines into a builder.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }

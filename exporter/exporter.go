@@ -236,20 +236,20 @@ func (p *Provider) Stats() Stats {
 	return s
 }
 
-// RegisterMetrics registers fleetagent.exporter.exports (counter,
+// RegisterMetrics registers fleetagent.otlpexport.exports (counter,
 // {export}, attribute result=success|failure) and
-// fleetagent.exporter.datapoints (gauge, {datapoint}, points in the last
+// fleetagent.otlpexport.datapoints (gauge, {datapoint}, points in the last
 // export).
 func (p *Provider) RegisterMetrics(m metric.Meter) error {
-	exports, err := m.Int64ObservableCounter("fleetagent.exporter.exports", metric.WithUnit("{export}"),
+	exports, err := m.Int64ObservableCounter("fleetagent.otlpexport.exports", metric.WithUnit("{export}"),
 		metric.WithDescription("OTLP metric exports by result, after the exporter's retries."))
 	if err != nil {
-		return fmt.Errorf("register fleetagent.exporter.exports: %w", err)
+		return fmt.Errorf("register fleetagent.otlpexport.exports: %w", err)
 	}
-	points, err := m.Int64ObservableGauge("fleetagent.exporter.datapoints", metric.WithUnit("{datapoint}"),
+	points, err := m.Int64ObservableGauge("fleetagent.otlpexport.datapoints", metric.WithUnit("{datapoint}"),
 		metric.WithDescription("Data points in the last OTLP export."))
 	if err != nil {
-		return fmt.Errorf("register fleetagent.exporter.datapoints: %w", err)
+		return fmt.Errorf("register fleetagent.otlpexport.datapoints: %w", err)
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := p.exp.stats()

@@ -254,7 +254,7 @@ func TestExportArrives(t *testing.T) {
 			if p.Value != 3.92 || p.Unit != "{cpu}" {
 				t.Errorf("k8s.node.cpu.allocatable = %+v", p)
 			}
-			p = one(t, pts, "fleetagent.exporter.exports", map[string]string{"result": "success"})
+			p = one(t, pts, "fleetagent.otlpexport.exports", map[string]string{"result": "success"})
 			if p.Value != 0 {
 				t.Errorf("self-metric counts the export in progress: %+v", p)
 			}

@@ -565,3 +565,14 @@ func waitFor(ctx context.Context, p *process, check func() error) error {
 		}
 	}
 }
+
+// ModuleRoot is the fleetagent module's root directory, found from the
+// working directory (a test runs in its package's directory). It panics
+// outside the module: a test there cannot find its fixtures either.
+func ModuleRoot() string {
+	d, err := moduleRoot()
+	if err != nil {
+		panic(err)
+	}
+	return d
+}

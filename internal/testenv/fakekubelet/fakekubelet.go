@@ -1,10 +1,14 @@
-// Package fakekubelet serves a recorded kubelet /stats/summary response
-// on loopback, for tests and `make run`, where no kubelet exists. It can be
-// told to misbehave (status, delay, body) for fault tests.
+// Package fakekubelet is the one stand-in kubelet of the tests and `make
+// run`: it serves a recorded /stats/summary on loopback, either as recorded
+// or re-keyed to the real pods of a simulated node (their names, namespaces,
+// UIDs and container names), so that the agent's join of kubelet usage with
+// its informers' pods runs end to end. It can be told to misbehave (status,
+// delay, body) for fault tests.
 package fakekubelet
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,14 +16,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	stats "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
 // Server is a recorded kubelet. Its methods are safe for concurrent use.
 type Server struct {
 	srv *httptest.Server
 
-	mu     sync.Mutex
-	body   []byte
+	mu       sync.Mutex
+	template stats.Summary // the recording, for SetPods
+	body     []byte
 	status int
 	delay  time.Duration
 
@@ -37,8 +45,71 @@ func Start(path, nodeName string) (*Server, error) {
 		b = bytes.ReplaceAll(b, []byte(`"nodeName": "node-1"`), []byte(fmt.Sprintf("%q: %q", "nodeName", nodeName)))
 	}
 	s := &Server{body: b, status: http.StatusOK}
+	if err := json.Unmarshal(b, &s.template); err != nil {
+		return nil, fmt.Errorf("kubelet fixture %s: %w", path, err)
+	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s, nil
+}
+
+// StartForPods serves the summary recorded at path re-keyed to pods (see
+// SetPods), with the node name replaced by nodeName.
+func StartForPods(path, nodeName string, pods []corev1.Pod) (*Server, error) {
+	s, err := Start(path, nodeName)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetPods(pods); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetPods serves a summary for exactly these pods: the recorded pods'
+// usage, cycled over them, under each pod's name, namespace and UID, with
+// one container entry per container of its spec (the recorded container's
+// usage cycled likewise). The node section stays as recorded.
+func (s *Server) SetPods(pods []corev1.Pod) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.template.Pods) == 0 {
+		return fmt.Errorf("kubelet fixture: the recording has no pods to re-key")
+	}
+	sum := stats.Summary{Node: s.template.Node}
+	for i, p := range pods {
+		tp := s.template.Pods[i%len(s.template.Pods)]
+		ps := tp // shallow: only PodRef and Containers are replaced before encoding
+		ps.PodRef = stats.PodReference{Name: p.Name, Namespace: p.Namespace, UID: string(p.UID)}
+		ps.Containers = nil
+		for j, c := range p.Spec.Containers {
+			var cs stats.ContainerStats
+			if n := len(tp.Containers); n > 0 {
+				cs = tp.Containers[j%n]
+			}
+			cs.Name = c.Name
+			ps.Containers = append(ps.Containers, cs)
+		}
+		sum.Pods = append(sum.Pods, ps)
+	}
+	b, err := json.Marshal(sum)
+	if err != nil {
+		return fmt.Errorf("kubelet fixture: encode summary: %w", err)
+	}
+	s.body = b
+	return nil
+}
+
+// Summary is the summary being served, decoded.
+func (s *Server) Summary() (stats.Summary, error) {
+	s.mu.Lock()
+	b := s.body
+	s.mu.Unlock()
+	var sum stats.Summary
+	if err := json.Unmarshal(b, &sum); err != nil {
+		return sum, fmt.Errorf("kubelet fixture: the body being served is not a summary: %w", err)
+	}
+	return sum, nil
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {

@@ -12,15 +12,21 @@ import (
 	"go.uber.org/goleak"
 )
 
-// Find reports goroutines still running besides the test runner's own.
-// klog's flush daemon is started once per process by client-go.
-func Find() error {
-	return goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"))
+// Options are the goroutines that are never a test's leak: klog's flush
+// daemon, started once per process by client-go.
+func Options(extra ...goleak.Option) []goleak.Option {
+	return append([]goleak.Option{goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")}, extra...)
+}
+
+// Find reports goroutines still running besides the test runner's own and
+// those extra ignores.
+func Find(extra ...goleak.Option) error {
+	return goleak.Find(Options(extra...)...)
 }
 
 // Main runs the tests, then the leak check when they passed, and returns
-// the exit code. Packages with their own TestMain call Find instead, after
-// their cleanup.
+// the exit code. Packages with a shared control plane use controlplane.Main,
+// which runs the check after stopping it.
 func Main(m *testing.M) int {
 	code := m.Run()
 	if code != 0 {
