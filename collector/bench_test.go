@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -21,17 +23,20 @@ func BenchmarkCollect(b *testing.B) {
 	state := loadState(b)
 	var summary Summary
 	readJSON(b, "testdata/summary.json", &summary)
-	tmplPods, tmplStats := state.pods, summary.Pods
-	state.pods, summary.Pods = nil, nil
+	tmplPods, tmplStats := state.Pods(), summary.Pods
+	summary.Pods = nil
+	var podList []*corev1.Pod
 	for i := 0; i < pods; i++ {
 		p := tmplPods[i%len(tmplPods)].DeepCopy()
 		p.Name = fmt.Sprintf("%s-%d", p.Name, i)
 		p.UID = types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
-		state.pods = append(state.pods, p)
+		podList = append(podList, p)
 		s := tmplStats[i%len(tmplStats)]
 		s.PodRef.Name, s.PodRef.UID = p.Name, string(p.UID)
 		summary.Pods = append(summary.Pods, s)
 	}
+	node, _ := state.Node()
+	state = fakestate.New(podList, node)
 	body, err := json.Marshal(summary)
 	if err != nil {
 		b.Fatal(err)

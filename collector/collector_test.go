@@ -343,7 +343,7 @@ func selfPoints(rm metricdata.ResourceMetrics) map[string]float64 {
 
 func TestNotSyncedIsNoDataNotFailure(t *testing.T) {
 	state := loadState(t)
-	state.synced = false
+	state.SetSynced(false)
 	p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), NewNodeCollector(state)})
 	if out := render(p.collect(t)); out != "" {
 		t.Errorf("unsynced state reported metrics:\n%s", out)
@@ -374,7 +374,7 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 	if out := render(p.collect(t)); !strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
 		t.Fatalf("web pod not reported before deletion")
 	}
-	state.deletePod("web-5d8f7c6b9-abcde")
+	state.DeletePod("web-5d8f7c6b9-abcde")
 	summary.set(strings.Replace(string(orig), `"name": "web-5d8f7c6b9-abcde"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1))
 	clk.SetTime(clk.Now().Add(DefaultKubeletMinInterval)) // the next export interval
 	out := render(p.collect(t))

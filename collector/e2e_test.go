@@ -3,17 +3,11 @@ package collector_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -22,6 +16,7 @@ import (
 	"github.com/fleetagent/fleetagent/exporter"
 	"github.com/fleetagent/fleetagent/informer"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
@@ -42,16 +37,23 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer cp.Stop()
 	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
-	grant(ctx, t, admin)
+	if err := cp.GrantAgent(ctx, e2eUser); err != nil {
+		t.Fatal(err)
+	}
 	uids := seed(ctx, t, admin)
 
 	// The kubelet reports the same pods under the UIDs the apiserver gave them.
-	summary := &kubelet{}
-	readJSON(t, "testdata/summary.json", &summary.s)
-	for i := range summary.s.Pods {
-		summary.s.Pods[i].PodRef.UID = uids[summary.s.Pods[i].PodRef.Name]
+	onNode := func() []corev1.Pod {
+		l, err := admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=node-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Items
 	}
-	ksrv := httptest.NewServer(summary)
+	ksrv, err := fakekubelet.StartForPods("testdata/summary.json", "", onNode())
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer ksrv.Close()
 
 	inf, err := informer.New(cp.UserConfig(e2eUser), informer.Options{NodeName: "node-1"})
@@ -89,7 +91,7 @@ func TestEndToEnd(t *testing.T) {
 	// Each ForceFlush below stands for one export interval: no reuse of the
 	// last kubelet summary between them.
 	cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
-		Kubelet: collector.KubeletConfig{Endpoint: ksrv.URL, MinInterval: -1}}, inf)
+		Kubelet: collector.KubeletConfig{Endpoint: ksrv.URL(), MinInterval: -1}}, inf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +152,9 @@ func TestEndToEnd(t *testing.T) {
 	if err := admin.CoreV1().Pods("shop").Delete(ctx, "web-5d8f7c6b9-abcde", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}
-	summary.delete("web-5d8f7c6b9-abcde")
+	if err := ksrv.SetPods(onNode()); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case name := <-deleted:
 		if name != "web-5d8f7c6b9-abcde" {
@@ -198,22 +202,6 @@ func with(m map[string]string, k, v string) map[string]string {
 		out[a] = b
 	}
 	return out
-}
-
-// grant gives the agent user what the DaemonSet's ClusterRole gives it.
-func grant(ctx context.Context, t *testing.T, admin kubernetes.Interface) {
-	t.Helper()
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-collector-e2e"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}}}}
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-collector-e2e"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: e2eUser}}}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // seed creates the fixture node and pods on node-1 (with their recorded
@@ -273,34 +261,4 @@ func readJSON(t *testing.T, path string, v any) {
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("decode %s: %v", path, err)
 	}
-}
-
-// kubelet serves a summary; delete stops reporting a pod.
-type kubelet struct {
-	mu sync.Mutex
-	s  collector.Summary
-}
-
-func (k *kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/stats/summary" {
-		http.NotFound(w, r)
-		return
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if err := json.NewEncoder(w).Encode(k.s); err != nil {
-		http.Error(w, fmt.Sprint(err), http.StatusInternalServerError)
-	}
-}
-
-func (k *kubelet) delete(name string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var keep []collector.PodStats
-	for _, p := range k.s.Pods {
-		if !strings.EqualFold(p.PodRef.Name, name) {
-			keep = append(keep, p)
-		}
-	}
-	k.s.Pods = keep
 }

@@ -9,60 +9,24 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	corev1 "k8s.io/api/core/v1"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from the current output")
 
-// fixtureState is a KubeState over recorded objects.
-type fixtureState struct {
-	mu     sync.Mutex
-	pods   []*corev1.Pod
-	node   *corev1.Node
-	synced bool
-}
-
-func (s *fixtureState) Pods() []*corev1.Pod {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*corev1.Pod(nil), s.pods...)
-}
-
-func (s *fixtureState) Node() (*corev1.Node, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.node, s.node != nil
-}
-
-func (s *fixtureState) HasSynced() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.synced }
-
-func (s *fixtureState) deletePod(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, p := range s.pods {
-		if p.Name == name {
-			s.pods = append(s.pods[:i:i], s.pods[i+1:]...)
-			return
-		}
-	}
-}
-
-func loadState(t testing.TB) *fixtureState {
+// loadState is the recorded pods and Node of testdata/ as the informers
+// would hold them.
+func loadState(t testing.TB) *fakestate.State {
 	t.Helper()
-	var list corev1.PodList
-	readJSON(t, "testdata/pods.json", &list)
-	var node corev1.Node
-	readJSON(t, "testdata/node.json", &node)
-	s := &fixtureState{node: &node, synced: true}
-	for i := range list.Items {
-		s.pods = append(s.pods, &list.Items[i])
+	s, err := fakestate.Load("testdata/pods.json", "testdata/node.json")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"runtime"
 	"strings"
@@ -15,12 +14,13 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
@@ -29,58 +29,24 @@ import (
 // that Shutdown leaves no goroutine behind.
 func TestMain(m *testing.M) {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
-	goleak.VerifyTestMain(m)
+	os.Exit(leakcheck.Main(m))
 }
 
-// state is a collector.KubeState over the collector package's fixtures.
-type state struct {
-	mu   sync.Mutex
-	pods []*corev1.Pod
-	node *corev1.Node
-}
-
-func (s *state) Pods() []*corev1.Pod {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*corev1.Pod(nil), s.pods...)
-}
-func (s *state) Node() (*corev1.Node, bool) { return s.node, true }
-func (s *state) HasSynced() bool            { return true }
-
-func (s *state) delete(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, p := range s.pods {
-		if p.Name == name {
-			s.pods = append(s.pods[:i:i], s.pods[i+1:]...)
-		}
-	}
-}
-
-// grow adds n copies of the first pod under new names and UIDs.
-func (s *state) grow(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tmpl := s.pods[0]
-	for i := 0; i < n; i++ {
-		p := tmpl.DeepCopy()
-		p.Name = fmt.Sprintf("%s-copy-%d", tmpl.Name, i)
-		p.UID = types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
-		s.pods = append(s.pods, p)
-	}
-}
-
-func loadState(t testing.TB) *state {
+func loadState(t testing.TB) *fakestate.State {
 	t.Helper()
-	var list corev1.PodList
-	readJSON(t, "../../collector/testdata/pods.json", &list)
-	var node corev1.Node
-	readJSON(t, "../../collector/testdata/node.json", &node)
-	s := &state{node: &node}
-	for i := range list.Items {
-		s.pods = append(s.pods, &list.Items[i])
+	s, err := fakestate.Fixture("..")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
+}
+
+func podValues(ps []*corev1.Pod) []corev1.Pod {
+	out := make([]corev1.Pod, len(ps))
+	for i, p := range ps {
+		out[i] = *p
+	}
+	return out
 }
 
 func readJSON(t testing.TB, path string, v any) {
@@ -94,35 +60,11 @@ func readJSON(t testing.TB, path string, v any) {
 	}
 }
 
-// kubelet serves the recorded summary; delete drops a pod from it.
-type kubelet struct {
-	mu      sync.Mutex
-	summary collector.Summary
-}
-
-func (k *kubelet) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	_ = json.NewEncoder(w).Encode(k.summary)
-}
-
-func (k *kubelet) delete(name string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var keep []collector.PodStats
-	for _, p := range k.summary.Pods {
-		if p.PodRef.Name != name {
-			keep = append(keep, p)
-		}
-	}
-	k.summary.Pods = keep
-}
-
 type env struct {
 	recv    *otlpreceiver.Receiver
 	prov    *Provider
-	state   *state
-	kubelet *kubelet
+	state   *fakestate.State
+	kubelet *fakekubelet.Server
 }
 
 // setup starts a receiver, points the standard OTEL_* variables at it, and
@@ -144,11 +86,12 @@ func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)
 	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=test-cluster,deployment.environment.name=ci")
 
-	k := &kubelet{}
-	readJSON(t, "../../collector/testdata/summary.json", &k.summary)
-	ksrv := httptest.NewServer(k)
-	t.Cleanup(ksrv.Close)
 	st := loadState(t)
+	k, err := fakekubelet.StartForPods("../collector/testdata/summary.json", "", podValues(st.Pods()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
 
 	cfg.NodeName = "node-1"
 	if cfg.Interval == 0 {
@@ -174,7 +117,7 @@ func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)
 	cs, err := collector.Default(collector.Config{
 		PodLabels: []string{"app"},
 		// Each ForceFlush stands for one export interval: scrape every time.
-		Kubelet: collector.KubeletConfig{Endpoint: ksrv.URL, MinInterval: -1},
+		Kubelet: collector.KubeletConfig{Endpoint: k.URL(), MinInterval: -1},
 	}, st)
 	if err != nil {
 		t.Fatal(err)
@@ -278,8 +221,10 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 	if before == 0 {
 		t.Fatal("web pod not exported")
 	}
-	e.state.delete("web-5d8f7c6b9-abcde")
-	e.kubelet.delete("web-5d8f7c6b9-abcde")
+	e.state.DeletePod("web-5d8f7c6b9-abcde")
+	if err := e.kubelet.SetPods(podValues(e.state.Pods())); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.prov.ForceFlush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +377,7 @@ func TestMemoryBoundedWhileDown(t *testing.T) {
 				},
 			}, func(p *Provider) { prov = p })
 			// 50 more pods, so a backlog would be obvious.
-			e.state.grow(50)
+			e.state.Grow(50)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			// The second export after grow was collected after it.

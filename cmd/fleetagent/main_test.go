@@ -2,15 +2,16 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(leakcheck.Main(m))
 }
 
 // TestInvalidConfiguration: every bad flag or environment value makes the

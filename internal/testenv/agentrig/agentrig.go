@@ -40,6 +40,11 @@ type Options struct {
 	Config func(*agent.Config)
 	// Limiter adjusts the budget's configuration.
 	Limiter func(*limiter.Config)
+	// Receiver and Kubelet, when set, are shared with other rigs instead
+	// of started for this one; the test then points OTEL_EXPORTER_OTLP_*
+	// at the receiver itself.
+	Receiver *otlpreceiver.Receiver
+	Kubelet  *fakekubelet.Server
 	// Interval is the export interval (default 1 s) and ExportTimeout
 	// bounds one collect-and-export (default 3 s).
 	Interval, ExportTimeout time.Duration
@@ -70,19 +75,24 @@ func SummaryFixture() string {
 // Everything is stopped by t's cleanups.
 func New(t testing.TB, o Options) *Rig {
 	t.Helper()
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
+	recv, kub := o.Receiver, o.Kubelet
+	var err error
+	if recv == nil {
+		recv, err = otlpreceiver.Start(otlpreceiver.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+		t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-
-	kub, err := fakekubelet.StartForPods(SummaryFixture(), o.Node, PodsOn(t, o.CP, o.Node))
-	if err != nil {
-		t.Fatal(err)
+	if kub == nil {
+		kub, err = fakekubelet.StartForPods(SummaryFixture(), o.Node, PodsOn(t, o.CP, o.Node))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(kub.Close)
 	}
-	t.Cleanup(kub.Close)
 	kubeletURL := kub.URL()
 	if o.KubeletURL != nil {
 		kubeletURL = o.KubeletURL(kubeletURL)

@@ -66,19 +66,27 @@ func StartForPods(path, nodeName string, pods []corev1.Pod) (*Server, error) {
 	return s, nil
 }
 
-// SetPods serves a summary for exactly these pods: the recorded pods'
-// usage, cycled over them, under each pod's name, namespace and UID, with
-// one container entry per container of its spec (the recorded container's
-// usage cycled likewise). The node section stays as recorded.
+// SetPods serves a summary for exactly these pods, under each pod's name,
+// namespace and UID, with one container entry per container of its spec.
+// A pod (container) the recording has by namespace and name keeps its
+// recorded usage; any other takes the recorded pods' (containers') usage in
+// turn. The node section stays as recorded.
 func (s *Server) SetPods(pods []corev1.Pod) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.template.Pods) == 0 {
 		return fmt.Errorf("kubelet fixture: the recording has no pods to re-key")
 	}
+	recorded := map[string]stats.PodStats{}
+	for _, p := range s.template.Pods {
+		recorded[p.PodRef.Namespace+"/"+p.PodRef.Name] = p
+	}
 	sum := stats.Summary{Node: s.template.Node}
 	for i, p := range pods {
-		tp := s.template.Pods[i%len(s.template.Pods)]
+		tp, ok := recorded[p.Namespace+"/"+p.Name]
+		if !ok {
+			tp = s.template.Pods[i%len(s.template.Pods)]
+		}
 		ps := tp // shallow: only PodRef and Containers are replaced before encoding
 		ps.PodRef = stats.PodReference{Name: p.Name, Namespace: p.Namespace, UID: string(p.UID)}
 		ps.Containers = nil
@@ -86,6 +94,11 @@ func (s *Server) SetPods(pods []corev1.Pod) error {
 			var cs stats.ContainerStats
 			if n := len(tp.Containers); n > 0 {
 				cs = tp.Containers[j%n]
+				for _, rc := range tp.Containers {
+					if rc.Name == c.Name {
+						cs = rc
+					}
+				}
 			}
 			cs.Name = c.Name
 			ps.Containers = append(ps.Containers, cs)

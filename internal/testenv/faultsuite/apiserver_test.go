@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/agent"
+	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/limiter"
@@ -46,15 +47,13 @@ func TestFleetSurvivesAPIServerRestart(t *testing.T) {
 
 	nodes := cluster.NodeNames()
 	agents := make([]*agent.Agent, fleetSize)
-	logs := make([]*syncBuf, fleetSize)
 	for i := range agents {
-		cfg := agentConfig(nodes[i], kub.URL())
-		cfg.FleetQPS, cfg.FleetSize = qps, fleetSize
-		logs[i] = &syncBuf{}
 		// Exports every 10 s: 60 providers exporting every second would
 		// saturate this 2-core machine under -race; the case is about
 		// apiserver traffic.
-		agents[i] = newAgentEvery(t, cfg, cp.UserConfig(fleetUser(i)), logs[i], fastBackoff, 10*time.Second)
+		agents[i] = agentrig.New(t, agentrig.Options{CP: cp, Node: nodes[i], User: fleetUser(i), Receiver: recv, Kubelet: kub,
+			Interval: 10 * time.Second, Limiter: fastBackoff,
+			Config: func(c *agent.Config) { c.FleetQPS, c.FleetSize = qps, fleetSize }}).Agent
 	}
 	isFleet := func(u string) bool {
 		var n int
@@ -186,9 +185,9 @@ func TestWatchGoneAfterCompaction(t *testing.T) {
 	nodes := cluster.NodeNames()
 	r := newRig(t, goneUser, nodes[0], rigOptions{viaProxy: true, fleetQPS: 20, fleetSize: 2, limiter: fastBackoff})
 	r.start(t)
-	defer r.stop(t)
+	defer r.Stop(t)
 	base := liveHeap()
-	st0 := r.agent.Informers().Stats()
+	st0 := r.Agent.Informers().Stats()
 
 	r.apiProxy.Down()
 	for i := 0; i < 5; i++ {
@@ -203,12 +202,12 @@ func TestWatchGoneAfterCompaction(t *testing.T) {
 	if err := cp.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitRBAC(t, r.node)
+	waitRBAC(t, r.Node)
 	since := time.Now()
 	r.apiProxy.Up(t)
-	createPod(t, "gone-after", r.node)
-	waitFor(t, 90*time.Second, "the agent sees a pod created after the 410", func() bool { return hasPod(r.agent, "gone-after") })
-	st := r.agent.Informers().Stats()
+	createPod(t, "gone-after", r.Node)
+	waitFor(t, 90*time.Second, "the agent sees a pod created after the 410", func() bool { return hasPod(r.Agent, "gone-after") })
+	st := r.Agent.Informers().Stats()
 	t.Logf("etcd compacted at revision %d; pod informer before %+v, after %+v", rev, st0.Pods, st.Pods)
 	// Two correct paths, depending on how client-go's reflector classified
 	// the failures while the agent was cut off: a watch that ended and
@@ -225,14 +224,14 @@ func TestWatchGoneAfterCompaction(t *testing.T) {
 		t.Errorf("neither a 410 nor a relist after compaction and restart: before %+v, after %+v", st0.Pods, st.Pods)
 	}
 	rep := auditRate(t, since, time.Now(), func(u string) bool { return u == goneUser })
-	checkBudget(t, "recovery after compaction", rep, 10, 1, r.agent.Budget().Stats().Burst)
+	checkBudget(t, "recovery after compaction", rep, 10, 1, r.Agent.Budget().Stats().Burst)
 	if rep.EmptyRV > 0 {
 		t.Errorf("%d LISTs with resourceVersion=\"\" after the 410: the relist must be served by the watch cache", rep.EmptyRV)
 	}
-	r.waitExport(t, 30*time.Second, "pod state exported after the 410", hasMetric("k8s.pod.status.phase"))
-	r.recv.Reset()
+	r.WaitExport(t, 30*time.Second, "pod state exported after the 410", hasMetric("k8s.pod.status.phase"))
+	r.Recv.Reset()
 	checkHeap(t, "after the 410", base, liveHeap(), 16)
-	r.stop(t)
+	r.Stop(t)
 }
 
 // compactEtcd compacts etcd at its current revision through its gRPC
@@ -285,7 +284,7 @@ func TestAPFRejection(t *testing.T) {
 	nodes := cluster.NodeNames()
 	r := newRig(t, apfUser, nodes[2], rigOptions{viaProxy: true, fleetQPS: 2 * qps, fleetSize: 2, limiter: fastBackoff})
 	r.start(t)
-	defer r.stop(t)
+	defer r.Stop(t)
 	base := liveHeap()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -318,17 +317,17 @@ func TestAPFRejection(t *testing.T) {
 	// relist), into the 429s.
 	waitFor(t, 60*time.Second, "the agent meets 429s", func() bool {
 		r.apiProxy.Cut()
-		return r.agent.Budget().Stats().Throttled > 0
+		return r.Agent.Budget().Stats().Throttled > 0
 	})
 	sustainUntil := time.Now().Add(10 * time.Second)
-	exportsBefore := r.agent.ExportStats().Exports
+	exportsBefore := r.Agent.ExportStats().Exports
 	for time.Now().Before(sustainUntil) {
 		r.apiProxy.Cut()
 		time.Sleep(2 * time.Second)
 	}
-	st := r.agent.Budget().Stats()
-	if r.agent.ExportStats().Exports <= exportsBefore {
-		t.Errorf("no exports while the apiserver answered 429 (kubelet metrics must go on): %+v", r.agent.ExportStats())
+	st := r.Agent.Budget().Stats()
+	if r.Agent.ExportStats().Exports <= exportsBefore {
+		t.Errorf("no exports while the apiserver answered 429 (kubelet metrics must go on): %+v", r.Agent.ExportStats())
 	}
 	if st.BreakerOpens == 0 && !st.BackingOff {
 		t.Errorf("sustained 429s neither opened the breaker nor put the agent in backoff: %+v", st)
@@ -336,14 +335,14 @@ func TestAPFRejection(t *testing.T) {
 	release()
 	lift()
 	liftedAt := time.Now()
-	createPod(t, "apf-after", r.node)
-	waitFor(t, 90*time.Second, "the agent resumes after the FlowSchema is deleted", func() bool { return hasPod(r.agent, "apf-after") })
+	createPod(t, "apf-after", r.Node)
+	waitFor(t, 90*time.Second, "the agent resumes after the FlowSchema is deleted", func() bool { return hasPod(r.Agent, "apf-after") })
 	t.Logf("429s %d, backoffs %d, breaker opens %d, retry-after %v; resumed %v after the limit was lifted",
 		st.Throttled, st.Backoffs, st.BreakerOpens, st.LastRetryAfter, time.Since(liftedAt).Round(time.Millisecond))
 	checkBudget(t, "under APF rejection and recovery", auditRate(t, throttleFrom, time.Now(), func(u string) bool { return u == apfUser }), qps, 1, st.Burst)
-	r.recv.Reset()
+	r.Recv.Reset()
 	checkHeap(t, "after sustained 429s", base, liveHeap(), 16)
-	r.stop(t)
+	r.Stop(t)
 }
 
 // TestSlowAPIServer puts a second of latency on every chunk between the
@@ -359,27 +358,27 @@ func TestSlowAPIServer(t *testing.T) {
 	from := time.Now()
 	r.apiProxy.SetDelay(time.Second)
 	r.start(t)
-	defer r.stop(t)
+	defer r.Stop(t)
 	base := liveHeap()
 	synced := time.Since(from)
 
-	createPod(t, "slow-1", r.node)
-	waitFor(t, 60*time.Second, "a change reaches the agent through the slow path", func() bool { return hasPod(r.agent, "slow-1") })
-	exportsBefore := r.agent.ExportStats().Exports
+	createPod(t, "slow-1", r.Node)
+	waitFor(t, 60*time.Second, "a change reaches the agent through the slow path", func() bool { return hasPod(r.Agent, "slow-1") })
+	exportsBefore := r.Agent.ExportStats().Exports
 	r.apiProxy.Cut()
-	createPod(t, "slow-2", r.node)
-	waitFor(t, 60*time.Second, "the agent re-watches through the slow path after a cut", func() bool { return hasPod(r.agent, "slow-2") })
-	if r.agent.ExportStats().Exports <= exportsBefore {
-		t.Errorf("no exports while the apiserver was slow: %+v", r.agent.ExportStats())
+	createPod(t, "slow-2", r.Node)
+	waitFor(t, 60*time.Second, "the agent re-watches through the slow path after a cut", func() bool { return hasPod(r.Agent, "slow-2") })
+	if r.Agent.ExportStats().Exports <= exportsBefore {
+		t.Errorf("no exports while the apiserver was slow: %+v", r.Agent.ExportStats())
 	}
-	st := r.agent.Budget().Stats()
+	st := r.Agent.Budget().Stats()
 	r.apiProxy.SetDelay(0)
-	createPod(t, "slow-after", r.node)
-	waitFor(t, 60*time.Second, "the agent is current after the latency goes", func() bool { return hasPod(r.agent, "slow-after") })
+	createPod(t, "slow-after", r.Node)
+	waitFor(t, 60*time.Second, "the agent is current after the latency goes", func() bool { return hasPod(r.Agent, "slow-after") })
 	t.Logf("synced through the slow path in %v; requests %v, slow responses %d, backoffs %d, conn errors %d",
 		synced.Round(time.Millisecond), st.Requests, st.Slow, st.Backoffs, st.ConnErrors)
 	checkBudget(t, "slow apiserver", auditRate(t, from, time.Now(), func(u string) bool { return u == slowUser }), 10, 1, st.Burst)
-	r.recv.Reset()
+	r.Recv.Reset()
 	checkHeap(t, "after the slow apiserver", base, liveHeap(), 16)
-	r.stop(t)
+	r.Stop(t)
 }

@@ -20,9 +20,9 @@ func TestCollectorDownSlowFailing(t *testing.T) {
 	nodes := cluster.NodeNames()
 	r := newRig(t, otlpUser, nodes[4], rigOptions{})
 	r.start(t)
-	defer r.stop(t)
-	r.waitExport(t, 30*time.Second, "first export", hasMetric("k8s.node.cpu.usage"))
-	r.recv.Reset()
+	defer r.Stop(t)
+	r.WaitExport(t, 30*time.Second, "first export", hasMetric("k8s.node.cpu.usage"))
+	r.Recv.Reset()
 	base := liveHeap()
 	from := time.Now()
 
@@ -30,35 +30,35 @@ func TestCollectorDownSlowFailing(t *testing.T) {
 		name        string
 		break_, fix func()
 	}{
-		{"down", r.recv.Down, func() {
-			if err := r.recv.Up(); err != nil {
+		{"down", r.Recv.Down, func() {
+			if err := r.Recv.Up(); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"slower than the export timeout", func() { r.recv.SetDelay(5 * time.Second) }, func() { r.recv.SetDelay(0) }},
-		{"UNAVAILABLE", func() { r.recv.SetFailure(otlpreceiver.Failure{GRPCCode: codes.Unavailable}) }, func() { r.recv.SetFailure(otlpreceiver.Failure{}) }},
+		{"slower than the export timeout", func() { r.Recv.SetDelay(5 * time.Second) }, func() { r.Recv.SetDelay(0) }},
+		{"UNAVAILABLE", func() { r.Recv.SetFailure(otlpreceiver.Failure{GRPCCode: codes.Unavailable}) }, func() { r.Recv.SetFailure(otlpreceiver.Failure{}) }},
 		{"RESOURCE_EXHAUSTED with Retry-After", func() {
-			r.recv.SetFailure(otlpreceiver.Failure{GRPCCode: codes.ResourceExhausted, RetryAfter: 2 * time.Second})
-		}, func() { r.recv.SetFailure(otlpreceiver.Failure{}) }},
+			r.Recv.SetFailure(otlpreceiver.Failure{GRPCCode: codes.ResourceExhausted, RetryAfter: 2 * time.Second})
+		}, func() { r.Recv.SetFailure(otlpreceiver.Failure{}) }},
 	} {
-		failed := r.agent.ExportStats().Failures
+		failed := r.Agent.ExportStats().Failures
 		fault.break_()
 		var heaps []float64
 		for i := 0; i < 3; i++ {
 			time.Sleep(1500 * time.Millisecond)
 			heaps = append(heaps, liveHeap())
 		}
-		waitFor(t, 20*time.Second, fault.name+": failed exports are counted", func() bool { return r.agent.ExportStats().Failures > failed })
-		st := r.agent.ExportStats()
+		waitFor(t, 20*time.Second, fault.name+": failed exports are counted", func() bool { return r.Agent.ExportStats().Failures > failed })
+		st := r.Agent.ExportStats()
 		fault.fix()
-		r.recv.Reset()
-		r.waitExport(t, 60*time.Second, fault.name+": kubelet metrics resume", hasMetric("k8s.pod.memory.working_set"))
-		r.waitExport(t, 30*time.Second, fault.name+": pod state resumes", hasMetric("k8s.pod.status.phase"))
+		r.Recv.Reset()
+		r.WaitExport(t, 60*time.Second, fault.name+": kubelet metrics resume", hasMetric("k8s.pod.memory.working_set"))
+		r.WaitExport(t, 30*time.Second, fault.name+": pod state resumes", hasMetric("k8s.pod.status.phase"))
 		t.Logf("collector %s: export failures %d -> %d (last error %q), live heap during the fault %.1f MiB", fault.name, failed, st.Failures, st.LastError, heaps)
 		for _, h := range heaps {
 			checkHeap(t, "while the collector is "+fault.name, base, h, 16)
 		}
-		if !r.agent.Informers().HasSynced() {
+		if !r.Agent.Informers().HasSynced() {
 			t.Errorf("collector %s: informers lost their sync", fault.name)
 		}
 	}
@@ -67,7 +67,7 @@ func TestCollectorDownSlowFailing(t *testing.T) {
 	if rep.ByVerb["list"] > 0 || rep.ByVerb["get"] > 0 {
 		t.Errorf("the agent listed or got from the apiserver while only the collector failed: %v", rep.ByVerb)
 	}
-	r.recv.Reset()
+	r.Recv.Reset()
 	checkHeap(t, "after the collector faults", base, liveHeap(), 16)
-	r.stop(t)
+	r.Stop(t)
 }

@@ -27,25 +27,25 @@ func TestKubeletFaults(t *testing.T) {
 	// state included), not just the kubelet scrape.
 	r := newRig(t, kubeletUser, nodes[5], rigOptions{exportTimeout: 15 * time.Second})
 	r.start(t)
-	defer r.stop(t)
-	r.waitExport(t, 30*time.Second, "first export with kubelet and pod metrics", func(pts []otlpreceiver.Point) bool {
+	defer r.Stop(t)
+	r.WaitExport(t, 30*time.Second, "first export with kubelet and pod metrics", func(pts []otlpreceiver.Point) bool {
 		return hasMetric("k8s.pod.memory.working_set")(pts) && hasMetric("k8s.pod.status.phase")(pts)
 	})
 	good, err := os.ReadFile(summary)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good = bytes.ReplaceAll(good, []byte(`"nodeName": "node-1"`), []byte(`"nodeName": "`+r.node+`"`))
-	r.recv.Reset()
+	good = bytes.ReplaceAll(good, []byte(`"nodeName": "node-1"`), []byte(`"nodeName": "`+r.Node+`"`))
+	r.Recv.Reset()
 	base := liveHeap()
 
 	failures := func() float64 {
-		return adminMetric(t, r.agent, "fleetagent_collector_kubelet_scrapes", `result="failure"`)
+		return adminMetric(t, r.Agent, "fleetagent_collector_kubelet_scrapes", `result="failure"`)
 	}
 	resumed := func(what string) {
 		t.Helper()
-		r.recv.Reset()
-		r.waitExport(t, 30*time.Second, what+": kubelet series resume", func(pts []otlpreceiver.Point) bool {
+		r.Recv.Reset()
+		r.WaitExport(t, 30*time.Second, what+": kubelet series resume", func(pts []otlpreceiver.Point) bool {
 			return hasMetric("k8s.pod.memory.working_set")(pts) && hasMetric("k8s.pod.status.phase")(pts)
 		})
 	}
@@ -62,16 +62,16 @@ func TestKubeletFaults(t *testing.T) {
 		break_, fix func()
 	}{
 		{"down", r.kproxy.Down, func() { r.kproxy.Up(t) }},
-		{"slower than the kubelet timeout", func() { r.kubelet.SetDelay(collector.DefaultKubeletTimeout + 2*time.Second) }, func() { r.kubelet.SetDelay(0) }},
-		{"HTTP 500", func() { r.kubelet.SetStatus(http.StatusInternalServerError) }, func() { r.kubelet.SetStatus(http.StatusOK) }},
-		{"malformed", func() { r.kubelet.SetBody([]byte(`{"node": {"nodeName": `)) }, func() { r.kubelet.SetBody(good) }},
-		{"truncated", func() { r.kubelet.SetBody(good[:len(good)*2/3]) }, func() { r.kubelet.SetBody(good) }},
-		{"not JSON", func() { r.kubelet.SetBody([]byte("<html>502 Bad Gateway</html>")) }, func() { r.kubelet.SetBody(good) }},
+		{"slower than the kubelet timeout", func() { r.Kubelet.SetDelay(collector.DefaultKubeletTimeout + 2*time.Second) }, func() { r.Kubelet.SetDelay(0) }},
+		{"HTTP 500", func() { r.Kubelet.SetStatus(http.StatusInternalServerError) }, func() { r.Kubelet.SetStatus(http.StatusOK) }},
+		{"malformed", func() { r.Kubelet.SetBody([]byte(`{"node": {"nodeName": `)) }, func() { r.Kubelet.SetBody(good) }},
+		{"truncated", func() { r.Kubelet.SetBody(good[:len(good)*2/3]) }, func() { r.Kubelet.SetBody(good) }},
+		{"not JSON", func() { r.Kubelet.SetBody([]byte("<html>502 Bad Gateway</html>")) }, func() { r.Kubelet.SetBody(good) }},
 		{"oversized", func() {
 			big := append([]byte(`{"pods":[`), bytes.Repeat([]byte(" "), int(collector.DefaultKubeletMaxResponse)+1)...)
 			oversizedHeld = float64(len(big))/(1<<20) + 1.25*float64(collector.DefaultKubeletMaxResponse)/(1<<20)
-			r.kubelet.SetBody(append(big, `]}`...))
-		}, func() { r.kubelet.SetBody(good); oversizedHeld = 0 }},
+			r.Kubelet.SetBody(append(big, `]}`...))
+		}, func() { r.Kubelet.SetBody(good); oversizedHeld = 0 }},
 	}
 	for i, fault := range faults {
 		if i > 1 {
@@ -80,8 +80,8 @@ func TestKubeletFaults(t *testing.T) {
 		before := failures()
 		fault.break_()
 		waitFor(t, 30*time.Second, fault.name+": the failed scrape is counted", func() bool { return failures() > before })
-		r.recv.Reset()
-		r.waitExport(t, 30*time.Second, fault.name+": pod state goes on without kubelet series", func(pts []otlpreceiver.Point) bool {
+		r.Recv.Reset()
+		r.WaitExport(t, 30*time.Second, fault.name+": pod state goes on without kubelet series", func(pts []otlpreceiver.Point) bool {
 			return hasMetric("k8s.pod.status.phase")(pts) && !hasMetric("k8s.pod.memory.working_set")(pts)
 		})
 		heap := liveHeap()
@@ -94,7 +94,7 @@ func TestKubeletFaults(t *testing.T) {
 	}
 	faults[len(faults)-1].fix()
 	resumed(faults[len(faults)-1].name)
-	r.recv.Reset()
+	r.Recv.Reset()
 	checkHeap(t, "after the kubelet faults", base, liveHeap(), 16)
-	r.stop(t)
+	r.Stop(t)
 }

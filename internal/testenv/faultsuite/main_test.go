@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"runtime"
@@ -13,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,9 +25,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/fleetagent/fleetagent/agent"
-	"github.com/fleetagent/fleetagent/exporter"
+	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 	"github.com/fleetagent/fleetagent/limiter"
@@ -46,7 +44,7 @@ const (
 	fleetSize = 30
 	hogUser   = "fault-hog"
 	norbac    = "fault-norbac"
-	summary   = "../../collector/testdata/summary.json"
+	summary   = "../../../collector/testdata/summary.json"
 )
 
 func fleetUser(i int) string { return fmt.Sprintf("fault-%02d", i) }
@@ -63,52 +61,30 @@ const (
 	sigUser     = "fault-sig"
 )
 
-// leakOpts are the goroutines that are not the agents': klog's
-// process-wide flush daemon.
-var leakOpts = []goleak.Option{goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")}
-
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		users := []string{hogUser, norbac, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser}
-		for i := 0; i < fleetSize; i++ {
-			users = append(users, fleetUser(i))
-		}
-		var err error
-		cp, err = controlplane.Start(ctx, controlplane.Options{Users: users, Audit: true})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer cp.Stop()
-		// The agents log through slog; client-go's klog and the OTel SDK's
-		// global error handler would repeat every expected failure.
-		klog.LogToStderr(false)
-		klog.SetOutput(io.Discard)
-		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
-		admin, closeAdmin = ownedClient(cp.AdminConfig())
-		if err := grant(ctx, users); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: fleetSize, PodsPerNode: 3, Namespaces: 3, NodePrefix: "fault-node"})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		code := m.Run()
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-		if code == 0 {
-			if err := goleak.Find(leakOpts...); err != nil {
-				fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-				return 1
+	var agents []string
+	for i := 0; i < fleetSize; i++ {
+		agents = append(agents, fleetUser(i))
+	}
+	agents = append(agents, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser)
+	os.Exit(controlplane.Main(m, controlplane.MainOptions{
+		Options: controlplane.Options{Users: []string{hogUser, norbac}, Audit: true},
+		Agents:  agents,
+		Setup: func(ctx context.Context, c *controlplane.ControlPlane) (err error) {
+			cp = c
+			// The agents log through slog; client-go's klog and the OTel
+			// SDK's global error handler would repeat every expected failure.
+			klog.LogToStderr(false)
+			klog.SetOutput(io.Discard)
+			otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+			admin, closeAdmin = ownedClient(cp.AdminConfig())
+			if err := grantHog(ctx); err != nil {
+				return err
 			}
-		}
-		return code
-	}())
+			cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: fleetSize, PodsPerNode: 3, Namespaces: 3, NodePrefix: "fault-node"})
+			return err
+		},
+	}))
 }
 
 // ownedClient is an unthrottled clientset on a transport the test owns, so
@@ -126,28 +102,9 @@ func ownedClient(c *rest.Config) (kubernetes.Interface, func()) {
 	return kubernetes.NewForConfigOrDie(c), tr.CloseIdleConnections
 }
 
-// grant gives every agent user (not norbac, not the hog) the DaemonSet's
-// least privilege, and the hog the right to list its config maps.
-func grant(ctx context.Context, users []string) error {
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}}},
-	}
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	rb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-	}
-	for _, u := range users {
-		if u != norbac && u != hogUser {
-			rb.Subjects = append(rb.Subjects, rbacv1.Subject{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: u})
-		}
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		return err
-	}
+// grantHog lets the user whose large LISTs fill the agents' APF seats list
+// config maps.
+func grantHog(ctx context.Context) error {
 	hogRole := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault-hog"},
 		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}}},
@@ -174,134 +131,46 @@ type rigOptions struct {
 	exportTimeout time.Duration
 }
 
-// rig is one in-process agent with its own kubelet (behind a proxy, so it
-// can go down and come back on the same address) and OTLP receiver.
+// rig is one in-process agent (agentrig) whose kubelet sits behind a proxy,
+// so it can go down and come back on the same address, and optionally whose
+// apiserver does too.
 type rig struct {
-	agent    *agent.Agent
-	recv     *otlpreceiver.Receiver
-	kubelet  *fakekubelet.Server
+	*agentrig.Rig
 	kproxy   *proxy
 	apiProxy *proxy
-	node     string
-	user     string
-	logs     *syncBuf
-	stopped  bool
 }
 
 func newRig(t *testing.T, user, node string, o rigOptions) *rig {
 	t.Helper()
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
+	r := &rig{}
+	ao := agentrig.Options{CP: cp, Node: node, User: user, Limiter: o.limiter, ExportTimeout: o.exportTimeout,
+		KubeletURL: func(u string) string {
+			r.kproxy = startProxy(t, strings.TrimPrefix(u, "http://"))
+			return "http://" + r.kproxy.Addr()
+		},
+		Config: func(c *agent.Config) {
+			if o.fleetQPS != 0 {
+				c.FleetQPS, c.FleetSize = o.fleetQPS, o.fleetSize
+			}
+			if o.mutate != nil {
+				o.mutate(c)
+			}
+		},
 	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	kub, err := fakekubelet.Start(summary, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kub.Close)
-	kp := startProxy(t, strings.TrimPrefix(kub.URL(), "http://"))
-	r := &rig{recv: recv, kubelet: kub, kproxy: kp, node: node, user: user, logs: &syncBuf{}}
-	restCfg := cp.UserConfig(user)
 	if o.viaProxy {
 		r.apiProxy = startProxy(t, strings.TrimPrefix(cp.URL(), "https://"))
-		restCfg.Host = "https://" + r.apiProxy.Addr()
+		ao.RESTConfig = cp.UserConfig(user)
+		ao.RESTConfig.Host = "https://" + r.apiProxy.Addr()
 	}
-	cfg := agentConfig(node, "http://"+kp.Addr())
-	cfg.FleetQPS, cfg.FleetSize = o.fleetQPS, o.fleetSize
-	if cfg.FleetQPS == 0 {
-		cfg.FleetQPS, cfg.FleetSize = 20, 2
-	}
-	if o.mutate != nil {
-		o.mutate(&cfg)
-	}
-	r.agent = newAgentWith(t, cfg, restCfg, r.logs, o.limiter, time.Second, o.exportTimeout)
+	r.Rig = agentrig.New(t, ao)
 	return r
 }
 
-func agentConfig(node, kubelet string) agent.Config {
-	cfg := agent.DefaultConfig()
-	cfg.NodeName = node
-	cfg.KubeletEndpoint = kubelet
-	cfg.KubeletCAFile, cfg.KubeletTokenFile = "", ""
-	cfg.KillSwitchFile = ""
-	cfg.AdminAddress = "127.0.0.1:0"
-	cfg.CollectionInterval = time.Second
-	cfg.SyncTimeout = 30 * time.Second
-	cfg.ShutdownTimeout = 10 * time.Second
-	return cfg
-}
-
-func newAgent(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config)) *agent.Agent {
-	return newAgentEvery(t, cfg, restCfg, logs, lim, time.Second)
-}
-
-// newAgentEvery builds an agent that exports every interval.
-func newAgentEvery(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config), interval time.Duration) *agent.Agent {
-	return newAgentWith(t, cfg, restCfg, logs, lim, interval, 0)
-}
-
-// newAgentWith builds an agent that exports every interval, each
-// collect-and-export bounded by timeout (0: 3 s).
-func newAgentWith(t *testing.T, cfg agent.Config, restCfg *rest.Config, logs io.Writer, lim func(*limiter.Config), interval, timeout time.Duration) *agent.Agent {
-	if timeout == 0 {
-		timeout = 3 * time.Second
-	}
-	t.Helper()
-	a, err := agent.New(cfg, agent.Options{
-		RESTConfig: restCfg,
-		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
-		Export: func(c *exporter.Config) {
-			c.Interval = interval
-			c.Timeout = timeout
-		},
-		Limiter: lim,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
+// start starts the agent and waits for its informers to sync.
 func (r *rig) start(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	if err := r.agent.Start(ctx); err != nil {
-		t.Fatalf("start: %v\n%s", err, r.logs)
-	}
-	t.Cleanup(func() { r.stop(t) })
-	waitFor(t, 60*time.Second, "the agent syncs", func() bool { return r.agent.Informers().HasSynced() })
-}
-
-// stop shuts the agent down and checks that it stopped cleanly.
-func (r *rig) stop(t *testing.T) {
-	t.Helper()
-	if r.stopped {
-		return
-	}
-	r.stopped = true
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := r.agent.Shutdown(ctx); err != nil {
-		t.Errorf("shutdown: %v", err)
-	}
-}
-
-// waitExport waits for an accepted product export for which ok holds.
-func (r *rig) waitExport(t *testing.T, within time.Duration, what string, ok func([]otlpreceiver.Point) bool) {
-	t.Helper()
-	waitFor(t, within, what, func() bool {
-		ex := r.recv.Exports()
-		for i := len(ex) - 1; i >= 0 && i >= len(ex)-3; i-- {
-			if pts := ex[i].Points; len(otlpreceiver.Find(pts, "k8s.node.cpu.usage", nil)) > 0 || len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0 {
-				return ok(pts)
-			}
-		}
-		return false
-	})
+	r.Start(t)
+	waitFor(t, 60*time.Second, "the agent syncs", func() bool { return r.Agent.Informers().HasSynced() })
 }
 
 func hasMetric(name string) func([]otlpreceiver.Point) bool {
@@ -311,13 +180,7 @@ func hasMetric(name string) func([]otlpreceiver.Point) bool {
 // waitFor polls cond every 100ms; it fails the test after within.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	agentrig.WaitFor(t, within, what, cond)
 }
 
 // liveHeap is the live heap after a full GC, in MiB.
@@ -360,7 +223,7 @@ func noLeaks(t *testing.T, before goleak.Option) {
 	t.Helper()
 	closeAdmin()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	opts := append([]goleak.Option{before,
+	if err := leakcheck.Find(before,
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 		// client-go caches transports process-wide by TLS configuration, so
@@ -371,8 +234,7 @@ func noLeaks(t *testing.T, before goleak.Option) {
 		// still sees any that is not idle.
 		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
 		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/testenv/controlplane.(*ControlPlane).startProcess.func1"),
-	}, leakOpts...)
-	if err := goleak.Find(opts...); err != nil {
+	); err != nil {
 		t.Errorf("goroutines left after the agents stopped: %v", err)
 	}
 }
@@ -524,22 +386,4 @@ next:
 		}
 	}
 	return sum
-}
-
-// syncBuf collects an agent's log lines from its goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

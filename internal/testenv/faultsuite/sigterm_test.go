@@ -37,7 +37,7 @@ func fleetagentBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "fleetagent")
-		cmd := exec.Command("go", "build", "-o", binPath, "../../cmd/fleetagent")
+		cmd := exec.Command("go", "build", "-o", binPath, "../../../cmd/fleetagent")
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
 	if buildErr != nil {

@@ -5,12 +5,13 @@ import (
 	"compress/gzip"
 	"context"
 	"net/http"
+	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,7 +27,7 @@ import (
 )
 
 // TestMain checks that Down and Shutdown leave no goroutine behind.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { os.Exit(leakcheck.Main(m)) }
 
 func str(k, v string) *commonpb.KeyValue {
 	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
@@ -97,7 +98,7 @@ func postHTTP(t *testing.T, addr string, body []byte, gz bool) *http.Response {
 }
 
 func TestRecordsGRPCAndHTTP(t *testing.T) {
-	summary := &syncBuffer{}
+	summary := &testlog.Buffer{}
 	r := start(t, Options{Summary: summary})
 	ctx := context.Background()
 	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, request()); err != nil {
@@ -193,16 +194,3 @@ func TestShutdownIdempotent(t *testing.T) {
 		t.Error("Up after Shutdown succeeded")
 	}
 }
-
-// syncBuffer is written by the server goroutines and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
