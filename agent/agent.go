@@ -31,6 +31,7 @@ import (
 	"github.com/fleetagent/fleetagent/collector"
 	"github.com/fleetagent/fleetagent/exporter"
 	"github.com/fleetagent/fleetagent/informer"
+	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -59,9 +60,10 @@ type Agent struct {
 	clk  clock.WithTicker
 
 	restCfg   *rest.Config
-	budget    *limiter.Budget
-	informers *informer.Informers
-	kube      *staleGate
+	kube      *Kube
+	budget    *limiter.Budget     // kube.Budget
+	informers *informer.Informers // kube.Informers
+	state     *staleGate
 	admin     *adminServer
 	promReg   *prometheus.Registry
 
@@ -113,29 +115,25 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	lcfg.KillSwitchPath = cfg.KillSwitchFile
 	lcfg.Clock = a.clk
-	lcfg.Logger = a.log.With("component", "limiter")
+	lcfg.Logger = a.log // the limiter adds its own component key
 	if opts.Limiter != nil {
 		opts.Limiter(&lcfg)
 	}
-	if a.budget, err = limiter.New(lcfg); err != nil {
-		return nil, fmt.Errorf("limiter: %w", err)
-	}
-	a.budget.Instrument(a.restCfg)
-
-	a.informers, err = informer.New(a.restCfg, informer.Options{
+	a.kube, err = NewKube(a.restCfg, lcfg, informer.Options{
 		NodeName:    cfg.NodeName,
 		Mode:        informer.Mode(cfg.InformerMode),
 		SyncTimeout: cfg.SyncTimeout,
 		Logger:      a.log.With("component", "informer"),
-	})
+	}, cfg.SyncTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("informer: %w", err)
+		return nil, err
 	}
+	a.budget, a.informers = a.kube.Budget, a.kube.Informers
 	staleAfter := 2 * cfg.CollectionInterval
 	if staleAfter < time.Minute {
 		staleAfter = time.Minute
 	}
-	a.kube = &staleGate{inner: a.informers, budget: a.budget, clk: a.clk, after: staleAfter}
+	a.state = &staleGate{inner: a.informers, budget: a.budget, clk: a.clk, after: staleAfter}
 
 	a.promReg = prometheus.NewRegistry()
 	a.admin = newAdminServer(cfg.AdminAddress, a.Health,
@@ -221,8 +219,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	steps := []component{
 		{name: "admin server", start: a.admin.Start, stop: a.admin.Shutdown},
 		{name: "self-metrics", start: a.startSelfMetrics, stop: a.stopSelfMetrics},
-		{name: "budget", start: a.startBudget, stop: a.budget.Shutdown},
-		{name: "informers", start: a.startInformers, stop: a.informers.Shutdown},
+		{name: "Kubernetes state", start: a.startKube, stop: a.kube.Shutdown},
 		{name: "collectors and exporter", start: a.startExport, stop: a.stopExport},
 	}
 	for _, s := range steps {
@@ -268,51 +265,26 @@ func (a *Agent) setPhase(p string) {
 	a.mu.Unlock()
 }
 
-// startBudget starts the budget and, when the fleet size is discovered,
-// waits (bounded by the sync timeout) for the first discovery before the
-// informers queue their requests. The discovery GET then pays the first,
-// spread token, and the LISTs and WATCHes run at the real per-node rate
-// instead of queuing behind it at the rate of the assumed, larger fleet.
-func (a *Agent) startBudget(ctx context.Context) error {
-	if err := a.budget.Start(ctx); err != nil {
+// startKube starts the budget and the informers (Kube.Start) and waits,
+// bounded by the sync timeout, for the informers' first sync. A sync that
+// does not come leaves the agent running degraded while the informers keep
+// retrying in the background, paced by the budget: node-local metrics must
+// not wait for the apiserver.
+func (a *Agent) startKube(ctx context.Context) error {
+	if err := a.kube.Start(ctx); err != nil {
 		return err
 	}
-	if a.cfg.FleetSize != 0 {
-		return nil
-	}
-	wctx, cancel := context.WithTimeout(ctx, a.cfg.SyncTimeout)
-	defer cancel()
-	if err := a.budget.WaitFleetSize(wctx); err != nil {
-		if ctx.Err() != nil {
-			// Interrupted: the budget did start, so report success and
-			// let Start see ctx and stop there.
-			return nil
-		}
-		a.log.Warn("fleet size not read by the sync deadline; informers start at the assumed fleet size's rate")
-		return nil
-	}
-	st := a.budget.Stats()
-	a.log.Info("fleet size read", "fleet_size", st.FleetSize, "rate", st.Rate, "errors", st.FleetSizeErrors)
-	return nil
-}
-
-func (a *Agent) startInformers(ctx context.Context) error {
-	if err := a.informers.Start(ctx); err != nil {
-		return err
-	}
-	err := a.informers.WaitForSync(ctx)
+	err := a.kube.WaitForSync(ctx)
 	if ctx.Err() != nil {
-		// Interrupted (SIGTERM during start-up): the informers did start,
-		// so report success and let Start see ctx and stop there; the
-		// lifecycle then shuts them down.
+		// Interrupted (SIGTERM during start-up): Kube did start, so report
+		// success and let Start see ctx and stop there; the lifecycle then
+		// shuts it down.
 		return nil
 	}
 	a.mu.Lock()
 	a.synced, a.syncErr = err == nil, err
 	a.mu.Unlock()
 	if err != nil {
-		// The informers keep retrying in the background, paced by the
-		// budget; node-local metrics must not wait for the apiserver.
 		a.log.Warn("informers not synced by the deadline; running degraded", "err", err)
 	}
 	return nil
@@ -368,7 +340,7 @@ func (a *Agent) stopSelfMetrics(ctx context.Context) error {
 
 func (a *Agent) startExport(ctx context.Context) error {
 	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, Kubelet: a.kubeletConfig()}
-	cols, err := collector.Default(ccfg, a.kube)
+	cols, err := collector.Default(ccfg, a.state)
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
 	}
@@ -429,7 +401,7 @@ func (a *Agent) Health() Health {
 		return Health{Reason: reason}
 	}
 	h := Health{Ready: true}
-	if stale, why := a.kube.Stale(); stale {
+	if stale, why := a.state.Stale(); stale {
 		h.Degraded = "Kubernetes metrics stale: " + why
 	} else if deg, why := a.budget.Degraded(); deg {
 		h.Degraded = why
@@ -460,24 +432,16 @@ func (a *Agent) ExportStats() exporter.Stats {
 }
 
 func (a *Agent) registerAgentMetrics(m metric.Meter) error {
-	ready, err := m.Int64ObservableGauge("fleetagent.agent.ready", metric.WithUnit("1"),
-		metric.WithDescription("1 once the informers have synced"))
-	if err != nil {
-		return err
-	}
-	stale, err := m.Int64ObservableGauge("fleetagent.agent.kube_state.stale", metric.WithUnit("1"),
-		metric.WithDescription("1 while Kubernetes-derived series are withheld as stale (kill switch, apiserver unreachable)"))
-	if err != nil {
-		return err
-	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	set := selfmetrics.NewSet(m)
+	ready := set.Int64("fleetagent.agent.ready")
+	stale := set.Int64("fleetagent.agent.kube_state.stale")
+	return set.Register(func(_ context.Context, o metric.Observer) error {
 		h := a.Health()
 		o.ObserveInt64(ready, b2i(h.Ready))
-		s, _ := a.kube.Stale()
+		s, _ := a.state.Stale()
 		o.ObserveInt64(stale, b2i(s))
 		return nil
-	}, ready, stale)
-	return err
+	})
 }
 
 func b2i(b bool) int64 {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetagent/fleetagent/agent"
+	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -151,9 +152,10 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("/readyz %d %q", code, body)
 	}
 	_, metrics := get(t, base+"/metrics")
-	for _, m := range []string{"fleetagent_limiter_requests", "fleetagent_informer_lists", "fleetagent_agent_ready", "fleetagent_otlpexport_exports"} {
-		if !strings.Contains(metrics, m) {
-			t.Errorf("/metrics lacks %s", m)
+	// Every self-metric of the table is served (the table is the README's).
+	for _, d := range selfmetrics.Table {
+		if m := strings.ReplaceAll(d.Name, ".", "_"); !strings.Contains(metrics, "\n"+m) {
+			t.Errorf("/metrics lacks %s (%s)", m, d.Name)
 		}
 	}
 	if strings.Contains(metrics, "k8s_pod_status_phase") {

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/informer"
 	"github.com/fleetagent/fleetagent/limiter"
 )
@@ -28,43 +28,13 @@ const (
 // DaemonSet.
 func FleetAgent() Strategy {
 	return Strategy{Name: "fleetagent", New: func(cfg *rest.Config, node string, _ Env) (Agent, error) {
-		cfg = rest.CopyConfig(cfg)
-		b, err := limiter.New(limiter.Config{DaemonSetNamespace: fleetNamespace, DaemonSetName: fleetDaemonSet})
+		k, err := agent.NewKube(cfg, limiter.Config{DaemonSetNamespace: fleetNamespace, DaemonSetName: fleetDaemonSet},
+			informer.Options{NodeName: node}, agent.DefaultConfig().SyncTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("fleetagent %s: %w", node, err)
 		}
-		b.Instrument(cfg)
-		inf, err := informer.New(cfg, informer.Options{NodeName: node})
-		if err != nil {
-			return nil, fmt.Errorf("fleetagent %s: %w", node, err)
-		}
-		return &fleetAgent{budget: b, inf: inf}, nil
+		return k, nil
 	}}
-}
-
-type fleetAgent struct {
-	budget *limiter.Budget
-	inf    *informer.Informers
-}
-
-// Start starts in the agent's order: the budget, then what spends it.
-func (a *fleetAgent) Start(ctx context.Context) error {
-	if err := a.budget.Start(ctx); err != nil {
-		return err
-	}
-	// As the agent does: the discovery GET first, then the informers at
-	// the real per-node rate.
-	if err := a.budget.WaitFleetSize(ctx); err != nil {
-		return err
-	}
-	return a.inf.Start(ctx)
-}
-
-func (a *fleetAgent) WaitForSync(ctx context.Context) error { return a.inf.WaitForSync(ctx) }
-
-// Shutdown stops in reverse order.
-func (a *fleetAgent) Shutdown(ctx context.Context) error {
-	return errors.Join(a.inf.Shutdown(ctx), a.budget.Shutdown(ctx))
 }
 
 // createFleetDaemonSet writes the DaemonSet whose status tells each

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
@@ -283,23 +284,14 @@ func (r *Runner) Stats() map[string]Stats {
 	return out
 }
 
-// RegisterMetrics registers the runner's self-metrics on m:
-// fleetagent.collector.runs (counter, {run}, attributes collector and
-// result=success|failure|no_data) and fleetagent.collector.duration (gauge,
-// s, the last Collect's duration per collector), plus the self-metrics of
-// collectors that have their own (the kubelet client's scrape counts).
+// RegisterMetrics registers the runner's fleetagent.collector.* self-metrics
+// of selfmetrics.Table, plus those of collectors that have their own (the
+// kubelet client's scrape counts).
 func (r *Runner) RegisterMetrics(m metric.Meter) error {
-	runs, err := m.Int64ObservableCounter("fleetagent.collector.runs", metric.WithUnit("{run}"),
-		metric.WithDescription("Collector runs by result; no_data is not a failure."))
-	if err != nil {
-		return fmt.Errorf("register fleetagent.collector.runs: %w", err)
-	}
-	dur, err := m.Float64ObservableGauge("fleetagent.collector.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of the collector's last run."))
-	if err != nil {
-		return fmt.Errorf("register fleetagent.collector.duration: %w", err)
-	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	set := selfmetrics.NewSet(m)
+	runs := set.Int64("fleetagent.collector.runs")
+	dur := set.Float64("fleetagent.collector.duration")
+	err := set.Register(func(_ context.Context, o metric.Observer) error {
 		for _, s := range r.states {
 			name := attribute.String("collector", s.c.Name())
 			o.ObserveInt64(runs, int64(s.successes.Load()), metric.WithAttributes(name, attribute.String("result", "success")))
@@ -308,9 +300,9 @@ func (r *Runner) RegisterMetrics(m metric.Meter) error {
 			o.ObserveFloat64(dur, time.Duration(s.lastNanos.Load()).Seconds(), metric.WithAttributes(name))
 		}
 		return nil
-	}, runs, dur)
+	})
 	if err != nil {
-		return fmt.Errorf("register collector self-metrics callback: %w", err)
+		return err
 	}
 	for _, s := range r.states {
 		if mr, ok := s.c.(interface{ RegisterMetrics(metric.Meter) error }); ok {

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
@@ -236,32 +237,19 @@ func (p *Provider) Stats() Stats {
 	return s
 }
 
-// RegisterMetrics registers fleetagent.otlpexport.exports (counter,
-// {export}, attribute result=success|failure) and
-// fleetagent.otlpexport.datapoints (gauge, {datapoint}, points in the last
-// export).
+// RegisterMetrics registers the fleetagent.otlpexport.* self-metrics of
+// selfmetrics.Table.
 func (p *Provider) RegisterMetrics(m metric.Meter) error {
-	exports, err := m.Int64ObservableCounter("fleetagent.otlpexport.exports", metric.WithUnit("{export}"),
-		metric.WithDescription("OTLP metric exports by result, after the exporter's retries."))
-	if err != nil {
-		return fmt.Errorf("register fleetagent.otlpexport.exports: %w", err)
-	}
-	points, err := m.Int64ObservableGauge("fleetagent.otlpexport.datapoints", metric.WithUnit("{datapoint}"),
-		metric.WithDescription("Data points in the last OTLP export."))
-	if err != nil {
-		return fmt.Errorf("register fleetagent.otlpexport.datapoints: %w", err)
-	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	set := selfmetrics.NewSet(m)
+	exports := set.Int64("fleetagent.otlpexport.exports")
+	points := set.Int64("fleetagent.otlpexport.datapoints")
+	return set.Register(func(_ context.Context, o metric.Observer) error {
 		s := p.exp.stats()
 		o.ObserveInt64(exports, int64(s.Exports), metric.WithAttributes(attribute.String("result", "success")))
 		o.ObserveInt64(exports, int64(s.Failures), metric.WithAttributes(attribute.String("result", "failure")))
 		o.ObserveInt64(points, int64(s.LastDataPoints))
 		return nil
-	}, exports, points)
-	if err != nil {
-		return fmt.Errorf("register exporter self-metrics callback: %w", err)
-	}
-	return nil
+	})
 }
 
 // countingExporter counts export results; it adds no buffering.

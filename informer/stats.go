@@ -2,8 +2,8 @@ package informer
 
 import (
 	"context"
-	"errors"
 
+	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -66,53 +66,35 @@ func (s *resourceState) snapshot(objects int64) ResourceStats {
 	}
 }
 
-// RegisterMetrics registers observable instruments over the counters, each
-// with the attribute k8s.resource = "pods" or "nodes":
-// fleetagent.informer.lists, .relists, .list_errors, .watches,
-// .watch_errors, .expired, .events, .bookmarks (counters) and .objects
-// (gauge).
+// RegisterMetrics registers the fleetagent.informer.* self-metrics of
+// selfmetrics.Table over the counters, each point with k8s.resource =
+// "pods" or "nodes".
 func (i *Informers) RegisterMetrics(m metric.Meter) error {
-	type counter struct {
-		name, unit, desc string
-		get              func(ResourceStats) int64
+	set := selfmetrics.NewSet(m)
+	counters := []struct {
+		inst metric.Int64Observable
+		get  func(ResourceStats) int64
+	}{
+		{set.Int64("fleetagent.informer.lists"), func(s ResourceStats) int64 { return s.Lists }},
+		{set.Int64("fleetagent.informer.relists"), func(s ResourceStats) int64 { return s.Relists }},
+		{set.Int64("fleetagent.informer.list_errors"), func(s ResourceStats) int64 { return s.ListErrors }},
+		{set.Int64("fleetagent.informer.watches"), func(s ResourceStats) int64 { return s.Watches }},
+		{set.Int64("fleetagent.informer.watch_errors"), func(s ResourceStats) int64 { return s.WatchErrors }},
+		{set.Int64("fleetagent.informer.expired"), func(s ResourceStats) int64 { return s.Expired }},
+		{set.Int64("fleetagent.informer.events"), func(s ResourceStats) int64 { return s.Events }},
+		{set.Int64("fleetagent.informer.bookmarks"), func(s ResourceStats) int64 { return s.Bookmarks }},
 	}
-	counters := []counter{
-		{"fleetagent.informer.lists", "{request}", "LIST requests and streaming lists made by the node-scoped informers.", func(s ResourceStats) int64 { return s.Lists }},
-		{"fleetagent.informer.relists", "{request}", "Lists made after the first successful one (410 Gone, watch not resumable).", func(s ResourceStats) int64 { return s.Relists }},
-		{"fleetagent.informer.list_errors", "{error}", "Lists that failed.", func(s ResourceStats) int64 { return s.ListErrors }},
-		{"fleetagent.informer.watches", "{request}", "WATCH requests made by the node-scoped informers.", func(s ResourceStats) int64 { return s.Watches }},
-		{"fleetagent.informer.watch_errors", "{error}", "Failed WATCH requests and error events on open watches.", func(s ResourceStats) int64 { return s.WatchErrors }},
-		{"fleetagent.informer.expired", "{error}", "Watches ended by 410 Gone (resourceVersion too old).", func(s ResourceStats) int64 { return s.Expired }},
-		{"fleetagent.informer.events", "{event}", "Watch events (added, modified, deleted) received.", func(s ResourceStats) int64 { return s.Events }},
-		{"fleetagent.informer.bookmarks", "{event}", "Watch bookmarks received.", func(s ResourceStats) int64 { return s.Bookmarks }},
-	}
-	var errs []error
-	instruments := make([]metric.Int64ObservableCounter, len(counters))
-	observables := make([]metric.Observable, 0, len(counters)+1)
-	for k, c := range counters {
-		inst, err := m.Int64ObservableCounter(c.name, metric.WithUnit(c.unit), metric.WithDescription(c.desc))
-		errs = append(errs, err)
-		instruments[k] = inst
-		observables = append(observables, inst)
-	}
-	objects, err := m.Int64ObservableGauge("fleetagent.informer.objects", metric.WithUnit("{object}"),
-		metric.WithDescription("Objects in the node-scoped informers' caches."))
-	errs = append(errs, err)
-	observables = append(observables, objects)
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
+	objects := set.Int64("fleetagent.informer.objects")
 	pods := metric.WithAttributeSet(attribute.NewSet(attribute.String("k8s.resource", "pods")))
 	nodes := metric.WithAttributeSet(attribute.NewSet(attribute.String("k8s.resource", "nodes")))
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	return set.Register(func(_ context.Context, o metric.Observer) error {
 		s := i.Stats()
-		for k, c := range counters {
-			o.ObserveInt64(instruments[k], c.get(s.Pods), pods)
-			o.ObserveInt64(instruments[k], c.get(s.Node), nodes)
+		for _, c := range counters {
+			o.ObserveInt64(c.inst, c.get(s.Pods), pods)
+			o.ObserveInt64(c.inst, c.get(s.Node), nodes)
 		}
 		o.ObserveInt64(objects, s.Pods.Objects, pods)
 		o.ObserveInt64(objects, s.Node.Objects, nodes)
 		return nil
-	}, observables...)
-	return err
+	})
 }

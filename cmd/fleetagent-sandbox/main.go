@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
-	rbacv1 "k8s.io/api/rbac/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -114,8 +114,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	say("control plane ready at %s (logs and audit log in %s)", cp.URL(), cp.Dir())
 
 	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
-	if err := grant(ctx, admin); err != nil {
-		return fmt.Errorf("grant the agent's RBAC: %w", err)
+	if err := cp.GrantAgent(ctx, agentUser); err != nil {
+		return fmt.Errorf("grant the agent's RBAC (deploy/base/rbac.yaml): %w", err)
 	}
 
 	say("simulating a cluster of %d nodes x %d pods", o.nodes, o.podsPerNode)
@@ -131,12 +131,43 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer churn.Shutdown(context.Background())
 
+	// The stand-in kubelet reports the node's real pods, kept current as
+	// the churn replaces them, as a kubelet would.
 	node := cluster.NodeNames()[0]
-	kubelet, err := fakekubelet.Start(o.fixture, node)
+	podsOnNode := func() ([]corev1.Pod, error) {
+		l, err := admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, ResourceVersion: "0"})
+		if err != nil {
+			return nil, err
+		}
+		return l.Items, nil
+	}
+	pods, err := podsOnNode()
+	if err != nil {
+		return err
+	}
+	kubelet, err := fakekubelet.StartForPods(o.fixture, node, pods)
 	if err != nil {
 		return err
 	}
 	defer kubelet.Close()
+	kubeletDone := make(chan struct{})
+	kubeletCtx, stopKubelet := context.WithCancel(ctx)
+	defer func() { stopKubelet(); <-kubeletDone }()
+	go func() {
+		defer close(kubeletDone)
+		t := time.NewTicker(o.interval / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-kubeletCtx.Done():
+				return
+			case <-t.C:
+				if pods, err := podsOnNode(); err == nil {
+					_ = kubelet.SetPods(pods)
+				}
+			}
+		}
+	}()
 
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{Summary: prefixed{out, "    otlp receiver: "}})
 	if err != nil {
@@ -233,26 +264,6 @@ func summarize(out io.Writer, cp *controlplane.ControlPlane, recv *otlpreceiver.
 	cs := churn.Stats()
 	fmt.Fprintf(out, "cluster churn meanwhile: %d pod replacements, %d status updates across %d nodes\n", cs.Replacements, cs.StatusUpdates, o.nodes)
 	return nil
-}
-
-func grant(ctx context.Context, c kubernetes.Interface) error {
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{""}, Resources: []string{"nodes/stats"}, Verbs: []string{"get"}},
-		},
-	}
-	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	rb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "fleetagent"},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: agentUser}},
-	}
-	_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{})
-	return err
 }
 
 // prefixed writes each line with a prefix.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -58,7 +57,9 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("list pods before RBAC grant: want Forbidden, got %v", err)
 	}
 
-	grant(ctx, t, admin, "agent-a")
+	if err := cp.GrantAgent(ctx, "agent-a"); err != nil {
+		t.Fatal(err)
+	}
 	sel := "spec.nodeName=node-1"
 	var pods *corev1.PodList
 	// RBAC is served from an informer in the apiserver: wait for it to see the grant.
@@ -143,27 +144,6 @@ func waitList(ctx context.Context, c kubernetes.Interface, sel string) error {
 			return err
 		}
 		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func grant(ctx context.Context, t *testing.T, admin kubernetes.Interface, user string) {
-	t.Helper()
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "reader"},
-		Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"},
-		}},
-	}
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "reader-" + user},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "reader"},
-		Subjects:   []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: user}},
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }
 
