@@ -28,8 +28,8 @@ type Server struct {
 	mu       sync.Mutex
 	template stats.Summary // the recording, for SetPods
 	body     []byte
-	status int
-	delay  time.Duration
+	status   int
+	delay    time.Duration
 
 	requests atomic.Int64
 }
