@@ -1,6 +1,7 @@
 // Package agent wires fleetagent together: configuration, the order in
 // which the budget, informers, collectors and exporters start and stop,
-// the admin endpoints and the agent's self-metrics. Nothing else wires.
+// the admin endpoints and the agent's self-metrics. The benchmark's
+// in-process agents start their apiserver side through the same Kube.
 //
 // Start order: admin server, self-metrics, budget (limiter), informers
 // (bounded wait for the first sync; on timeout the agent runs degraded and
@@ -13,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -512,5 +512,3 @@ func (g *staleGate) Stale() (bool, string) {
 type slogPromLogger struct{ l *slog.Logger }
 
 func (s slogPromLogger) Println(v ...any) { s.l.Error("metrics handler", "err", fmt.Sprint(v...)) }
-
-var _ http.Handler = promhttp.Handler()

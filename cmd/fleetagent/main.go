@@ -41,7 +41,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	level, _ := agent.ParseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(stderr, level)
 	slog.SetDefault(log)
 	// client-go logs through klog; send it to the same structured stream.
 	klog.SetSlogLogger(log)
