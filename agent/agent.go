@@ -3,10 +3,13 @@
 // the admin endpoints and the agent's self-metrics. The benchmark's
 // in-process agents start their apiserver side through the same Kube.
 //
-// Start order: admin server, self-metrics, budget (limiter), informers
-// (bounded wait for the first sync; on timeout the agent runs degraded and
-// the informers keep trying), then collectors and the OTLP exporter. Stop is
-// the reverse, starting with a final export, and stops only what started.
+// Start order: admin server, self-metrics, Kubernetes state (the budget,
+// the fleet-size read and the informers, started in the background: nothing
+// waits for the apiserver), then collectors and the OTLP exporter, which
+// export node-local metrics from the first interval. /readyz reports ready
+// once the informers have synced; until then, and after the sync deadline,
+// it says why not, while the informers keep trying. Stop is the reverse,
+// starting with a final export, and stops only what started.
 package agent
 
 import (
@@ -23,7 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
@@ -69,16 +71,18 @@ type Agent struct {
 
 	// lcMu serialises Start and Shutdown; mu guards the state below and is
 	// never held while calling out, since metric callbacks read it.
-	lcMu     sync.Mutex
-	lc       lifecycle
-	mu       sync.Mutex
-	self     *exporter.Provider
-	product  *exporter.Provider
-	runner   *collector.Runner
-	synced   bool
-	syncErr  error
-	phase    string
-	shutdown bool
+	lcMu       sync.Mutex
+	lc         lifecycle
+	mu         sync.Mutex
+	self       *exporter.Provider
+	product    *exporter.Provider
+	runner     *collector.Runner
+	synced     bool
+	syncErr    error
+	kubeCancel context.CancelFunc
+	kubeDone   chan struct{}
+	phase      string
+	shutdown   bool
 }
 
 // New validates cfg and builds the agent without contacting the apiserver,
@@ -133,7 +137,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if staleAfter < time.Minute {
 		staleAfter = time.Minute
 	}
-	a.state = &staleGate{inner: a.informers, budget: a.budget, clk: a.clk, after: staleAfter}
+	a.state = &staleGate{inner: a.informers, budget: budgetGate{a.budget}, clk: a.clk, after: staleAfter}
 
 	a.promReg = prometheus.NewRegistry()
 	a.admin = newAdminServer(cfg.AdminAddress, a.Health,
@@ -202,9 +206,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	return errors.Join(startErr, stopErr)
 }
 
-// Start starts the components in order and returns once the informers have
-// synced or their sync deadline has passed (the agent then runs degraded).
-// It returns early, leaving what started for Shutdown, when ctx ends.
+// Start starts the components in order and returns without waiting for the
+// apiserver: the budget, the fleet-size read and the informers start in the
+// background, so that the collectors and the exporter run from the first
+// interval whatever the apiserver, the kill switch or APF do. It returns
+// early, leaving what started for Shutdown, when ctx ends.
 func (a *Agent) Start(ctx context.Context) error {
 	a.lcMu.Lock()
 	defer a.lcMu.Unlock()
@@ -219,7 +225,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	steps := []component{
 		{name: "admin server", start: a.admin.Start, stop: a.admin.Shutdown},
 		{name: "self-metrics", start: a.startSelfMetrics, stop: a.stopSelfMetrics},
-		{name: "Kubernetes state", start: a.startKube, stop: a.kube.Shutdown},
+		{name: "Kubernetes state", start: a.startKube, stop: a.stopKube},
 		{name: "collectors and exporter", start: a.startExport, stop: a.stopExport},
 	}
 	for _, s := range steps {
@@ -232,7 +238,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 	}
 	a.setPhase("running")
-	a.log.Info("started", "admin", a.admin.Addr(), "synced", a.informers.HasSynced())
+	a.log.Info("started", "admin", a.admin.Addr())
 	return nil
 }
 
@@ -265,29 +271,49 @@ func (a *Agent) setPhase(p string) {
 	a.mu.Unlock()
 }
 
-// startKube starts the budget and the informers (Kube.Start) and waits,
-// bounded by the sync timeout, for the informers' first sync. A sync that
+// startKube starts the apiserver side in the background and returns at
+// once: Kube.Start (the budget, the fleet-size read, the informers), then a
+// wait bounded by the sync timeout for the informers' first sync. A sync that
 // does not come leaves the agent running degraded while the informers keep
-// retrying in the background, paced by the budget: node-local metrics must
-// not wait for the apiserver.
+// retrying, paced by the budget.
 func (a *Agent) startKube(ctx context.Context) error {
-	if err := a.kube.Start(ctx); err != nil {
-		return err
-	}
-	err := a.kube.WaitForSync(ctx)
-	if ctx.Err() != nil {
-		// Interrupted (SIGTERM during start-up): Kube did start, so report
-		// success and let Start see ctx and stop there; the lifecycle then
-		// shuts it down.
-		return nil
-	}
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
 	a.mu.Lock()
-	a.synced, a.syncErr = err == nil, err
+	a.kubeCancel, a.kubeDone = cancel, done
 	a.mu.Unlock()
-	if err != nil {
-		a.log.Warn("informers not synced by the deadline; running degraded", "err", err)
-	}
+	go func() {
+		defer close(done)
+		err := a.kube.Start(kctx)
+		if err == nil {
+			err = a.kube.WaitForSync(kctx)
+		}
+		if kctx.Err() != nil {
+			return // stopping
+		}
+		a.mu.Lock()
+		a.synced, a.syncErr = err == nil, err
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Warn("informers not synced by the deadline; running degraded", "err", err)
+		}
+	}()
 	return nil
+}
+
+// stopKube ends the start-up goroutine, then stops the informers and the
+// budget.
+func (a *Agent) stopKube(ctx context.Context) error {
+	a.mu.Lock()
+	cancel, done := a.kubeCancel, a.kubeDone
+	a.mu.Unlock()
+	cancel()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("Kubernetes state start-up did not stop: %w", ctx.Err())
+	}
+	return a.kube.Shutdown(ctx)
 }
 
 func (a *Agent) exportConfig(name string) exporter.Config {
@@ -392,11 +418,14 @@ func (a *Agent) Health() Health {
 		a.mu.Unlock()
 	}
 	if !synced {
-		reason := phase
+		reason := "waiting for the first sync of this node's pods and Node"
+		if phase != "running" {
+			reason = phase
+		}
 		if syncErr != nil {
 			reason = "informers not synced: " + syncErr.Error()
 		} else if err := a.informers.LastError(); err != nil {
-			reason = phase + ": " + err.Error()
+			reason += ": " + err.Error()
 		}
 		return Health{Reason: reason}
 	}
@@ -449,63 +478,6 @@ func b2i(b bool) int64 {
 		return 1
 	}
 	return 0
-}
-
-// staleGate is the KubeState the collectors read. It reports "not synced"
-// (so pod and node state collectors withhold their series, which then go
-// stale downstream) while the kill switch is on, or while the apiserver has
-// been unreachable for longer than after; the cache keeps its last state
-// and is served again as soon as it is fresh.
-type staleGate struct {
-	inner  *informer.Informers
-	budget *limiter.Budget
-	clk    clock.PassiveClock
-	after  time.Duration
-
-	mu        sync.Mutex
-	badSince  time.Time
-	staleWhy  string
-	staleFlag bool
-}
-
-func (g *staleGate) Pods() []*corev1.Pod        { return g.inner.Pods() }
-func (g *staleGate) Node() (*corev1.Node, bool) { return g.inner.Node() }
-
-func (g *staleGate) HasSynced() bool {
-	if !g.inner.HasSynced() {
-		return false
-	}
-	stale, _ := g.Stale()
-	return !stale
-}
-
-// Stale reports whether Kubernetes-derived series are being withheld.
-func (g *staleGate) Stale() (bool, string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := g.clk.Now()
-	st := g.budget.Stats()
-	if st.Killed {
-		g.staleFlag, g.staleWhy = true, "kill switch on"
-		return true, g.staleWhy
-	}
-	var why string
-	if deg, reason := g.budget.Degraded(); deg {
-		why = reason
-	} else if err := g.inner.LastError(); err != nil {
-		why = err.Error()
-	}
-	if why == "" {
-		g.badSince, g.staleFlag, g.staleWhy = time.Time{}, false, ""
-		return false, ""
-	}
-	if g.badSince.IsZero() {
-		g.badSince = now
-	}
-	if now.Sub(g.badSince) >= g.after {
-		g.staleFlag, g.staleWhy = true, fmt.Sprintf("apiserver unreachable for %s: %s", now.Sub(g.badSince).Round(time.Second), why)
-	}
-	return g.staleFlag, g.staleWhy
 }
 
 // slogPromLogger adapts slog for promhttp's error log.

@@ -252,27 +252,29 @@ func TestDegradedWithoutRBAC(t *testing.T) {
 	}
 }
 
-// TestRunStopsOnCancelDuringStartup: SIGTERM (ctx cancel) during the sync
-// wait stops cleanly and promptly.
+// TestRunStopsOnCancelDuringStartup: SIGTERM (ctx cancel) while the
+// informers wait for their first sync (here they never get it: the user
+// has no RBAC) stops cleanly and promptly, and the sync wait was really
+// under way when it came: the informers had listed and been refused.
 func TestRunStopsOnCancelDuringStartup(t *testing.T) {
 	node := cluster.NodeNames()[2]
 	r := newRig(t, node, "agent-norbac", func(c *agent.Config) { c.SyncTimeout = time.Minute })
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Agent.Run(ctx) }()
-	// Wait until the agent is in its sync wait, visible on /readyz.
-	deadline := time.Now().Add(30 * time.Second)
-	for r.Agent.AdminAddr() == "" && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	agentrig.WaitFor(t, 30*time.Second, "the informers are refused while waiting for their first sync", func() bool {
+		h := r.Agent.Health()
+		return r.Agent.Informers().LastError() != nil && !h.Ready && strings.Contains(h.Reason, "forbidden")
+	}, r.Logs.String)
 	cancel()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("Run after cancel during start-up: %v", err)
+			t.Fatalf("Run after cancel during the sync wait: %v", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after cancel")
+		t.Fatalf("Run did not return within 30s of cancel during the sync wait; log:\n%s", r.Logs)
 	}
 }
 

@@ -229,6 +229,15 @@ func (i *Informers) WaitForSync(ctx context.Context) error {
 // HasSynced reports whether both caches hold a complete first list.
 func (i *Informers) HasSynced() bool { return i.pods.HasSynced() && i.node.HasSynced() }
 
+// Watching reports whether both caches have synced and each has a watch
+// whose stream is open: the caches are following the apiserver now, not
+// holding what they last knew. A watch ended by the kill switch, a
+// restart or a timeout counts as closed until it has been re-established
+// (resumed, or relisted and watched again).
+func (i *Informers) Watching() bool {
+	return i.HasSynced() && i.podSt.open.Load() > 0 && i.nodeSt.open.Load() > 0
+}
+
 // Pods returns this node's pods from the cache. The pods are shared with
 // the cache and stripped by TransformPod: read them, never modify them.
 func (i *Informers) Pods() []*corev1.Pod {

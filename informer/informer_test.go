@@ -494,7 +494,7 @@ func TestLifecycle(t *testing.T) {
 		if err := inf.Start(ctx); err == nil {
 			t.Error("Start after Shutdown succeeded")
 		}
-		if len(inf.Pods()) != 0 || inf.HasSynced() || inf.LastError() != nil {
+		if len(inf.Pods()) != 0 || inf.HasSynced() || inf.Watching() || inf.LastError() != nil {
 			t.Error("an informer never started has state")
 		}
 	})
@@ -543,10 +543,19 @@ func TestLifecycle(t *testing.T) {
 		if len(inf.Pods()) != simPodsPerNode {
 			t.Errorf("%d pods cached, want %d", len(inf.Pods()), simPodsPerNode)
 		}
+		// Synced and then following: both watches open.
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			return inf.Watching(), nil
+		}); err != nil {
+			t.Errorf("Watching() never true after sync: %v", err)
+		}
 		for range 2 {
 			if err := inf.Shutdown(ctx); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if inf.Watching() {
+			t.Error("Watching() after Shutdown: the watches' streams are closed")
 		}
 		checkMetrics(t, inf)
 		rec.mu.Lock()

@@ -111,9 +111,11 @@ type countingWatch struct {
 
 func newCountingWatch(ctx context.Context, in watch.Interface, lw *scopedListWatch, rv string, streaming bool) *countingWatch {
 	w := &countingWatch{in: in, out: make(chan watch.Event), stop: make(chan struct{}), done: make(chan struct{})}
+	lw.st.open.Add(1)
 	go func() {
 		defer close(w.done)
 		defer close(w.out)
+		defer lw.st.open.Add(-1)
 		for {
 			var e watch.Event
 			var ok bool
@@ -185,6 +187,7 @@ type resourceState struct {
 	lists, relists, listErrors    atomic.Int64
 	watches, watchErrors, expired atomic.Int64
 	events, bookmarks             atomic.Int64
+	open                          atomic.Int64 // watches whose stream has not ended
 	listed                        atomic.Bool
 	hasErr                        atomic.Bool
 	mu                            sync.Mutex

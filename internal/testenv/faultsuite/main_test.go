@@ -59,6 +59,7 @@ const (
 	kubeletUser = "fault-kubelet"
 	probeUser   = "fault-probe"
 	sigUser     = "fault-sig"
+	localUser   = "fault-local" // TestNodeLocalFirst, one subtest at a time
 )
 
 func TestMain(m *testing.M) {
@@ -66,7 +67,7 @@ func TestMain(m *testing.M) {
 	for i := 0; i < fleetSize; i++ {
 		agents = append(agents, fleetUser(i))
 	}
-	agents = append(agents, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser)
+	agents = append(agents, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser, localUser)
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{hogUser, norbac}, Audit: true},
 		Agents:  agents,

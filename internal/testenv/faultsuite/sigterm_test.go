@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -91,9 +92,8 @@ func TestSIGTERM(t *testing.T) {
 		{name: "at starting", kubeconfig: okConfig, at: func(msg, _ string) bool { return msg == "starting" }},
 		{name: "after admin server", kubeconfig: okConfig, at: component("admin server")},
 		{name: "after self-metrics", kubeconfig: okConfig, at: component("self-metrics")},
-		{name: "after budget (informers starting)", kubeconfig: okConfig, at: component("budget")},
-		{name: "after informers (exporter starting)", kubeconfig: okConfig, at: component("informers")},
-		{name: "during a sync wait that cannot succeed", kubeconfig: forbidden, at: component("budget"), after: 2 * time.Second},
+		{name: "after Kubernetes state (exporter starting)", kubeconfig: okConfig, at: component("Kubernetes state")},
+		{name: "during a sync wait that cannot succeed", kubeconfig: forbidden, at: component("Kubernetes state"), after: 2 * time.Second},
 		{name: "running", kubeconfig: okConfig, at: func(msg, _ string) bool { return msg == "started" }, after: 1500 * time.Millisecond},
 		{name: "during an export", kubeconfig: okConfig, at: func(msg, _ string) bool { return msg == "started" }, after: 1200 * time.Millisecond, slow: 2 * time.Second},
 	}
@@ -128,6 +128,10 @@ func TestSIGTERM(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
+			// A phase that is never logged must not hang the suite.
+			var killed atomic.Bool
+			watchdog := time.AfterFunc(90*time.Second, func() { killed.Store(true); _ = cmd.Process.Kill() })
+			defer watchdog.Stop()
 			var lines []string
 			var signalled time.Time
 			sc := bufio.NewScanner(stderr)
@@ -154,6 +158,9 @@ func TestSIGTERM(t *testing.T) {
 			exited := time.Since(signalled)
 			out := strings.Join(lines, "\n")
 			if signalled.IsZero() {
+				if killed.Load() {
+					t.Fatalf("the phase to signal was not logged within 90s (agent killed):\n%s", out)
+				}
 				t.Fatalf("the agent exited (%v) before the phase to signal was logged:\n%s", err, out)
 			}
 			if code := cmd.ProcessState.ExitCode(); code != 0 {

@@ -83,6 +83,7 @@ type Point struct {
 type Export struct {
 	Protocol string // "grpc" or "http"
 	Points   []Point
+	Received time.Time
 }
 
 // Stats is a snapshot of what the receiver has seen.
@@ -329,7 +330,7 @@ func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
 func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsServiceRequest) {
 	pts := Flatten(req)
 	r.mu.Lock()
-	r.exports = append(r.exports, Export{Protocol: protocol, Points: pts})
+	r.exports = append(r.exports, Export{Protocol: protocol, Points: pts, Received: time.Now()})
 	if len(r.exports) > r.maxKeep {
 		r.exports = r.exports[len(r.exports)-r.maxKeep:]
 	}
