@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -139,7 +140,11 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.state = &staleGate{inner: a.informers, budget: budgetGate{a.budget}, clk: a.clk, after: staleAfter}
 
+	// /metrics also serves the Go runtime's and the process's own metrics
+	// (heap, GC, goroutines, RSS, CPU, open files): the agent's footprint
+	// on every node, watchable in production.
 	a.promReg = prometheus.NewRegistry()
+	a.promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.admin = newAdminServer(cfg.AdminAddress, a.Health,
 		promhttp.HandlerFor(a.promReg, promhttp.HandlerOpts{ErrorLog: slogPromLogger{a.log}}),
 		a.log.With("component", "admin"))

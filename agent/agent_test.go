@@ -158,6 +158,12 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("/metrics lacks %s (%s)", m, d.Name)
 		}
 	}
+	// The Go runtime's and the process's own metrics: the footprint.
+	for _, m := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
+		if !strings.Contains(metrics, "\n"+m+" ") {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
 	if strings.Contains(metrics, "k8s_pod_status_phase") {
 		t.Errorf("/metrics carries product metrics; it is for the agent's own")
 	}
