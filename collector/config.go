@@ -7,8 +7,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/fleetagent/fleetagent/informer"
 )
 
 // Config configures the collectors built by Default.
@@ -19,7 +17,7 @@ type Config struct {
 	PodLabels []string
 	// Workload returns workload attributes for a pod, keyed by attribute
 	// name; empty values are skipped. Nil means WorkloadAttributes, which
-	// derives them from the pod alone (informer.WorkloadOf).
+	// derives them from the pod alone (WorkloadOf).
 	Workload func(*corev1.Pod) map[string]string
 	// Kubelet configures the kubelet summary collector; it is left out of
 	// Default when Kubelet.Endpoint is empty.
@@ -80,10 +78,10 @@ func newPodAttributer(cfg Config) *podAttributer {
 // WorkloadAttributes returns k8s.deployment.name, k8s.replicaset.name,
 // k8s.statefulset.name, k8s.daemonset.name, k8s.job.name and
 // k8s.cronjob.name for pod, derived from its owner reference and labels by
-// informer.WorkloadOf (never by reading the owners from the apiserver).
+// WorkloadOf (never by reading the owners from the apiserver).
 // Names that do not apply are left out.
 func WorkloadAttributes(pod *corev1.Pod) map[string]string {
-	w := informer.WorkloadOf(pod)
+	w := WorkloadOf(pod)
 	out := make(map[string]string, 2)
 	for k, v := range map[string]string{
 		"k8s.deployment.name":  w.Deployment,

@@ -42,7 +42,7 @@ func readJSON(t testing.TB, path string, v any) {
 	}
 }
 
-// testConfig uses the default workload attributes (informer.WorkloadOf).
+// testConfig uses the default workload attributes (WorkloadOf).
 var testConfig = Config{PodLabels: []string{"app", "team"}}
 
 // pipeline is a Runner on a real SDK MeterProvider with a manual reader.

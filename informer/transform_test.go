@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/fleetagent/fleetagent/collector"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -70,7 +72,7 @@ func TestTransformGolden(t *testing.T) {
 
 func TestTransformKeepsWhatCollectorsRead(t *testing.T) {
 	pod := loadJSON[corev1.Pod](t, "pod.json")
-	before := WorkloadOf(pod)
+	before := collector.WorkloadOf(pod)
 	out, err := TransformPod(pod)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +87,7 @@ func TestTransformKeepsWhatCollectorsRead(t *testing.T) {
 	if p.Annotations["prometheus.io/scrape"] != "true" {
 		t.Errorf("other annotations dropped: %v", p.Annotations)
 	}
-	if got := WorkloadOf(p); got != before || got.Deployment != "web" {
+	if got := collector.WorkloadOf(p); got != before || got.Deployment != "web" {
 		t.Errorf("WorkloadOf after transform = %+v, before %+v", got, before)
 	}
 	if p.Spec.NodeName != "node-042" || len(p.Spec.Containers) != 2 || p.Spec.Containers[0].Resources.Requests.Cpu().MilliValue() != 100 {

@@ -1,4 +1,4 @@
-package informer
+package collector
 
 import (
 	"testing"
