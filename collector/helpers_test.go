@@ -22,14 +22,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ f
 
 // loadState is the recorded pods and Node of testdata/ as the informers
 // would hold them.
-func loadState(t testing.TB) *fakestate.State {
-	t.Helper()
-	s, err := fakestate.Load("testdata/pods.json", "testdata/node.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func loadState(t testing.TB) *fakestate.State { return fakestate.Fixture(t, "..") }
 
 func readJSON(t testing.TB, path string, v any) {
 	t.Helper()

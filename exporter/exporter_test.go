@@ -32,14 +32,7 @@ func TestMain(m *testing.M) {
 	os.Exit(leakcheck.Main(m))
 }
 
-func loadState(t testing.TB) *fakestate.State {
-	t.Helper()
-	s, err := fakestate.Fixture("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func loadState(t testing.TB) *fakestate.State { return fakestate.Fixture(t, "..") }
 
 func podValues(ps []*corev1.Pod) []corev1.Pod {
 	out := make([]corev1.Pod, len(ps))

@@ -109,6 +109,18 @@ func UserEvents(events []AuditEvent, user string) []AuditEvent {
 	return out
 }
 
+// Between filters events to those received in [from, to); a zero to
+// means no end.
+func Between(events []AuditEvent, from, to time.Time) []AuditEvent {
+	var out []AuditEvent
+	for _, e := range events {
+		if !e.RequestReceivedTimestamp.Before(from) && (to.IsZero() || e.RequestReceivedTimestamp.Before(to)) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // HasUserPrefix reports whether the event's user name starts with prefix.
 func (e AuditEvent) HasUserPrefix(prefix string) bool {
 	return strings.HasPrefix(e.User.Username, prefix)

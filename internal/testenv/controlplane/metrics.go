@@ -45,15 +45,8 @@ func (cp *ControlPlane) Metrics(ctx context.Context) (map[string]*dto.MetricFami
 // summaries by their sample sum. A family that is absent sums to 0, as
 // the apiserver omits counters that never moved.
 func Sum(fams map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
-	f, ok := fams[name]
-	if !ok {
-		return 0
-	}
 	var total float64
-	for _, m := range f.GetMetric() {
-		if !labelsMatch(m, match) {
-			continue
-		}
+	eachSample(fams, name, match, func(m *dto.Metric) {
 		switch {
 		case m.Counter != nil:
 			total += m.GetCounter().GetValue()
@@ -66,29 +59,32 @@ func Sum(fams map[string]*dto.MetricFamily, name string, match map[string]string
 		case m.Summary != nil:
 			total += m.GetSummary().GetSampleSum()
 		}
-	}
+	})
 	return total
 }
 
 // Count adds up the sample counts of a histogram or summary family.
 func Count(fams map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
-	f, ok := fams[name]
-	if !ok {
-		return 0
-	}
 	var total float64
-	for _, m := range f.GetMetric() {
-		if !labelsMatch(m, match) {
-			continue
-		}
+	eachSample(fams, name, match, func(m *dto.Metric) {
 		switch {
 		case m.Histogram != nil:
 			total += float64(m.GetHistogram().GetSampleCount())
 		case m.Summary != nil:
 			total += float64(m.GetSummary().GetSampleCount())
 		}
-	}
+	})
 	return total
+}
+
+// eachSample calls f for every sample of the family name whose labels
+// include all of match; an absent family has none.
+func eachSample(fams map[string]*dto.MetricFamily, name string, match map[string]string, f func(*dto.Metric)) {
+	for _, m := range fams[name].GetMetric() {
+		if labelsMatch(m, match) {
+			f(m)
+		}
+	}
 }
 
 func labelsMatch(m *dto.Metric, match map[string]string) bool {

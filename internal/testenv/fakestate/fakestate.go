@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -42,10 +43,15 @@ func Load(podsPath, nodePath string) (*State, error) {
 }
 
 // Fixture loads collector/testdata/pods.json and node.json from the module
-// rooted at root.
-func Fixture(root string) (*State, error) {
+// rooted at root (a test's relative path to it), failing t on error.
+func Fixture(t testing.TB, root string) *State {
+	t.Helper()
 	dir := filepath.Join(root, "collector", "testdata")
-	return Load(filepath.Join(dir, "pods.json"), filepath.Join(dir, "node.json"))
+	s, err := Load(filepath.Join(dir, "pods.json"), filepath.Join(dir, "node.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func readJSON(path string, v any) error {

@@ -179,11 +179,5 @@ func userEventsSince(t *testing.T, user string, from time.Time) []controlplane.A
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []controlplane.AuditEvent
-	for _, e := range evs {
-		if e.User.Username == user && !e.RequestReceivedTimestamp.Before(from) {
-			out = append(out, e)
-		}
-	}
-	return out
+	return controlplane.Between(controlplane.UserEvents(evs, user), from, time.Time{})
 }
