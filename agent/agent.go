@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +61,7 @@ type Agent struct {
 	budget    *limiter.Budget
 	informers *informer.Informers
 	kube      *staleGate
+	kubelet   *kubeletGate
 	admin     *adminServer
 	promReg   *prometheus.Registry
 
@@ -95,6 +95,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, clk: opts.Clock, phase: "not started"}
 	a.lc.log = a.log
+	errs = append(errs, a.checkLocal()...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -164,25 +165,6 @@ func (a *Agent) loadRESTConfig() (*rest.Config, error) {
 	}
 	cfg.UserAgent = fmt.Sprintf("fleetagent/%s (node %s)", Version, a.cfg.NodeName)
 	return cfg, nil
-}
-
-// kubeletConfig turns the agent's kubelet flags into the collector's, and
-// drops the in-cluster default credential files when they do not exist
-// (outside a pod, against a plain-http kubelet endpoint).
-func (a *Agent) kubeletConfig() collector.KubeletConfig {
-	k := collector.KubeletConfig{Endpoint: a.cfg.KubeletEndpoint, CAFile: a.cfg.KubeletCAFile, TokenFile: a.cfg.KubeletTokenFile,
-		InsecureSkipVerify: a.cfg.KubeletInsecureSkipVerify}
-	if k.CAFile == defaultCAFile {
-		if _, err := os.Stat(k.CAFile); err != nil {
-			k.CAFile = ""
-		}
-	}
-	if k.TokenFile == defaultTokenFile {
-		if _, err := os.Stat(k.TokenFile); err != nil {
-			k.TokenFile = ""
-		}
-	}
-	return k
 }
 
 // Run starts the agent, runs it until ctx ends (SIGTERM), then shuts it
@@ -367,7 +349,7 @@ func (a *Agent) stopSelfMetrics(ctx context.Context) error {
 }
 
 func (a *Agent) startExport(ctx context.Context) error {
-	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, Kubelet: a.kubeletConfig()}
+	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, KubeletClient: a.kubelet.client}
 	cols, err := collector.Default(ccfg, a.kube)
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
@@ -392,6 +374,7 @@ func (a *Agent) startExport(ctx context.Context) error {
 			a.log.Warn("register collector self-metrics", "err", err)
 		}
 	}
+	a.probeKubelet(ctx)
 	return nil
 }
 
@@ -428,6 +411,10 @@ func (a *Agent) Health() Health {
 		}
 		return Health{Reason: reason}
 	}
+	kready, kreason, kdegraded := a.kubelet.health()
+	if !kready {
+		return Health{Reason: kreason}
+	}
 	h := Health{Ready: true}
 	if stale, why := a.kube.Stale(); stale {
 		h.Degraded = "Kubernetes metrics stale: " + why
@@ -435,6 +422,11 @@ func (a *Agent) Health() Health {
 		h.Degraded = why
 	} else if err := a.informers.LastError(); err != nil {
 		h.Degraded = "informer: " + err.Error()
+	}
+	if kdegraded != "" && h.Degraded != "" {
+		h.Degraded += "; " + kdegraded
+	} else if kdegraded != "" {
+		h.Degraded = kdegraded
 	}
 	return h
 }
@@ -461,7 +453,7 @@ func (a *Agent) ExportStats() exporter.Stats {
 
 func (a *Agent) registerAgentMetrics(m metric.Meter) error {
 	ready, err := m.Int64ObservableGauge("fleetagent.agent.ready", metric.WithUnit("1"),
-		metric.WithDescription("1 once the informers have synced"))
+		metric.WithDescription("1 once the informers have synced and a kubelet scrape has succeeded (or --kubelet-ready-timeout has passed)"))
 	if err != nil {
 		return err
 	}

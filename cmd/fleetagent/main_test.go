@@ -66,7 +66,7 @@ func TestInvalidConfiguration(t *testing.T) {
 				env[k] = v
 			}
 			var stdout, stderr bytes.Buffer
-			code := run(tc.args, func(k string) string { return env[k] }, &stdout, &stderr)
+			code := run(tc.args, lookup(env), &stdout, &stderr)
 			out := stderr.String()
 			if code != 2 {
 				t.Errorf("exit code %d, want 2; stderr:\n%s", code, out)
@@ -90,7 +90,7 @@ func TestInvalidConfiguration(t *testing.T) {
 
 // TestHelpAndVersion: --help and --version succeed without configuration.
 func TestHelpAndVersion(t *testing.T) {
-	none := func(string) string { return "" }
+	none := lookup(nil)
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"--help"}, none, &stdout, &stderr); code != 0 {
 		t.Errorf("--help exit code %d", code)
@@ -105,4 +105,9 @@ func TestHelpAndVersion(t *testing.T) {
 	if code := run([]string{"--version"}, none, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "fleetagent ") {
 		t.Errorf("--version: code %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
+}
+
+// lookup is os.LookupEnv over m.
+func lookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }

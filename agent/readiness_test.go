@@ -1,0 +1,112 @@
+package agent_test
+
+import (
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetagent/fleetagent/agent"
+)
+
+// TestReadyzWaitsForTheKubelet: with synced informers, /readyz still fails
+// while the kubelet refuses the agent, naming what to fix, and
+// fleetagent.collector.kubelet.up says why; it passes once a scrape
+// succeeds.
+func TestReadyzWaitsForTheKubelet(t *testing.T) {
+	r := newRig(t, cluster.NodeNames()[3], agentUser, nil)
+	r.kubelet.SetStatus(http.StatusForbidden)
+	if err := r.agent.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.agent.Shutdown(t.Context())
+	if !r.agent.Informers().HasSynced() {
+		t.Fatalf("informers not synced after Start; agent log:\n%s", r.logs.String())
+	}
+	base := "http://" + r.agent.AdminAddr()
+	code, body := get(t, base+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "HTTP 403") || !strings.Contains(body, "RBAC get on nodes/stats") {
+		t.Errorf("/readyz with a kubelet answering 403: %d %q, want 503 saying what to fix", code, body)
+	}
+	waitFor(t, "kubelet up metric says forbidden", func() bool {
+		_, m := get(t, base+"/metrics")
+		return metricLine(m, "fleetagent_collector_kubelet_up", `error_type="forbidden"`, " 0")
+	})
+
+	r.kubelet.SetStatus(http.StatusOK)
+	waitFor(t, "/readyz passes once a scrape succeeds", func() bool {
+		code, body := get(t, base+"/readyz")
+		return code == http.StatusOK && strings.TrimSpace(body) == "ok"
+	})
+	_, m := get(t, base+"/metrics")
+	if !metricLine(m, "fleetagent_collector_kubelet_up", "", " 1") {
+		t.Errorf("/metrics after a good scrape has no fleetagent_collector_kubelet_up 1")
+	}
+}
+
+// TestBrokenKubeletDoesNotBlockReadinessForever: after
+// --kubelet-ready-timeout without a successful scrape the agent is ready,
+// degraded, and says why.
+func TestBrokenKubeletDoesNotBlockReadinessForever(t *testing.T) {
+	r := newRig(t, cluster.NodeNames()[4], agentUser, func(c *agent.Config) { c.KubeletReadyTimeout = 2 * time.Second })
+	r.kubelet.SetStatus(http.StatusUnauthorized)
+	if err := r.agent.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.agent.Shutdown(t.Context())
+	base := "http://" + r.agent.AdminAddr()
+	var body string
+	waitFor(t, "/readyz ready but degraded after the kubelet ready timeout", func() bool {
+		var code int
+		code, body = get(t, base+"/readyz")
+		return code == http.StatusOK
+	})
+	for _, w := range []string{"degraded", "no successful kubelet scrape in --kubelet-ready-timeout 2s", "HTTP 401", "--kubelet-token-file"} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/readyz body does not say %q: %q", w, body)
+		}
+	}
+	if n := strings.Count(r.logs.String(), "no successful kubelet scrape within --kubelet-ready-timeout"); n != 1 {
+		t.Errorf("the timeout is logged %d times, want once; log:\n%s", n, r.logs.String())
+	}
+}
+
+// TestNewReportsLocalProblemsAtOnce: New reads the kubelet's CA and token
+// files and checks the OTEL_* settings, and reports every problem, with the
+// configuration's own, in one error.
+func TestNewReportsLocalProblemsAtOnce(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")
+	missing := filepath.Join(t.TempDir(), "missing")
+	cfg := agent.DefaultConfig()
+	cfg.FleetSize = 2
+	cfg.KubeletEndpoint = "https://127.0.0.1:10250"
+	cfg.KubeletCAFile, cfg.KubeletTokenFile = missing, missing
+	_, err := agent.New(cfg, agent.Options{RESTConfig: cp.UserConfig(agentUser)})
+	for _, w := range []string{"node name is empty", `kubelet CA file "` + missing + `" cannot be read`, `kubelet token file "` + missing + `" cannot be read`, `OTEL_EXPORTER_OTLP_PROTOCOL="thrift"`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("New error %v does not say %q", err, w)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("not within 60s: %s", what)
+}
+
+// metricLine reports whether a sample of the metric whose name starts with
+// name carries labels and ends with value.
+func metricLine(metrics, name, labels, value string) bool {
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, name) && strings.Contains(l, labels) && strings.HasSuffix(l, value) {
+			return true
+		}
+	}
+	return false
+}
