@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,6 +71,31 @@ func TestBrokenKubeletDoesNotBlockReadinessForever(t *testing.T) {
 	}
 	if n := strings.Count(r.logs.String(), "no successful kubelet scrape within --kubelet-ready-timeout"); n != 1 {
 		t.Errorf("the timeout is logged %d times, want once; log:\n%s", n, r.logs.String())
+	}
+}
+
+// TestSkipVerifyNeedsNoOtherSetting: with --kubelet-insecure-skip-verify
+// and nothing else the agent reads an HTTPS kubelet whose certificate it
+// cannot verify, is ready, and said once at start that it does not verify.
+func TestSkipVerifyNeedsNoOtherSetting(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("..", "collector", "testdata", "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) }))
+	defer kubelet.Close()
+	r := newRig(t, cluster.NodeNames()[5], agentUser, func(c *agent.Config) {
+		c.KubeletEndpoint, c.KubeletInsecureSkipVerify = kubelet.URL, true
+	})
+	if err := r.agent.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.agent.Shutdown(t.Context())
+	if code, body := get(t, "http://"+r.agent.AdminAddr()+"/readyz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/readyz: %d %q, want ok", code, body)
+	}
+	if n := strings.Count(r.logs.String(), "the serving certificate is NOT verified"); n != 1 {
+		t.Errorf("skip-verify logged %d times, want once at start; log:\n%s", n, r.logs.String())
 	}
 }
 

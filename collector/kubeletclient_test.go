@@ -2,18 +2,11 @@ package collector
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,82 +20,34 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
 
-// issuer is a certificate authority made in the test.
-type issuer struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+func newCA(t *testing.T, cn string) *testpki.CA {
+	t.Helper()
+	ca, err := testpki.NewCA(cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func serving(t *testing.T, ca *testpki.CA, dns []string, ips []net.IP, notBefore, notAfter time.Time) tls.Certificate {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// sign issues tmpl for pub, signed by parent.
-func sign(t *testing.T, tmpl *x509.Certificate, pub *ecdsa.PublicKey, parent *issuer) *x509.Certificate {
-	t.Helper()
-	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.SerialNumber = sn
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.cert, pub, parent.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
+	c, err := ca.Serving(dns, ips, notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func newCA(t *testing.T, cn string) *issuer {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	// Self-signed: the template is its own parent.
-	return &issuer{cert: sign(t, tmpl, &key.PublicKey, &issuer{cert: tmpl, key: key}), key: key}
-}
-
-// serving is a serving certificate for dns names and ips, valid from
-// notBefore to notAfter, issued by ca.
-func serving(t *testing.T, ca *issuer, dns []string, ips []net.IP, notBefore, notAfter time.Time) tls.Certificate {
-	t.Helper()
-	key := newKey(t)
-	leaf := sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "kubelet"}, DNSNames: dns, IPAddresses: ips,
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, &key.PublicKey, ca)
-	return tls.Certificate{Certificate: [][]byte{leaf.Raw, ca.cert.Raw}, PrivateKey: key, Leaf: leaf}
-}
-
-// kubeletSelfSigned is what a kubelet without a serving certificate makes
-// for itself (client-go's cert.GenerateSelfSignedCertKey, as
-// cmd/kubelet/app/server.go v1.37 calls it): a CA "<host>-ca@<time>" and a
-// serving certificate for the hostname alone, no IP address.
-func kubeletSelfSigned(t *testing.T, host string) (tls.Certificate, *issuer) {
-	t.Helper()
-	ca := newCA(t, fmt.Sprintf("%s-ca@%d", host, time.Now().Unix()))
-	return serving(t, ca, []string{host}, nil, time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour)), ca
-}
-
 // writePEM writes the certificates as the PEM file a kubelet's kubelet.crt
 // or a CA bundle is, and returns its path.
-func writePEM(t *testing.T, name string, certs ...*x509.Certificate) string {
+func writePEM(t *testing.T, name string, pemBytes []byte) string {
 	t.Helper()
-	var b []byte
-	for _, c := range certs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
 	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
+	if err := os.WriteFile(p, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -162,16 +107,22 @@ func byName(u string) string { return strings.Replace(u, "127.0.0.1", "localhost
 // TLS error that says what to set.
 func TestKubeletTLSModes(t *testing.T) {
 	cluster := newCA(t, "kubernetes")
-	clusterCA := writePEM(t, "ca.crt", cluster.cert)
+	clusterCA := writePEM(t, "ca.crt", testpki.PEM(cluster.Cert))
 	// A kubelet with serverTLSBootstrap: signed by the cluster CA, for its
 	// hostname and node IP.
 	bootstrapped := standIn(t, serving(t, cluster, []string{"node-1"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
 	// A kubelet that made its own certificate, and its kubelet.crt file.
-	self, selfCA := kubeletSelfSigned(t, "node-1")
+	self, selfCrt, err := testpki.KubeletSelfSigned("node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	selfSigned := standIn(t, self)
-	kubeletCrt := writePEM(t, "kubelet.crt", self.Leaf, selfCA.cert)
-	_, otherCA := kubeletSelfSigned(t, "node-2")
-	bundle := writePEM(t, "bundle.crt", otherCA.cert, selfCA.cert)
+	kubeletCrt := writePEM(t, "kubelet.crt", selfCrt)
+	_, otherCrt, err := testpki.KubeletSelfSigned("node-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := writePEM(t, "bundle.crt", append(otherCrt, selfCrt...))
 	expired := standIn(t, serving(t, cluster, nil, []net.IP{net.ParseIP("127.0.0.1")}, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)))
 	token := tokenFile(t, goodToken)
 
@@ -235,7 +186,7 @@ func TestKubeletTLSModes(t *testing.T) {
 // and its message says what to fix.
 func TestKubeletErrorClasses(t *testing.T) {
 	cluster := newCA(t, "kubernetes")
-	clusterCA := writePEM(t, "ca.crt", cluster.cert)
+	clusterCA := writePEM(t, "ca.crt", testpki.PEM(cluster.Cert))
 	cert := serving(t, cluster, nil, []net.IP{net.ParseIP("127.0.0.1")}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	kubelet := standIn(t, cert)
 
@@ -398,7 +349,7 @@ func TestKubeletHealthAPI(t *testing.T) {
 	startTLS(t, kubelet, serving(t, cluster, nil, []net.IP{net.ParseIP("127.0.0.1")}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
 	token := tokenFile(t, goodToken)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
-	client, err := NewKubeletClient(KubeletConfig{Endpoint: kubelet.URL, CAFile: writePEM(t, "ca.crt", cluster.cert), TokenFile: token, Clock: clk})
+	client, err := NewKubeletClient(KubeletConfig{Endpoint: kubelet.URL, CAFile: writePEM(t, "ca.crt", testpki.PEM(cluster.Cert)), TokenFile: token, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +18,7 @@ import (
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
 
 // TestMisconfiguredStartCostsTheApiserverNothing starts the real binary,
@@ -55,7 +49,11 @@ func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
 
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "kubelet-ca.crt")
-	writeFile(t, ca, selfSignedPEM(t))
+	_, kubeletCrt, err := testpki.KubeletSelfSigned("node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, ca, kubeletCrt)
 	notPEM := filepath.Join(dir, "not-pem.crt")
 	writeFile(t, notPEM, []byte("this is not a certificate\n"))
 	missing := filepath.Join(dir, "missing")
@@ -197,24 +195,6 @@ func writeKubeconfig(t *testing.T, cp *controlplane.ControlPlane, dir, user stri
 		t.Fatal(err)
 	}
 	return p
-}
-
-func selfSignedPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubelet-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func writeFile(t *testing.T, path string, b []byte) {
