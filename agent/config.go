@@ -175,8 +175,8 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	str(&cfg.KubeletEndpoint, flagSpec{"kubelet-endpoint", "FLEETAGENT_KUBELET_ENDPOINT", "base URL of the node-local kubelet (default https://$NODE_IP:10250)"})
 	cfg.KubeletCAFile, cfg.KubeletTokenFile = collector.DefaultCAFile, collector.DefaultTokenFile
 	caFromEnv := clearable(&cfg.KubeletCAFile, flagSpec{"kubelet-ca-file", "FLEETAGENT_KUBELET_CA_FILE",
-		"PEM file of the CA certificates that sign the kubelet's serving certificate (default: the service-account CA, i.e. the cluster CA, unless --kubelet-insecure-skip-verify); empty: the system roots"})
-	clearable(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet (default: the service-account token); empty sends none"})
+		"PEM file of the CA certificates the kubelet's serving certificate must chain to; the default, the service-account CA (the cluster CA), gives way to --kubelet-insecure-skip-verify; empty: the system roots"})
+	clearable(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet, the service-account token by default; empty sends none"})
 	str(&cfg.KubeletTLSServerName, flagSpec{"kubelet-tls-server-name", "FLEETAGENT_KUBELET_TLS_SERVER_NAME",
 		"name to verify in the kubelet's serving certificate instead of the endpoint's host; a kubelet's self-signed certificate names only the node's hostname"})
 	if v := getenv("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY"); v != "" {

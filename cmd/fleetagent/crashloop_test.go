@@ -63,7 +63,6 @@ func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
 		"FLEETAGENT_FLEET_SIZE":       "1",
 		"FLEETAGENT_KUBELET_ENDPOINT": "https://127.0.0.1:" + freePort(t),
 		"FLEETAGENT_ADMIN_ADDRESS":    "127.0.0.1:0",
-		"FLEETAGENT_KILL_SWITCH_FILE": "",
 		// Short, so that an agent that does start (the old behaviour)
 		// reaches the kubelet client within the test's deadline.
 		"FLEETAGENT_SYNC_TIMEOUT":     "3s",

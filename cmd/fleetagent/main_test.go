@@ -53,6 +53,13 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"no node name", nil, map[string]string{"NODE_NAME": ""}, []string{"node name is empty", "NODE_NAME"}},
 		{"unknown flag", []string{"--nodename=n1"}, nil, []string{"-nodename"}},
 		{"stray argument", []string{"run"}, nil, []string{`unexpected arguments ["run"]`}},
+		{"skip verify beside a CA file", []string{"--kubelet-insecure-skip-verify"}, map[string]string{"FLEETAGENT_KUBELET_CA_FILE": "/etc/kubelet-ca/ca.crt"},
+			[]string{"--kubelet-insecure-skip-verify", `--kubelet-ca-file "/etc/kubelet-ca/ca.crt"`, "exclude each other"}},
+		{"skip verify beside a server name", nil, map[string]string{"FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY": "true", "FLEETAGENT_KUBELET_TLS_SERVER_NAME": "node-1"},
+			[]string{`--kubelet-tls-server-name "node-1"`}},
+		{"skip verify env not a boolean", nil, map[string]string{"FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY": "yes please"}, []string{`FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY="yes please" is not a boolean`}},
+		{"kubelet ready timeout env", nil, map[string]string{"FLEETAGENT_KUBELET_READY_TIMEOUT": "120"}, []string{`FLEETAGENT_KUBELET_READY_TIMEOUT="120" is not a duration`}},
+		{"kubelet ready timeout zero", []string{"--kubelet-ready-timeout=0s"}, nil, []string{"kubelet ready timeout 0s must be positive"}},
 		{"several at once", []string{"--informer-mode=x", "--log-level=y", "--fleet-qps=-1"}, nil,
 			[]string{`informer mode "x"`, `log level "y"`, "fleet-qps -1"}},
 	}
