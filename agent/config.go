@@ -86,8 +86,9 @@ func DefaultConfig() Config {
 		SyncTimeout:        2 * time.Minute,
 		ShutdownTimeout:    20 * time.Second,
 		// Two minutes: at the default 30s interval, the start-up probe and
-		// four scrapes, so a kubelet that restarts (healthy again in
-		// seconds) never trips it; and a node whose kubelet is broken holds a
+		// three or four scrapes, so a restarting kubelet (healthy again
+		// 5.4 s after start on the test node, shared/realnode.md) does not
+		// trip it; and a node whose kubelet is broken holds a
 		// maxUnavailable=1 rollout for two minutes, not forever.
 		KubeletReadyTimeout: 2 * time.Minute,
 		InformerMode:        "list-watch",
