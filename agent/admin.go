@@ -12,9 +12,12 @@ import (
 )
 
 // Health is what /readyz reports. Ready is false until the informers have
-// synced once; after that the agent stays ready, and Degraded names why
+// synced once and a kubelet scrape has succeeded (or
+// Config.KubeletReadyTimeout has passed since the collectors started);
+// after that the agent stays ready, and Degraded names why
 // Kubernetes-derived metrics may be stale (kill switch, apiserver
-// unreachable, backoff) while node-local metrics continue.
+// unreachable, backoff) or kubelet usage is missing, while the rest
+// continues.
 type Health struct {
 	Ready    bool
 	Reason   string

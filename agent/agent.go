@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +66,7 @@ type Agent struct {
 	budget    *limiter.Budget     // kube.Budget
 	informers *informer.Informers // kube.Informers
 	state     *staleGate
+	kubelet   *kubeletGate
 	admin     *adminServer
 	promReg   *prometheus.Registry
 
@@ -102,6 +102,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, clk: opts.Clock, phase: "not started"}
 	a.lc.log = a.log
+	errs = append(errs, a.checkLocal()...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -171,25 +172,6 @@ func (a *Agent) loadRESTConfig() (*rest.Config, error) {
 	}
 	cfg.UserAgent = fmt.Sprintf("fleetagent/%s (node %s)", Version, a.cfg.NodeName)
 	return cfg, nil
-}
-
-// kubeletConfig turns the agent's kubelet flags into the collector's, and
-// drops the in-cluster default credential files when they do not exist
-// (outside a pod, against a plain-http kubelet endpoint).
-func (a *Agent) kubeletConfig() collector.KubeletConfig {
-	k := collector.KubeletConfig{Endpoint: a.cfg.KubeletEndpoint, CAFile: a.cfg.KubeletCAFile, TokenFile: a.cfg.KubeletTokenFile,
-		InsecureSkipVerify: a.cfg.KubeletInsecureSkipVerify}
-	if k.CAFile == defaultCAFile {
-		if _, err := os.Stat(k.CAFile); err != nil {
-			k.CAFile = ""
-		}
-	}
-	if k.TokenFile == defaultTokenFile {
-		if _, err := os.Stat(k.TokenFile); err != nil {
-			k.TokenFile = ""
-		}
-	}
-	return k
 }
 
 // Run starts the agent, runs it until ctx ends (SIGTERM), then shuts it
@@ -370,7 +352,7 @@ func (a *Agent) stopSelfMetrics(ctx context.Context) error {
 }
 
 func (a *Agent) startExport(ctx context.Context) error {
-	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, Kubelet: a.kubeletConfig()}
+	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, KubeletClient: a.kubelet.client}
 	cols, err := collector.Default(ccfg, a.state)
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
@@ -395,6 +377,7 @@ func (a *Agent) startExport(ctx context.Context) error {
 			a.log.Warn("register collector self-metrics", "err", err)
 		}
 	}
+	a.probeKubelet(ctx)
 	return nil
 }
 
@@ -434,6 +417,10 @@ func (a *Agent) Health() Health {
 		}
 		return Health{Reason: reason}
 	}
+	kready, kreason, kdegraded := a.kubelet.health()
+	if !kready {
+		return Health{Reason: kreason}
+	}
 	h := Health{Ready: true}
 	if stale, why := a.state.Stale(); stale {
 		h.Degraded = "Kubernetes metrics stale: " + why
@@ -441,6 +428,11 @@ func (a *Agent) Health() Health {
 		h.Degraded = why
 	} else if err := a.informers.LastError(); err != nil {
 		h.Degraded = "informer: " + err.Error()
+	}
+	if kdegraded != "" && h.Degraded != "" {
+		h.Degraded += "; " + kdegraded
+	} else if kdegraded != "" {
+		h.Degraded = kdegraded
 	}
 	return h
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fleetagent/fleetagent/collector"
 )
 
 // Version is the agent's version, stamped at build time with
@@ -36,13 +38,23 @@ type Config struct {
 	DaemonSet string
 	// KubeletEndpoint is the base URL of the node-local kubelet.
 	KubeletEndpoint string
-	// KubeletCAFile and KubeletTokenFile authenticate to the kubelet;
-	// empty CA means the system pool, empty token means no Authorization.
-	KubeletCAFile    string
+	// KubeletCAFile verifies the kubelet's serving certificate (PEM CA
+	// certificates); empty means the system roots.
+	KubeletCAFile string
+	// KubeletTokenFile is the bearer token sent to the kubelet; empty
+	// sends none.
 	KubeletTokenFile string
+	// KubeletTLSServerName is the name the kubelet's serving certificate
+	// must carry when it is not the endpoint's host (self-signed kubelet
+	// certificates name only the node's hostname).
+	KubeletTLSServerName string
 	// KubeletInsecureSkipVerify skips verifying the kubelet's serving
-	// certificate, for kubelets with self-signed certificates.
+	// certificate. It excludes KubeletCAFile and KubeletTLSServerName.
 	KubeletInsecureSkipVerify bool
+	// KubeletReadyTimeout bounds how long /readyz waits for the first
+	// successful kubelet scrape once the collectors have started; after it
+	// the agent reports ready but degraded.
+	KubeletReadyTimeout time.Duration
 	// KillSwitchFile stops all apiserver traffic while it exists with a
 	// content other than "", "0", "false" or "off".
 	KillSwitchFile string
@@ -64,11 +76,6 @@ type Config struct {
 	LogLevel string
 }
 
-const (
-	defaultTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-	defaultCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-)
-
 // DefaultConfig returns the defaults an operator gets with no flags.
 func DefaultConfig() Config {
 	return Config{
@@ -78,8 +85,14 @@ func DefaultConfig() Config {
 		CollectionInterval: 30 * time.Second,
 		SyncTimeout:        2 * time.Minute,
 		ShutdownTimeout:    20 * time.Second,
-		InformerMode:       "list-watch",
-		LogLevel:           "info",
+		// Two minutes: at the default 30s interval, the start-up probe and
+		// three or four scrapes, so a restarting kubelet (healthy again
+		// 5.4 s after start on the test node, shared/realnode.md) does not
+		// trip it; and a node whose kubelet is broken holds a
+		// maxUnavailable=1 rollout for two minutes, not forever.
+		KubeletReadyTimeout: 2 * time.Minute,
+		InformerMode:        "list-watch",
+		LogLevel:            "info",
 	}
 }
 
@@ -91,9 +104,12 @@ type flagSpec struct {
 
 // ParseFlags parses args (without the program name) on top of the
 // defaults, reading each flag's environment variable first so that a flag
-// given on the command line wins. getenv is os.Getenv outside tests. It
-// returns flag.ErrHelp after printing usage to out when asked for -help.
-func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Config, bool, error) {
+// given on the command line wins. lookupEnv is os.LookupEnv outside tests.
+// An environment variable set to "" counts as unset, except the kubelet CA
+// and token files, where "" clears the default. It returns flag.ErrHelp
+// after printing usage to out when asked for -help.
+func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, bool, error) {
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("fleetagent", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -106,6 +122,17 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 			*p = v
 		}
 		fs.StringVar(p, s.name, *p, s.usage+" (env "+s.env+")")
+	}
+	// clearable is str for settings whose empty value means something: the
+	// variable set to "" replaces the default. It reports whether the
+	// environment set it.
+	clearable := func(p *string, s flagSpec) (fromEnv bool) {
+		v, ok := lookupEnv(s.env)
+		if ok {
+			*p = v
+		}
+		fs.StringVar(p, s.name, *p, s.usage+" (env "+s.env+", which clears the default when set empty)")
+		return ok
 	}
 	dur := func(p *time.Duration, s flagSpec) {
 		if v := getenv(s.env); v != "" {
@@ -147,9 +174,12 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 		cfg.KubeletEndpoint = "https://" + net.JoinHostPort(ip, "10250")
 	}
 	str(&cfg.KubeletEndpoint, flagSpec{"kubelet-endpoint", "FLEETAGENT_KUBELET_ENDPOINT", "base URL of the node-local kubelet (default https://$NODE_IP:10250)"})
-	cfg.KubeletCAFile, cfg.KubeletTokenFile = defaultCAFile, defaultTokenFile
-	str(&cfg.KubeletCAFile, flagSpec{"kubelet-ca-file", "FLEETAGENT_KUBELET_CA_FILE", "CA bundle that signs the kubelet's serving certificate; empty uses the system pool"})
-	str(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet; empty sends none"})
+	cfg.KubeletCAFile, cfg.KubeletTokenFile = collector.DefaultCAFile, collector.DefaultTokenFile
+	caFromEnv := clearable(&cfg.KubeletCAFile, flagSpec{"kubelet-ca-file", "FLEETAGENT_KUBELET_CA_FILE",
+		"PEM file of the CA certificates the kubelet's serving certificate must chain to; the default, the service-account CA (the cluster CA), gives way to --kubelet-insecure-skip-verify; empty: the system roots"})
+	clearable(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet, the service-account token by default; empty sends none"})
+	str(&cfg.KubeletTLSServerName, flagSpec{"kubelet-tls-server-name", "FLEETAGENT_KUBELET_TLS_SERVER_NAME",
+		"name to verify in the kubelet's serving certificate instead of the endpoint's host; a kubelet's self-signed certificate names only the node's hostname"})
 	if v := getenv("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -158,7 +188,10 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 			cfg.KubeletInsecureSkipVerify = b
 		}
 	}
-	fs.BoolVar(&cfg.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", cfg.KubeletInsecureSkipVerify, "do not verify the kubelet's serving certificate (kubelets with self-signed certificates) (env FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY)")
+	fs.BoolVar(&cfg.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", cfg.KubeletInsecureSkipVerify,
+		"do not verify the kubelet's serving certificate: needs no other setting, and the agent's token then goes to whoever answers at the kubelet endpoint (env FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY)")
+	dur(&cfg.KubeletReadyTimeout, flagSpec{"kubelet-ready-timeout", "FLEETAGENT_KUBELET_READY_TIMEOUT",
+		"/readyz fails until a kubelet scrape has succeeded, for at most this long after the collectors start; then the agent is ready but degraded"})
 	str(&cfg.KillSwitchFile, flagSpec{"kill-switch-file", "FLEETAGENT_KILL_SWITCH_FILE", "file that, when present with content other than off/false/0/empty, stops all apiserver traffic; empty disables the switch"})
 	str(&cfg.AdminAddress, flagSpec{"admin-address", "FLEETAGENT_ADMIN_ADDRESS", "host:port serving /healthz, /readyz and /metrics"})
 	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics"})
@@ -172,7 +205,7 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 
 	fs.Usage = func() {
 		fmt.Fprintf(out, "fleetagent %s: node telemetry agent exporting OTLP metrics at a flat apiserver cost per node.\n\n", Version)
-		fmt.Fprintf(out, "Usage: fleetagent [flags]\n\nEvery flag falls back to the environment variable it names. OTLP export is configured by the\nstandard OTEL_EXPORTER_OTLP_* variables (endpoint, headers, TLS, compression, timeout,\nprotocol grpc or http/protobuf) and OTEL_RESOURCE_ATTRIBUTES.\n\nFlags:\n")
+		fmt.Fprintf(out, "Usage: fleetagent [flags]\n\nEvery flag falls back to the environment variable it names; a variable set to an empty value\ncounts as unset, except FLEETAGENT_KUBELET_CA_FILE (empty: verify against the system roots) and\nFLEETAGENT_KUBELET_TOKEN_FILE (empty: send no token), where it clears the default. OTLP export is\nconfigured by the standard OTEL_EXPORTER_OTLP_* variables (endpoint, headers, TLS, compression,\ntimeout, protocol grpc or http/protobuf) and OTEL_RESOURCE_ATTRIBUTES.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +214,13 @@ func ParseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q: fleetagent takes only flags (see --help)", fs.Args()))
+	}
+	// Skipping verification needs no other setting: the default CA file
+	// gives way to it, a CA file given explicitly does not (Validate).
+	caFromFlag := false
+	fs.Visit(func(f *flag.Flag) { caFromFlag = caFromFlag || f.Name == "kubelet-ca-file" })
+	if cfg.KubeletInsecureSkipVerify && !caFromEnv && !caFromFlag {
+		cfg.KubeletCAFile = ""
 	}
 	for _, l := range strings.Split(podLabels, ",") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -215,10 +255,17 @@ func (c Config) Validate() error {
 			bad("daemonset %q is not namespace/name: set --daemonset or POD_NAMESPACE, or fix the fleet size with --fleet-size", c.DaemonSet)
 		}
 	}
-	if c.KubeletEndpoint == "" {
-		bad("kubelet endpoint is empty: set --kubelet-endpoint or NODE_IP (downward API status.hostIP)")
-	} else if u, err := url.Parse(c.KubeletEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("kubelet endpoint %q is not an http(s) URL with a host: use e.g. https://10.0.0.5:10250", c.KubeletEndpoint)
+	if err := checkKubeletEndpoint(c.KubeletEndpoint); err != nil {
+		errs = append(errs, err)
+	}
+	if c.KubeletInsecureSkipVerify && c.KubeletCAFile != "" {
+		bad("--kubelet-insecure-skip-verify (FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY) and --kubelet-ca-file %q (FLEETAGENT_KUBELET_CA_FILE) exclude each other: to skip verification unset the CA file or set it empty, to verify set skip-verify false", c.KubeletCAFile)
+	}
+	if c.KubeletInsecureSkipVerify && c.KubeletTLSServerName != "" {
+		bad("--kubelet-insecure-skip-verify (FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY) and --kubelet-tls-server-name %q (FLEETAGENT_KUBELET_TLS_SERVER_NAME) exclude each other: a name is only checked when the certificate is verified", c.KubeletTLSServerName)
+	}
+	if c.KubeletReadyTimeout <= 0 {
+		bad("kubelet ready timeout %v must be positive (default 2m)", c.KubeletReadyTimeout)
 	}
 	if c.AdminAddress != "" {
 		if _, port, err := net.SplitHostPort(c.AdminAddress); err != nil {
@@ -243,6 +290,18 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkKubeletEndpoint is the one check of the kubelet endpoint, used by
+// Validate and by New before it builds the kubelet client.
+func checkKubeletEndpoint(e string) error {
+	if e == "" {
+		return errors.New("kubelet endpoint is empty: set --kubelet-endpoint or NODE_IP (downward API status.hostIP)")
+	}
+	if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("kubelet endpoint %q is not an http(s) URL with a host: use e.g. https://10.0.0.5:10250", e)
+	}
+	return nil
 }
 
 // ParseLevel parses a --log-level value.

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetagent/fleetagent/collector"
 )
 
-func env(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
 func TestParseFlagsEnvFallbackAndFlagWins(t *testing.T) {
@@ -122,5 +124,102 @@ func TestFlagErrorKeepsEnvErrors(t *testing.T) {
 	_, _, err := ParseFlags([]string{"--fleet-qps=x"}, env(map[string]string{"FLEETAGENT_COLLECTION_INTERVAL": "y"}), &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "fleet-qps") || !strings.Contains(err.Error(), `FLEETAGENT_COLLECTION_INTERVAL="y"`) {
 		t.Fatalf("want both the flag and the env error, got %v", err)
+	}
+}
+
+// TestKubeletSkipVerifyNeedsNoOtherSetting: skipping verification with
+// the default CA file in place is a working configuration (it used to end
+// in client-go's "specifying a root certificates file with the insecure
+// flag is not allowed"), while an explicit CA file beside it is a
+// contradiction reported before anything starts.
+func TestKubeletSkipVerifyNeedsNoOtherSetting(t *testing.T) {
+	base := map[string]string{"NODE_NAME": "n1", "NODE_IP": "10.0.0.5", "FLEETAGENT_FLEET_SIZE": "3"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantCA  string
+		wantErr []string
+	}{
+		{name: "env, default CA file", env: with("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY", "true")},
+		{name: "flag, default CA file", args: []string{"--kubelet-insecure-skip-verify"}, env: base},
+		{name: "verify by default", env: base, wantCA: collector.DefaultCAFile},
+		{name: "explicit CA file by env", env: with("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY", "true", "FLEETAGENT_KUBELET_CA_FILE", "/etc/kubelet-ca/ca.crt"),
+			wantCA: "/etc/kubelet-ca/ca.crt", wantErr: []string{"--kubelet-insecure-skip-verify", `--kubelet-ca-file "/etc/kubelet-ca/ca.crt"`, "exclude each other"}},
+		{name: "explicit CA file by flag", args: []string{"--kubelet-insecure-skip-verify", "--kubelet-ca-file=/ca.pem"}, env: base,
+			wantCA: "/ca.pem", wantErr: []string{`--kubelet-ca-file "/ca.pem"`}},
+		{name: "explicit empty CA file", env: with("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY", "true", "FLEETAGENT_KUBELET_CA_FILE", "")},
+		{name: "server name", args: []string{"--kubelet-insecure-skip-verify", "--kubelet-tls-server-name=node-1"}, env: base,
+			wantErr: []string{`--kubelet-tls-server-name "node-1"`, "exclude each other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _, err := ParseFlags(tc.args, env(tc.env), &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.KubeletCAFile != tc.wantCA {
+				t.Errorf("CA file %q, want %q", cfg.KubeletCAFile, tc.wantCA)
+			}
+			err = cfg.Validate()
+			if len(tc.wantErr) == 0 && err != nil {
+				t.Errorf("rejected: %v", err)
+			}
+			for _, w := range tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestEmptyEnvClearsKubeletFiles: FLEETAGENT_KUBELET_CA_FILE and
+// FLEETAGENT_KUBELET_TOKEN_FILE set to "" clear their defaults (system
+// roots, no token), so a manifest configuring by environment can choose
+// them; other variables set to "" count as unset.
+func TestEmptyEnvClearsKubeletFiles(t *testing.T) {
+	cfg, _, err := ParseFlags(nil, env(map[string]string{"FLEETAGENT_KUBELET_CA_FILE": "", "FLEETAGENT_KUBELET_TOKEN_FILE": "", "FLEETAGENT_LOG_LEVEL": ""}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KubeletCAFile != "" || cfg.KubeletTokenFile != "" {
+		t.Errorf("CA file %q, token file %q: want both cleared", cfg.KubeletCAFile, cfg.KubeletTokenFile)
+	}
+	if cfg.LogLevel != "info" {
+		t.Errorf("FLEETAGENT_LOG_LEVEL=\"\" gave log level %q, want the default info", cfg.LogLevel)
+	}
+	cfg, _, err = ParseFlags(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KubeletCAFile != collector.DefaultCAFile || cfg.KubeletTokenFile != collector.DefaultTokenFile {
+		t.Errorf("unset: CA file %q, token file %q: want the service-account mounts", cfg.KubeletCAFile, cfg.KubeletTokenFile)
+	}
+	var help bytes.Buffer
+	_, _, _ = ParseFlags([]string{"--help"}, env(nil), &help)
+	for _, want := range []string{"FLEETAGENT_KUBELET_CA_FILE (empty: verify against the system roots)", "FLEETAGENT_KUBELET_TOKEN_FILE (empty: send no token)",
+		"-kubelet-tls-server-name", "-kubelet-ready-timeout", "FLEETAGENT_KUBELET_READY_TIMEOUT"} {
+		if !strings.Contains(strings.Join(strings.Fields(help.String()), " "), want) {
+			t.Errorf("--help does not say %q", want)
+		}
+	}
+}
+
+func TestValidateKubeletReadyTimeout(t *testing.T) {
+	c := DefaultConfig()
+	c.NodeName, c.FleetSize, c.KubeletEndpoint = "n1", 3, "http://127.0.0.1:10255"
+	c.KubeletReadyTimeout = 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "kubelet ready timeout 0s must be positive") {
+		t.Fatalf("want a ready-timeout error, got %v", err)
 	}
 }

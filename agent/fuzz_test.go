@@ -39,11 +39,11 @@ func FuzzParseFlags(f *testing.F) {
 			"FLEETAGENT_COLLECTION_INTERVAL": interval, "FLEETAGENT_LOG_LEVEL": level,
 			"NODE_IP": nodeIP,
 		}
-		cfg, _, err := ParseFlags(argv, func(k string) string { return envs[k] }, io.Discard)
+		cfg, _, err := ParseFlags(argv, env(envs), io.Discard)
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
-		if _, _, ferr := ParseFlags(argv, func(string) string { return "" }, io.Discard); ferr != nil && !strings.HasPrefix(ferr.Error(), "unexpected arguments") {
+		if _, _, ferr := ParseFlags(argv, env(nil), io.Discard); ferr != nil && !strings.HasPrefix(ferr.Error(), "unexpected arguments") {
 			// A command line the flag package refuses is reported (with
 			// any environment errors beside it), naming the flag and its
 			// value.

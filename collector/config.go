@@ -22,6 +22,11 @@ type Config struct {
 	// Kubelet configures the kubelet summary collector; it is left out of
 	// Default when Kubelet.Endpoint is empty.
 	Kubelet KubeletConfig
+	// KubeletClient, when set, is the kubelet client Default uses instead of
+	// building one from Kubelet: the agent builds it before it starts
+	// anything, to report a bad CA or token file at zero cost, and reads
+	// its health for readiness.
+	KubeletClient *KubeletClient
 }
 
 // Validate reports every problem at once.
@@ -32,7 +37,7 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("collector: empty key in PodLabels allow-list"))
 		}
 	}
-	if c.Kubelet.Endpoint != "" {
+	if c.KubeletClient == nil && c.Kubelet.Endpoint != "" {
 		if err := c.Kubelet.Validate(); err != nil {
 			errs = append(errs, err)
 		}
@@ -42,7 +47,7 @@ func (c Config) Validate() error {
 
 // Default returns the one explicit list of collectors the agent runs: pod
 // state and node state from state, and kubelet summary usage when
-// cfg.Kubelet.Endpoint is set.
+// cfg.KubeletClient or cfg.Kubelet.Endpoint is set.
 func Default(cfg Config, state KubeState) ([]Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -51,11 +56,14 @@ func Default(cfg Config, state KubeState) ([]Collector, error) {
 		NewPodCollector(state, cfg),
 		NewNodeCollector(state),
 	}
-	if cfg.Kubelet.Endpoint != "" {
-		client, err := NewKubeletClient(cfg.Kubelet)
-		if err != nil {
+	client := cfg.KubeletClient
+	if client == nil && cfg.Kubelet.Endpoint != "" {
+		var err error
+		if client, err = NewKubeletClient(cfg.Kubelet); err != nil {
 			return nil, fmt.Errorf("kubelet collector: %w", err)
 		}
+	}
+	if client != nil {
 		cs = append(cs, NewKubeletCollector(client, state, cfg))
 	}
 	return cs, nil

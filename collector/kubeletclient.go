@@ -1,18 +1,23 @@
 package collector
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"k8s.io/client-go/rest"
@@ -32,6 +37,12 @@ const (
 
 // KubeletConfig configures the kubelet summary client. The kubelet is
 // node-local: the agent never reaches it through the apiserver.
+//
+// An https endpoint's serving certificate is verified in one of three ways:
+// against the CA certificates in CAFile (the cluster CA, or a bundle of the
+// kubelets' own self-signed certificates), against the system roots (CAFile
+// empty), or not at all (InsecureSkipVerify, which excludes CAFile and
+// ServerName).
 type KubeletConfig struct {
 	// Endpoint is the kubelet's base URL, e.g. https://10.0.0.5:10250 (the
 	// node IP from the downward API) or http://127.0.0.1:port in tests.
@@ -39,11 +50,16 @@ type KubeletConfig struct {
 	// TokenFile is a bearer token file (re-read as it rotates); empty means
 	// no Authorization header. The agent passes DefaultTokenFile.
 	TokenFile string
-	// CAFile verifies the kubelet's serving certificate; empty means the
-	// system roots. The agent passes DefaultCAFile.
+	// CAFile is a PEM file of the CA certificates the kubelet's serving
+	// certificate must chain to; empty means the system roots. The agent
+	// passes DefaultCAFile.
 	CAFile string
-	// InsecureSkipVerify skips certificate verification, for kubelets whose
-	// serving certificate is self-signed (not signed by the cluster CA).
+	// ServerName is the name the serving certificate must carry when it is
+	// not the endpoint's host. A kubelet that made its own certificate names
+	// only its hostname in it, while the agent reaches it by node IP.
+	ServerName string
+	// InsecureSkipVerify accepts any serving certificate. The agent's token
+	// then goes to whoever answers at Endpoint.
 	InsecureSkipVerify bool
 	// Timeout bounds one scrape (default DefaultKubeletTimeout).
 	Timeout time.Duration
@@ -56,11 +72,12 @@ type KubeletConfig struct {
 	// does not grow with the number of readers. Zero means
 	// DefaultKubeletMinInterval; negative disables reuse.
 	MinInterval time.Duration
-	// Clock is used for MinInterval (default the real clock).
+	// Clock is used for MinInterval and LastSuccess (default the real clock).
 	Clock clock.PassiveClock
 }
 
-// Validate reports every problem at once.
+// Validate reports every problem at once. It reads no file: NewKubeletClient
+// checks the CA and token files.
 func (c KubeletConfig) Validate() error {
 	var errs []error
 	u, err := url.Parse(c.Endpoint)
@@ -72,6 +89,12 @@ func (c KubeletConfig) Validate() error {
 	case u.Scheme != "http" && u.Scheme != "https":
 		errs = append(errs, fmt.Errorf("kubelet: endpoint %q must start with https:// (or http:// for tests)", c.Endpoint))
 	}
+	if c.InsecureSkipVerify && c.CAFile != "" {
+		errs = append(errs, fmt.Errorf("kubelet: CA file %q and skipping certificate verification exclude each other: drop one", c.CAFile))
+	}
+	if c.InsecureSkipVerify && c.ServerName != "" {
+		errs = append(errs, fmt.Errorf("kubelet: server name %q and skipping certificate verification exclude each other: drop one", c.ServerName))
+	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("kubelet: timeout %v is negative", c.Timeout))
 	}
@@ -79,6 +102,41 @@ func (c KubeletConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("kubelet: max response bytes %d is negative", c.MaxResponseBytes))
 	}
 	return errors.Join(errs...)
+}
+
+// checkFiles reads the CA and token files once, so that a missing mount or
+// a wrong file is reported when the client is built, with what to do,
+// rather than as a failed scrape later.
+func (c KubeletConfig) checkFiles() error {
+	var errs []error
+	if c.CAFile != "" {
+		b, err := os.ReadFile(c.CAFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("kubelet CA file %q cannot be read (%v): mount the CA bundle there or point --kubelet-ca-file (FLEETAGENT_KUBELET_CA_FILE) at it", c.CAFile, pathErr(err)))
+		case !x509.NewCertPool().AppendCertsFromPEM(b):
+			errs = append(errs, fmt.Errorf("kubelet CA file %q holds no PEM certificate: it must hold the CA certificates (-----BEGIN CERTIFICATE-----) that sign the kubelets' serving certificates", c.CAFile))
+		}
+	}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("kubelet token file %q cannot be read (%v): mount the service-account token (automountServiceAccountToken: true) or point --kubelet-token-file (FLEETAGENT_KUBELET_TOKEN_FILE) at a token, or set it empty to send none", c.TokenFile, pathErr(err)))
+		case len(bytes.TrimSpace(b)) == 0:
+			errs = append(errs, fmt.Errorf("kubelet token file %q is empty: point --kubelet-token-file at the service-account token", c.TokenFile))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pathErr drops the path an *fs.PathError repeats.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // KubeletClient fetches /stats/summary from one kubelet.
@@ -89,6 +147,9 @@ type KubeletClient struct {
 	max     int64
 	minIntv time.Duration
 	clock   clock.PassiveClock
+	// caSource names what verifies the serving certificate, for error
+	// messages: the CA file, "the system roots", or "" (not verified).
+	caSource string
 
 	// cacheMu serialises scrapes so concurrent collections share one.
 	cacheMu   sync.Mutex
@@ -100,7 +161,9 @@ type KubeletClient struct {
 	failures atomic.Uint64
 	bytes    atomic.Uint64
 	mu       sync.Mutex
-	lastErr  string
+	lastErr  string        // the last failure's message, kept after a success (Stats)
+	current  *KubeletError // the last scrape's failure; nil after a success
+	lastOK   time.Time
 }
 
 // KubeletStats is a snapshot of the client's scrape counts.
@@ -112,16 +175,21 @@ type KubeletStats struct {
 	LastError string
 }
 
-// NewKubeletClient builds a client from cfg. The transport comes from
-// client-go, which re-reads the token file as the kubelet rotates it.
+// NewKubeletClient builds a client from cfg, reading the CA and token files
+// once to report a missing or wrong one now, each problem with what to do.
+// The transport comes from client-go, which re-reads the token file as the
+// kubelet rotates it. It does not contact the kubelet.
 func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkFiles(); err != nil {
 		return nil, err
 	}
 	rc := &rest.Config{
 		Host:            cfg.Endpoint,
 		BearerTokenFile: cfg.TokenFile,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.CAFile, Insecure: cfg.InsecureSkipVerify},
+		TLSClientConfig: rest.TLSClientConfig{CAFile: cfg.CAFile, ServerName: cfg.ServerName, Insecure: cfg.InsecureSkipVerify},
 	}
 	rt, err := rest.TransportFor(rc)
 	if err != nil {
@@ -138,13 +206,21 @@ func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
 	case minIntv < 0:
 		minIntv = 0
 	}
+	caSource := "the system roots"
+	switch {
+	case cfg.InsecureSkipVerify:
+		caSource = ""
+	case cfg.CAFile != "":
+		caSource = cfg.CAFile
+	}
 	return &KubeletClient{
-		url:     strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
-		client:  &http.Client{Transport: rt},
-		timeout: defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
-		max:     defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
-		minIntv: minIntv,
-		clock:   clk,
+		url:      strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
+		client:   &http.Client{Transport: rt},
+		timeout:  defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
+		max:      defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
+		minIntv:  minIntv,
+		clock:    clk,
+		caSource: caSource,
 	}, nil
 }
 
@@ -157,8 +233,8 @@ func defaultInt(v, def int64) int64 {
 
 // Summary returns the kubelet's summary: the last good one when it is
 // younger than MinInterval, otherwise a fresh scrape. Every failed scrape is
-// counted and returned with the endpoint and what to check. The returned
-// Summary is shared: do not modify it.
+// counted and returned as a *KubeletError that says what failed and what to
+// fix. The returned Summary is shared: do not modify it.
 func (k *KubeletClient) Summary(ctx context.Context) (*Summary, error) {
 	k.cacheMu.Lock()
 	defer k.cacheMu.Unlock()
@@ -168,10 +244,11 @@ func (k *KubeletClient) Summary(ctx context.Context) (*Summary, error) {
 		return k.cached, nil
 	}
 	s, err := k.scrape(ctx)
-	if err == nil {
-		k.cached, k.cachedAt = s, now
+	if err != nil {
+		return nil, err
 	}
-	return s, err
+	k.cached, k.cachedAt = s, now
+	return s, nil
 }
 
 func (k *KubeletClient) scrape(ctx context.Context) (*Summary, error) {
@@ -179,48 +256,55 @@ func (k *KubeletClient) scrape(ctx context.Context) (*Summary, error) {
 	s, n, err := k.fetch(ctx)
 	k.bytes.Store(uint64(n))
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	if err != nil {
 		k.failures.Add(1)
 		k.lastErr = err.Error()
+		k.current = err
+		return nil, err
 	}
-	k.mu.Unlock()
-	return s, err
+	k.current, k.lastOK = nil, k.clock.Now()
+	return s, nil
 }
 
-func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, error) {
+func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, *KubeletError) {
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("kubelet summary: build request for %s: %w", k.url, err)
+		return nil, 0, &KubeletError{Class: KubeletErrUnreachable, URL: k.url, Err: err, Fix: "fix --kubelet-endpoint"}
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("kubelet summary: GET %s: %w (is the kubelet endpoint reachable from the pod?)", k.url, err)
+		return nil, 0, k.transportError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		hint := ""
-		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-			hint = " (the service account needs RBAC get on nodes/stats)"
-		}
-		return nil, 0, fmt.Errorf("kubelet summary: GET %s: HTTP %d%s: %s", k.url, resp.StatusCode, hint, strings.TrimSpace(string(snippet)))
+		return nil, 0, statusError(k.url, resp.StatusCode, strings.TrimSpace(string(snippet)))
 	}
 	if resp.ContentLength > k.max {
-		return nil, 0, fmt.Errorf("kubelet summary: GET %s: response of %d bytes exceeds the %d-byte limit (raise MaxResponseBytes)", k.url, resp.ContentLength, k.max)
+		return nil, 0, &KubeletError{Class: KubeletErrBadResponse, URL: k.url,
+			Err: fmt.Errorf("response of %d bytes exceeds the %d-byte limit", resp.ContentLength, k.max), Fix: "raise MaxResponseBytes"}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, k.max+1))
 	if err != nil {
-		return nil, len(body), fmt.Errorf("kubelet summary: read %s: %w", k.url, err)
+		ke := k.transportError(err)
+		if ke.Class != KubeletErrTimeout {
+			ke.Class, ke.Fix = KubeletErrBadResponse, "the response broke off: see the kubelet's log"
+		}
+		ke.Err = fmt.Errorf("read body: %w", ke.Err)
+		return nil, len(body), ke
 	}
 	if int64(len(body)) > k.max {
-		return nil, len(body), fmt.Errorf("kubelet summary: GET %s: response exceeds the %d-byte limit (raise MaxResponseBytes)", k.url, k.max)
+		return nil, len(body), &KubeletError{Class: KubeletErrBadResponse, URL: k.url,
+			Err: fmt.Errorf("response exceeds the %d-byte limit", k.max), Fix: "raise MaxResponseBytes"}
 	}
 	var s Summary
 	if err := json.Unmarshal(body, &s); err != nil {
-		return nil, len(body), fmt.Errorf("kubelet summary: decode %d bytes from %s: %w", len(body), k.url, err)
+		return nil, len(body), &KubeletError{Class: KubeletErrBadResponse, URL: k.url,
+			Err: fmt.Errorf("decode %d bytes: %w", len(body), err), Fix: "the answer is not a kubelet summary: check that --kubelet-endpoint is the kubelet's port"}
 	}
 	return &s, len(body), nil
 }
@@ -232,29 +316,46 @@ func (k *KubeletClient) Stats() KubeletStats {
 	return KubeletStats{Scrapes: k.scrapes.Load(), Failures: k.failures.Load(), Reused: k.cacheHits.Load(), LastBytes: k.bytes.Load(), LastError: k.lastErr}
 }
 
-// RegisterMetrics registers fleetagent.collector.kubelet.scrapes (counter,
-// {scrape}, attribute result=success|failure) and
-// fleetagent.collector.kubelet.response.size (gauge, By, the last response).
+// LastSuccess is when a scrape last succeeded, on the client's clock; zero
+// before the first success.
+func (k *KubeletClient) LastSuccess() time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lastOK
+}
+
+// LastError is the last scrape's failure, classified; nil when the last
+// scrape succeeded or none has run. Summaries reused within MinInterval do
+// not change it.
+func (k *KubeletClient) LastError() *KubeletError {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.current
+}
+
+// RegisterMetrics registers the fleetagent.collector.kubelet.* self-metrics
+// of selfmetrics.Table: scrapes by result, the last response's size, and up
+// (1 when the last scrape succeeded, 0 with error.type set to its
+// KubeletErrorClass when it failed; absent before the first scrape).
 func (k *KubeletClient) RegisterMetrics(m metric.Meter) error {
-	scrapes, err := m.Int64ObservableCounter("fleetagent.collector.kubelet.scrapes", metric.WithUnit("{scrape}"),
-		metric.WithDescription("Kubelet /stats/summary scrapes by result."))
-	if err != nil {
-		return fmt.Errorf("register fleetagent.collector.kubelet.scrapes: %w", err)
-	}
-	size, err := m.Int64ObservableGauge("fleetagent.collector.kubelet.response.size", metric.WithUnit("By"),
-		metric.WithDescription("Size of the last kubelet /stats/summary response."))
-	if err != nil {
-		return fmt.Errorf("register fleetagent.collector.kubelet.response.size: %w", err)
-	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	set := selfmetrics.NewSet(m)
+	scrapes := set.Int64("fleetagent.collector.kubelet.scrapes")
+	size := set.Int64("fleetagent.collector.kubelet.response.size")
+	up := set.Int64("fleetagent.collector.kubelet.up")
+	return set.Register(func(_ context.Context, o metric.Observer) error {
 		total, failed := k.scrapes.Load(), k.failures.Load()
 		o.ObserveInt64(scrapes, int64(total-failed), metric.WithAttributes(attribute.String("result", "success")))
 		o.ObserveInt64(scrapes, int64(failed), metric.WithAttributes(attribute.String("result", "failure")))
 		o.ObserveInt64(size, int64(k.bytes.Load()))
+		k.mu.Lock()
+		cur, ok := k.current, !k.lastOK.IsZero()
+		k.mu.Unlock()
+		switch {
+		case cur != nil:
+			o.ObserveInt64(up, 0, metric.WithAttributes(attribute.String("error.type", string(cur.Class))))
+		case ok:
+			o.ObserveInt64(up, 1)
+		}
 		return nil
-	}, scrapes, size)
-	if err != nil {
-		return fmt.Errorf("register kubelet self-metrics callback: %w", err)
-	}
-	return nil
+	})
 }

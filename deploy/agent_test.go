@@ -1,50 +1,42 @@
 package deploy_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
-	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
 
 // TestAgentRunsWithTheManifests runs the real agent binary, built as the
 // Dockerfile builds it, with exactly the environment the fleet overlay's
 // DaemonSet gives it, as the agent's service account with only the RBAC
 // the manifests grant. It shows what reading the manifests cannot: the
-// agent accepts that configuration, becomes ready through the readiness
-// probe's own path, sends its requests into the agent's priority level, and
-// the kill-switch file at the mounted path closes its watches and reopens
-// them when switched off.
+// agent accepts that configuration, verifies and reaches the kubelet with
+// its defaults (the service-account CA and token), becomes ready through
+// the readiness probe's own path, sends its requests into the agent's
+// priority level, and the kill-switch file at the mounted path closes its
+// watches and reopens them when switched off.
 //
-// What differs from a pod, and why: a kubeconfig replaces the in-cluster
-// token (no pod, no projected token); the admin port is a free loopback
-// port (no pod network namespace); the kill-switch directory is a temporary
-// directory standing in for the ConfigMap volume; the OTLP endpoint is a
-// real OTLP receiver on loopback (the gateway's cluster DNS name does not
-// resolve here).
+// What differs from a pod, and why: see runWithKubelet. The kubelet
+// stand-in's certificate is signed by a CA standing in for the cluster CA,
+// for the node IP, as serverTLSBootstrap makes it; the service-account CA
+// mount is a file holding that CA.
 func TestAgentRunsWithTheManifests(t *testing.T) {
 	// The first build compiles the agent's dependencies: minutes on a
 	// loaded machine, so it runs before the test's own deadline starts.
@@ -53,55 +45,24 @@ func TestAgentRunsWithTheManifests(t *testing.T) {
 	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cs := adminClient()
-
-	// No DaemonSet controller or scheduler runs here: give the DaemonSet the
-	// status the agent reads its fleet size from, and the node it runs on.
-	ds.Status.DesiredNumberScheduled = 1
-	if _, err := cs.AppsV1().DaemonSets(namespace).UpdateStatus(ctx, ds, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("set DaemonSet status: %v", err)
-	}
 	const node = "node-1"
-	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	prepareNode(ctx, t, ds, node)
 
-	dir := t.TempDir()
 	c := ds.Spec.Template.Spec.Containers[0]
 	env := containerEnv(t, c, map[string]string{"spec.nodeName": node, "status.hostIP": "127.0.0.1", "metadata.namespace": namespace})
-
-	killFile := ""
-	for _, m := range c.VolumeMounts {
-		if f, ok := env["FLEETAGENT_KILL_SWITCH_FILE"]; ok && path.Dir(f) == m.MountPath {
-			killFile = filepath.Join(dir, path.Base(f))
-		}
+	if _, ok := env["FLEETAGENT_KUBELET_CA_FILE"]; ok {
+		t.Fatal("the fleet overlay sets FLEETAGENT_KUBELET_CA_FILE; the agent must default to the service-account CA")
 	}
-	if killFile == "" {
-		t.Fatalf("FLEETAGENT_KILL_SWITCH_FILE %q is not in a mounted volume", env["FLEETAGENT_KILL_SWITCH_FILE"])
-	}
-	cm, err := cs.CoreV1().ConfigMaps(namespace).Get(ctx, "fleetagent-control", metav1.GetOptions{})
+	cluster, err := testpki.NewCA("kubernetes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(killFile, []byte(cm.Data[filepath.Base(killFile)]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	env["FLEETAGENT_KILL_SWITCH_FILE"] = killFile
-	env["KUBECONFIG"] = writeKubeconfig(t, dir, agentUser)
-	adminAddr := "127.0.0.1:" + freePort(t)
-	env["FLEETAGENT_ADMIN_ADDRESS"] = adminAddr
-	// A real OTLP receiver stands in for the gateway Service, on the same
-	// scheme and protocol (gRPC) as the manifest's endpoint.
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	cert, err := cluster.ServingIP(env["NODE_IP"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer recv.Shutdown(context.Background())
-	if u, err := url.Parse(env["OTEL_EXPORTER_OTLP_ENDPOINT"]); err != nil || u.Port() != "4317" || env["OTEL_EXPORTER_OTLP_PROTOCOL"] != "grpc" {
-		t.Fatalf("OTEL_EXPORTER_OTLP_ENDPOINT %q with protocol %q: want the gateway's OTLP/gRPC port 4317", env["OTEL_EXPORTER_OTLP_ENDPOINT"], env["OTEL_EXPORTER_OTLP_PROTOCOL"])
-	} else {
-		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = u.Scheme + "://" + recv.GRPCAddr()
-	}
+	env["FLEETAGENT_KUBELET_CA_FILE"] = filepath.Join(t.TempDir(), "ca.crt")
+	writeFile(t, env["FLEETAGENT_KUBELET_CA_FILE"], testpki.PEM(cluster.Cert))
 
 	watches := func() float64 {
 		m := metrics(t)
@@ -112,82 +73,9 @@ func TestAgentRunsWithTheManifests(t *testing.T) {
 	// agent's two watches come on top of theirs.
 	baseline := watches()
 	before := metrics(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin)
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		if t.Failed() {
-			// A goroutine dump in the log says where the agent was stuck.
-			_ = cmd.Process.Signal(syscall.SIGQUIT)
-			<-exited
-			t.Logf("agent stopped with SIGQUIT after the failure\n--- agent log ---\n%s", logs.String())
-			return
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("agent exited with %v after SIGTERM\n--- agent log ---\n%s", err, logs.String())
-			}
-		case <-time.After(time.Duration(*ds.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("agent did not exit within the pod's terminationGracePeriodSeconds after SIGTERM\n--- agent log ---\n%s", logs.String())
-		}
-	}
-	defer stop()
+	p := runWithKubelet(ctx, t, bin, ds, env, cert)
+	defer p.stop()
 
-	probe := func(p *corev1.Probe) (int, string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+adminAddr+p.HTTPGet.Path, nil)
-		if err != nil {
-			return 0, "", err
-		}
-		// The kubelet gives a probe timeoutSeconds to answer.
-		hc := &http.Client{Timeout: time.Duration(p.TimeoutSeconds) * time.Second}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(b)), nil
-	}
-	// waitReady polls the readiness probe until its body satisfies want.
-	waitReady := func(what string, want func(string) bool) {
-		t.Helper()
-		var code int
-		var body string
-		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			select {
-			case err := <-exited:
-				return false, fmt.Errorf("agent exited: %v", err)
-			default:
-			}
-			var err error
-			code, body, err = probe(c.ReadinessProbe)
-			if err != nil {
-				body = err.Error()
-			}
-			return err == nil && code == http.StatusOK && want(body), nil
-		})
-		if err != nil {
-			t.Fatalf("%s: readiness probe %s last answered %d %q: %v", what, c.ReadinessProbe.HTTPGet.Path, code, body, err)
-		}
-	}
 	waitWatches := func(what string, want func(float64) bool) {
 		t.Helper()
 		var n float64
@@ -200,8 +88,8 @@ func TestAgentRunsWithTheManifests(t *testing.T) {
 		}
 	}
 
-	waitReady("start", func(body string) bool { return body == "ok" })
-	if code, body, err := probe(c.LivenessProbe); err != nil || code != http.StatusOK {
+	p.waitReady(ctx, "start", func(body string) bool { return body == "ok" })
+	if code, body, err := p.get(ctx, c.LivenessProbe.HTTPGet.Path); err != nil || code != http.StatusOK {
 		t.Errorf("liveness probe %s: %d %q %v", c.LivenessProbe.HTTPGet.Path, code, body, err)
 	}
 	waitWatches("started agent", func(n float64) bool { return n == baseline+2 })
@@ -217,30 +105,18 @@ func TestAgentRunsWithTheManifests(t *testing.T) {
 	}
 
 	// The switch as an operator flips it: the file at the mounted path.
-	if err := os.WriteFile(killFile, []byte("on\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	waitReady("kill switch on", func(body string) bool { return strings.Contains(body, "kill switch") })
+	writeFile(t, p.killFile, []byte("on\n"))
+	p.waitReady(ctx, "kill switch on", func(body string) bool { return strings.Contains(body, "kill switch") })
 	waitWatches("kill switch on", func(n float64) bool { return n == baseline })
 
-	if err := os.WriteFile(killFile, []byte("off\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, p.killFile, []byte("off\n"))
 	waitWatches("kill switch off", func(n float64) bool { return n == baseline+2 })
-	waitReady("kill switch off", func(body string) bool { return body == "ok" })
-	stop()
+	p.waitReady(ctx, "kill switch off", func(body string) bool { return body == "ok" })
+	p.stop()
 	// Shutdown ends with a final export, so something has arrived, tagged
-	// with the node from the downward API.
-	var fromNode int
-	for _, e := range recv.Exports() {
-		for _, p := range e.Points {
-			if p.Resource["k8s.node.name"] == node {
-				fromNode++
-			}
-		}
-	}
-	if st := recv.Stats(); st.Accepted == 0 || fromNode == 0 {
-		t.Errorf("OTLP receiver accepted %d exports, %d points from k8s.node.name=%s; want the agent's exports", st.Accepted, fromNode, node)
+	// with the node from the downward API, kubelet usage included.
+	if st := p.recv.Stats(); st.Accepted == 0 || !p.exported(node, "k8s.node.cpu.usage") {
+		t.Errorf("OTLP receiver accepted %d exports; want the agent's, with k8s.node.cpu.usage from k8s.node.name=%s", st.Accepted, node)
 	}
 }
 

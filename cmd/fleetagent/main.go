@@ -20,12 +20,12 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
 // run is main without the process: it returns the exit code.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, version, err := agent.ParseFlags(args, getenv, stderr)
+func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	cfg, version, err := agent.ParseFlags(args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -51,7 +51,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	a, err := agent.New(cfg, agent.Options{Logger: log})
 	if err != nil {
-		fmt.Fprintf(stderr, "fleetagent: %s\n", indent(err.Error()))
+		// Local problems only (files, certificates, OTEL_* settings): New
+		// contacts nothing, so a crash loop on them costs the apiserver
+		// nothing.
+		fmt.Fprintf(stderr, "fleetagent: cannot start:\n%s\n", indent(err.Error()))
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

@@ -54,6 +54,13 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"no node name", nil, map[string]string{"NODE_NAME": ""}, []string{"node name is empty", "NODE_NAME"}},
 		{"unknown flag", []string{"--nodename=n1"}, nil, []string{"-nodename"}},
 		{"stray argument", []string{"run"}, nil, []string{`unexpected arguments ["run"]`}},
+		{"skip verify beside a CA file", []string{"--kubelet-insecure-skip-verify"}, map[string]string{"FLEETAGENT_KUBELET_CA_FILE": "/etc/kubelet-ca/ca.crt"},
+			[]string{"--kubelet-insecure-skip-verify", `--kubelet-ca-file "/etc/kubelet-ca/ca.crt"`, "exclude each other"}},
+		{"skip verify beside a server name", nil, map[string]string{"FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY": "true", "FLEETAGENT_KUBELET_TLS_SERVER_NAME": "node-1"},
+			[]string{`--kubelet-tls-server-name "node-1"`}},
+		{"skip verify env not a boolean", nil, map[string]string{"FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY": "yes please"}, []string{`FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY="yes please" is not a boolean`}},
+		{"kubelet ready timeout env", nil, map[string]string{"FLEETAGENT_KUBELET_READY_TIMEOUT": "120"}, []string{`FLEETAGENT_KUBELET_READY_TIMEOUT="120" is not a duration`}},
+		{"kubelet ready timeout zero", []string{"--kubelet-ready-timeout=0s"}, nil, []string{"kubelet ready timeout 0s must be positive"}},
 		{"several at once", []string{"--informer-mode=x", "--log-level=y", "--fleet-qps=-1"}, nil,
 			[]string{`informer mode "x"`, `log level "y"`, "fleet-qps -1"}},
 	}
@@ -67,7 +74,7 @@ func TestInvalidConfiguration(t *testing.T) {
 				env[k] = v
 			}
 			var stdout, stderr bytes.Buffer
-			code := run(tc.args, func(k string) string { return env[k] }, &stdout, &stderr)
+			code := run(tc.args, lookup(env), &stdout, &stderr)
 			out := stderr.String()
 			if code != 2 {
 				t.Errorf("exit code %d, want 2; stderr:\n%s", code, out)
@@ -91,7 +98,7 @@ func TestInvalidConfiguration(t *testing.T) {
 
 // TestHelpAndVersion: --help and --version succeed without configuration.
 func TestHelpAndVersion(t *testing.T) {
-	none := func(string) string { return "" }
+	none := lookup(nil)
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"--help"}, none, &stdout, &stderr); code != 0 {
 		t.Errorf("--help exit code %d", code)
@@ -106,4 +113,9 @@ func TestHelpAndVersion(t *testing.T) {
 	if code := run([]string{"--version"}, none, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "fleetagent ") {
 		t.Errorf("--version: code %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
+}
+
+// lookup is os.LookupEnv over m.
+func lookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }

@@ -45,7 +45,7 @@ type Def struct {
 
 // Table is every self-metric, by component.
 var Table = []Def{
-	{"fleetagent.agent.ready", "1", Gauge, false, nil, "1 once the informers have synced."},
+	{"fleetagent.agent.ready", "1", Gauge, false, nil, "1 once the informers have synced and a kubelet scrape has succeeded (or --kubelet-ready-timeout has passed)."},
 	{"fleetagent.agent.kube_state.stale", "1", Gauge, false, nil, "1 while Kubernetes-derived series are withheld as stale (kill switch, apiserver unreachable)."},
 
 	{"fleetagent.limiter.requests", "{request}", Counter, false, []string{"verb", "code"}, "Apiserver requests sent through the budget, by verb and response code (\"error\": no response)."},
@@ -74,6 +74,7 @@ var Table = []Def{
 	{"fleetagent.collector.duration", "s", Gauge, true, []string{"collector"}, "Duration of the collector's last run."},
 	{"fleetagent.collector.kubelet.scrapes", "{scrape}", Counter, false, []string{"result"}, "Kubelet /stats/summary scrapes by result (success, failure)."},
 	{"fleetagent.collector.kubelet.response.size", "By", Gauge, false, nil, "Size of the last kubelet /stats/summary response."},
+	{"fleetagent.collector.kubelet.up", "1", Gauge, false, []string{"error.type"}, "1 when the last kubelet scrape succeeded; 0 when it failed, with error.type saying why (tls, unauthorized, forbidden, connection_refused, timeout, bad_response, http_status, unreachable)."},
 
 	{"fleetagent.otlpexport.exports", "{export}", Counter, false, []string{"result"}, "OTLP metric exports by result (success, failure), after the exporter's retries."},
 	{"fleetagent.otlpexport.datapoints", "{datapoint}", Gauge, false, nil, "Data points in the last OTLP export."},
