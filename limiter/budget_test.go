@@ -42,7 +42,7 @@ func newTestBudget(t *testing.T, cfg Config) (*Budget, *clocktesting.FakeClock) 
 // steps the clock past it so the bucket is full.
 func startSpread(b *Budget, clk *clocktesting.FakeClock) {
 	b.mu.Lock()
-	b.spreadOnceLocked(clk.Now())
+	b.bucket.spreadOnce(clk.Now())
 	b.mu.Unlock()
 	clk.Step(time.Hour)
 }
@@ -118,11 +118,11 @@ func TestRateMath(t *testing.T) {
 	clk.Step(time.Hour)
 	now := clk.Now()
 	for i := 0; i < 2; i++ {
-		if d := b.lim.ReserveN(now, 1).DelayFrom(now); d != 0 {
+		if d := b.bucket.lim.ReserveN(now, 1).DelayFrom(now); d != 0 {
 			t.Fatalf("burst token %d: delay %v, want 0", i, d)
 		}
 	}
-	if d := b.lim.ReserveN(now, 1).DelayFrom(now); d != 20*time.Second {
+	if d := b.bucket.lim.ReserveN(now, 1).DelayFrom(now); d != 20*time.Second {
 		t.Errorf("token after burst: delay %v, want 20s", d)
 	}
 	b.setFleetSize(500)
@@ -150,13 +150,13 @@ func TestStartupSpread(t *testing.T) {
 	for i := 0; i < agents; i++ {
 		b, _ := newTestBudget(t, Config{FleetQPS: 50, FleetSize: 1000, Rand: rng})
 		b.mu.Lock()
-		b.spreadOnceLocked(t0) // the first request
+		b.bucket.spreadOnce(t0) // the first request
 		b.mu.Unlock()
-		first := b.lim.ReserveN(t0, 1).DelayFrom(t0)
+		first := b.bucket.lim.ReserveN(t0, 1).DelayFrom(t0)
 		if first < 0 || first > window {
 			t.Fatalf("agent %d: first token after %v, outside [0, %v]", i, first, window)
 		}
-		if second := b.lim.ReserveN(t0, 1).DelayFrom(t0); second-first < window-time.Millisecond || second-first > window+time.Millisecond {
+		if second := b.bucket.lim.ReserveN(t0, 1).DelayFrom(t0); second-first < window-time.Millisecond || second-first > window+time.Millisecond {
 			t.Fatalf("agent %d: second token %v after the first, want %v", i, second-first, window)
 		}
 		hist[int(first*bins/window)%bins]++
@@ -191,7 +191,7 @@ func TestBackoffNeverShorterThanRetryAfter(t *testing.T) {
 			if got := until.Sub(now); got > 30*time.Second*3/2 && got > want {
 				t.Fatalf("Retry-After %v, failure %d: backoff %v exceeds max interval with jitter", ra, i, got)
 			}
-			reason, gateUntil, _ := b.gateLocked(now, false)
+			reason, gateUntil, _ := b.checkLocked(now, false)
 			if ra > 0 && (reason != "backing off" || !gateUntil.Equal(until)) {
 				t.Fatalf("gate during backoff = %q until %v, want backing off until %v", reason, gateUntil, until)
 			}
@@ -232,7 +232,7 @@ func TestBreakerTransitions(t *testing.T) {
 		t.Fatalf("Degraded() = %v %q", deg, why)
 	}
 	b.mu.Lock()
-	reason, until, _ := b.gateLocked(clk.Now(), true)
+	reason, until, _ := b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	if reason != "circuit breaker open" || !until.Equal(s.BackoffUntil) {
 		t.Fatalf("gate while open = %q until %v", reason, until)
@@ -241,8 +241,8 @@ func TestBreakerTransitions(t *testing.T) {
 	// After the backoff: half-open, one probe at a time.
 	clk.SetTime(s.BackoffUntil)
 	b.mu.Lock()
-	reason, _, probe := b.gateLocked(clk.Now(), true)
-	reason2, _, probe2 := b.gateLocked(clk.Now(), true)
+	reason, _, probe := b.checkLocked(clk.Now(), true)
+	reason2, _, probe2 := b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	if reason != "" || !probe {
 		t.Fatalf("first request after open: gate %q probe %v, want the probe", reason, probe)
@@ -261,7 +261,7 @@ func TestBreakerTransitions(t *testing.T) {
 	}
 	clk.SetTime(s.BackoffUntil)
 	b.mu.Lock()
-	_, _, probe = b.gateLocked(clk.Now(), true)
+	_, _, probe = b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	if !probe {
 		t.Fatal("no probe after the second open")
@@ -272,8 +272,8 @@ func TestBreakerTransitions(t *testing.T) {
 		t.Fatalf("after canceled probe: %v", s.Breaker)
 	}
 	b.mu.Lock()
-	_, _, probe = b.gateLocked(clk.Now(), true)
-	gen := b.gen
+	_, _, probe = b.checkLocked(clk.Now(), true)
+	gen := b.bucket.resumes
 	b.mu.Unlock()
 	if !probe {
 		t.Fatal("probe slot not freed by a canceled probe")
@@ -284,7 +284,7 @@ func TestBreakerTransitions(t *testing.T) {
 	if s.Breaker != BreakerClosed || s.ConsecutiveFailures != 0 {
 		t.Fatalf("after successful probe: %v consecutive %d", s.Breaker, s.ConsecutiveFailures)
 	}
-	if b.gen == gen {
+	if b.bucket.resumes == gen {
 		t.Error("closing the breaker did not re-apply the start-up spread")
 	}
 	if deg, why := b.Degraded(); deg {
@@ -297,7 +297,7 @@ func TestBreakerTransitions(t *testing.T) {
 	}
 	clk.SetTime(b.Stats().BackoffUntil)
 	b.mu.Lock()
-	_, _, probe = b.gateLocked(clk.Now(), true)
+	_, _, probe = b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	b.observe(clk.Now(), outcomeSlow, 0, probe)
 	if s := b.Stats(); !probe || s.Breaker != BreakerClosed || !s.BackingOff || s.Slow != 1 {
@@ -315,18 +315,18 @@ func TestBreakerTransitions(t *testing.T) {
 func TestRisingLatency(t *testing.T) {
 	b, _ := newTestBudget(t, Config{FleetSize: 1, LatencyFactor: 5, LatencyFloor: time.Second})
 	for i := 0; i < 10; i++ {
-		if b.observeLatency(100 * time.Millisecond) {
+		if b.latency.observe(100 * time.Millisecond) {
 			t.Fatal("steady 100ms counted as slow")
 		}
 	}
-	if b.observeLatency(900 * time.Millisecond) {
+	if b.latency.observe(900 * time.Millisecond) {
 		t.Error("900ms is 9x the average but under the 1s floor")
 	}
 	b2, _ := newTestBudget(t, Config{FleetSize: 1, LatencyFactor: 5, LatencyFloor: time.Second})
 	for i := 0; i < 10; i++ {
-		b2.observeLatency(300 * time.Millisecond)
+		b2.latency.observe(300 * time.Millisecond)
 	}
-	if !b2.observeLatency(3 * time.Second) {
+	if !b2.latency.observe(3 * time.Second) {
 		t.Error("3s after a 300ms average not counted as rising latency")
 	}
 }
@@ -666,8 +666,8 @@ func (halfSource) Uint64() uint64 { return 1 << 52 }
 func TestFleetSizeChangeShortensWait(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 100, Burst: 1, Rand: rand.New(halfSource{})})
 	b.mu.Lock()
-	b.spreadOnceLocked(t0) // first token due at 0.5 × 100s
-	lim, ch := b.lim, b.changed
+	b.bucket.spreadOnce(t0) // first token due at 0.5 × 100s
+	lim, ch := b.bucket.lim, b.changed
 	b.mu.Unlock()
 	res := make(chan bool, 1)
 	go func() {
@@ -711,7 +711,7 @@ func TestResumeKeepsRateBound(t *testing.T) {
 			b.observe(now, outcomeServer, 0, false)
 		}
 		b.mu.Lock()
-		_, _, probe := b.gateLocked(now, true)
+		_, _, probe := b.checkLocked(now, true)
 		b.mu.Unlock()
 		if probe {
 			b.observe(now, outcomeSuccess, 0, true)

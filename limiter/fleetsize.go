@@ -25,7 +25,7 @@ func newDaemonSetClient(cfg *rest.Config) (appsv1client.DaemonSetsGetter, error)
 func (b *Budget) readFleetSize(ctx context.Context, c appsv1client.DaemonSetsGetter) (int, error) {
 	ds, err := c.DaemonSets(b.cfg.DaemonSetNamespace).Get(ctx, b.cfg.DaemonSetName, metav1.GetOptions{ResourceVersion: "0"})
 	if err != nil {
-		return 0, fmt.Errorf("limiter: read fleet size from DaemonSet %s/%s (grant the agent get on daemonsets, or set a fixed fleet size): %w",
+		return 0, fmt.Errorf("read fleet size from DaemonSet %s/%s (grant the agent get on daemonsets, or set a fixed fleet size): %w",
 			b.cfg.DaemonSetNamespace, b.cfg.DaemonSetName, err)
 	}
 	n := int(ds.Status.DesiredNumberScheduled)
@@ -33,7 +33,7 @@ func (b *Budget) readFleetSize(ctx context.Context, c appsv1client.DaemonSetsGet
 		n = int(ds.Status.CurrentNumberScheduled)
 	}
 	if n < 1 {
-		return 0, fmt.Errorf("limiter: DaemonSet %s/%s reports no scheduled pods yet; keeping the current fleet size", b.cfg.DaemonSetNamespace, b.cfg.DaemonSetName)
+		return 0, fmt.Errorf("DaemonSet %s/%s reports no scheduled pods yet; keeping the current fleet size", b.cfg.DaemonSetNamespace, b.cfg.DaemonSetName)
 	}
 	return n, nil
 }
@@ -56,10 +56,10 @@ func (b *Budget) runFleetSize(ctx context.Context, c appsv1client.DaemonSetsGett
 			return
 		}
 		if err != nil {
-			b.fleetRefreshErr.Add(1)
+			b.counts.fleetRefreshErr.Add(1)
 			b.log.Warn("fleet size not refreshed", "err", err)
 		} else {
-			b.fleetRefreshes.Add(1)
+			b.counts.fleetRefreshes.Add(1)
 			b.setFleetSize(n)
 		}
 		t := b.clock.NewTimer(b.refreshInterval())

@@ -16,7 +16,7 @@ import (
 //	fleetagent.limiter.wait.time       s          time spent waiting (tokens, backoff, breaker, kill switch)
 //	fleetagent.limiter.rate            {request}/s this node's share of the fleet budget
 //	fleetagent.limiter.fleet.size      {agent}
-//	fleetagent.limiter.backoffs        {backoff}  times the process entered backoff, by cause
+//	fleetagent.limiter.backoffs        {request}  requests that met backpressure, by cause
 //	fleetagent.limiter.backoff.active  1 while backing off
 //	fleetagent.limiter.breaker.state   0 closed, 1 half-open, 2 open
 //	fleetagent.limiter.breaker.opens   {open}
@@ -41,7 +41,7 @@ func (b *Budget) RegisterMetrics(m metric.Meter) error {
 	rate, err := m.Float64ObservableGauge("fleetagent.limiter.rate", metric.WithUnit("{request}/s"), metric.WithDescription("This node's share of the fleet request budget."))
 	errs = append(errs, err)
 	fleet := i64g("fleetagent.limiter.fleet.size", "{agent}", "Number of agents sharing the fleet budget.")
-	backoffs := i64c("fleetagent.limiter.backoffs", "{backoff}", "Responses that put the process into backoff, by cause.")
+	backoffs := i64c("fleetagent.limiter.backoffs", "{request}", "Requests that met backpressure, by cause: throttled (429), server_error (5xx), connection_error (no response), slow (rising latency). Each one counts, whether it started a backoff or met one already running.")
 	backoffActive := i64g("fleetagent.limiter.backoff.active", "1", "1 while requests are held back by a backoff.")
 	breaker := i64g("fleetagent.limiter.breaker.state", "1", "Circuit breaker state: 0 closed, 1 half-open, 2 open.")
 	opens := i64c("fleetagent.limiter.breaker.opens", "{open}", "Times the circuit breaker opened.")
@@ -54,11 +54,9 @@ func (b *Budget) RegisterMetrics(m metric.Meter) error {
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := b.Stats()
-		b.mu.Lock()
-		for k, v := range b.reqs {
-			o.ObserveInt64(requests, v, metric.WithAttributes(attribute.String("verb", k.verb), attribute.String("code", k.code)))
-		}
-		b.mu.Unlock()
+		b.requests.each(func(verb, code string, n int64) {
+			o.ObserveInt64(requests, n, metric.WithAttributes(attribute.String("verb", verb), attribute.String("code", code)))
+		})
 		o.ObserveInt64(waited, s.TokensWaited)
 		o.ObserveFloat64(waitTime, s.WaitTime.Seconds())
 		o.ObserveFloat64(rate, s.Rate)

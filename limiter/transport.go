@@ -3,14 +3,11 @@ package limiter
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,15 +54,15 @@ func (l *clientGoLimiter) TryAccept() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
-	if reason, _, _ := b.gateLocked(now, false); reason != "" {
+	if reason, _, _ := b.checkLocked(now, false); reason != "" {
 		return false
 	}
-	b.spreadOnceLocked(now)
-	if !b.lim.AllowN(now, 1) {
+	b.bucket.spreadOnce(now)
+	if !b.bucket.lim.AllowN(now, 1) {
 		return false
 	}
-	b.paidClientGo.Add(1)
-	b.credits++
+	b.counts.paidClientGo.Add(1)
+	b.bucket.credits++
 	return true
 }
 
@@ -82,7 +79,7 @@ func (l *clientGoLimiter) Stop() {}
 func (l *clientGoLimiter) QPS() float32 {
 	l.b.mu.Lock()
 	defer l.b.mu.Unlock()
-	return float32(l.b.rateLocked())
+	return float32(l.b.bucket.rate())
 }
 
 type roundTripper struct {
@@ -106,11 +103,11 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		// a blocked Read).
 		ctx, cancel := context.WithCancel(req.Context())
 		req = req.WithContext(ctx)
-		w = &watchBody{b: b, cancel: cancel}
+		w = &watchBody{reg: &b.watches, cancel: cancel}
 		b.mu.Lock()
-		killed := b.killed
+		killed := b.gate.killed
 		if !killed {
-			b.watches[w] = struct{}{}
+			b.watches.add(w)
 		}
 		b.mu.Unlock()
 		if killed {
@@ -122,16 +119,14 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	now := b.clock.Now()
 	o, retryAfter := classify(req, resp, err, now)
-	if o == outcomeSuccess && verb != "watch" && b.observeLatency(now.Sub(start)) {
+	if o == outcomeSuccess && verb != "watch" && b.latency.observe(now.Sub(start)) {
 		o = outcomeSlow
 	}
 	code := "error"
 	if resp != nil {
 		code = strconv.Itoa(resp.StatusCode)
 	}
-	b.mu.Lock()
-	b.reqs[verbCode{verb, code}]++
-	b.mu.Unlock()
+	b.requests.add(verb, code)
 	b.observe(now, o, retryAfter, probe)
 	if w != nil {
 		if err != nil {
@@ -254,44 +249,4 @@ func isCollection(path string) bool {
 		segs = segs[2:]
 	}
 	return len(segs) == 1 && segs[0] != ""
-}
-
-// watchBody is an open watch's response body, tracked so that the kill
-// switch can end it. A watch ended by the kill switch reads as a clean
-// end of stream, so that client-go re-establishes it from its last
-// resourceVersion (through the then-closed gate) instead of relisting.
-type watchBody struct {
-	b      *Budget
-	rc     io.ReadCloser
-	cancel context.CancelFunc
-	killed atomic.Bool
-	once   sync.Once
-}
-
-func (w *watchBody) Read(p []byte) (int, error) {
-	n, err := w.rc.Read(p)
-	if err != nil && w.killed.Load() {
-		err = io.EOF
-	}
-	return n, err
-}
-
-func (w *watchBody) Close() error {
-	err := w.rc.Close()
-	w.release()
-	return err
-}
-
-func (w *watchBody) kill() {
-	w.killed.Store(true)
-	w.cancel()
-}
-
-func (w *watchBody) release() {
-	w.once.Do(func() {
-		w.cancel()
-		w.b.mu.Lock()
-		delete(w.b.watches, w)
-		w.b.mu.Unlock()
-	})
 }
