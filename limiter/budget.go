@@ -89,11 +89,11 @@ func (b *Budget) applyLocked(now time.Time, c gateChange) {
 	}
 	if c.backoffStarted {
 		b.counts.backoffs.Add(1)
-		b.log.Info("backing off", "cause", b.gate.lastCause.String(), "for", c.backoff, "retry_after", b.gate.retryAfter)
+		b.log.Info("backing off", "cause", b.gate.cause(), "for", c.backoff, "retry_after", b.gate.retryAfter)
 	}
 	if c.breakerOpened {
 		b.counts.breakerOpens.Add(1)
-		b.log.Warn("circuit breaker open: apiserver keeps failing", "consecutive_failures", b.gate.consec, "last", b.gate.lastCause.String(), "until", b.gate.until)
+		b.log.Warn("circuit breaker open: apiserver keeps failing", "consecutive_failures", b.gate.consec, "last", b.gate.cause(), "until", b.gate.until)
 	}
 	if c.breakerClosed {
 		jitter := b.resumeLocked(now)
@@ -212,10 +212,15 @@ func (b *Budget) waitUntil(ctx context.Context, ch <-chan struct{}, now, until t
 // observe feeds one request's outcome into backoff and breaker. probe says
 // whether this request held the half-open probe slot.
 func (b *Budget) observe(now time.Time, o outcome, retryAfter time.Duration, probe bool) {
-	b.counts.countOutcome(o)
+	b.observeClass(now, o, connNone, retryAfter, probe)
+}
+
+// observeClass is observe with the class of a connection error.
+func (b *Budget) observeClass(now time.Time, o outcome, class connClass, retryAfter time.Duration, probe bool) {
+	b.counts.countOutcome(o, class)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.applyLocked(now, b.gate.observe(now, o, retryAfter, probe))
+	b.applyLocked(now, b.gate.observe(now, o, class, retryAfter, probe))
 }
 
 // setKilled turns the kill switch on or off. On: open watches are closed.

@@ -532,7 +532,7 @@ func TestClassify(t *testing.T) {
 		{"refused", req, nil, &url.Error{Op: "Get", URL: "https://api", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, outcomeConn, 0},
 		{"caller canceled", canceledReq, nil, &url.Error{Op: "Get", URL: "https://api", Err: context.Canceled}, outcomeCanceled, 0},
 	} {
-		o, ra := classify(tc.req, tc.resp, tc.err, now)
+		o, _, ra := classify(tc.req.Context(), tc.resp, tc.err, now)
 		if o != tc.want || ra != tc.ra {
 			t.Errorf("%s: classify = %v %v, want %v %v", tc.name, o, ra, tc.want, tc.ra)
 		}

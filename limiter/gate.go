@@ -72,6 +72,7 @@ type gate struct {
 	resumeAt  time.Time // resume jitter: nothing passes before it
 	until     time.Time // backoff: nothing passes before it
 	lastCause outcome   // the most recent failure
+	lastClass connClass // its class, when it was a connection error
 	breaker   BreakerState
 	probing   bool // half-open: the one probe is in flight
 	consec    int  // consecutive failures
@@ -149,8 +150,9 @@ func (g *gate) check(now time.Time, take bool) (reason string, until time.Time, 
 }
 
 // observe feeds one request's outcome at now into the backoff and the
-// breaker. probe says whether the request held the half-open probe slot.
-func (g *gate) observe(now time.Time, o outcome, retryAfter time.Duration, probe bool) (c gateChange) {
+// breaker. class is the cause of a connection error (outcomeConn). probe
+// says whether the request held the half-open probe slot.
+func (g *gate) observe(now time.Time, o outcome, class connClass, retryAfter time.Duration, probe bool) (c gateChange) {
 	if probe {
 		g.probing = false
 		c.changed = true
@@ -172,7 +174,7 @@ func (g *gate) observe(now time.Time, o outcome, retryAfter time.Duration, probe
 		}
 	case o.failure():
 		g.consec++
-		g.lastCause = o
+		g.lastCause, g.lastClass = o, class
 		g.backoff(now, o, retryAfter, &c)
 		if (probe || g.consec >= g.threshold) && g.breaker != BreakerOpen {
 			g.breaker = BreakerOpen
@@ -205,7 +207,9 @@ func (g *gate) backoff(now time.Time, o outcome, retryAfter time.Duration, c *ga
 		c.backoffStarted, c.backoff = true, d
 	}
 	g.until = until
-	g.lastCause = o
+	if o != g.lastCause {
+		g.lastCause, g.lastClass = o, connNone
+	}
 	c.changed = true
 }
 
@@ -231,17 +235,25 @@ func (g *gate) resume(at time.Time) { g.resumeAt = at }
 // backingOff reports whether a backoff holds requests at now.
 func (g *gate) backingOff(now time.Time) bool { return now.Before(g.until) }
 
+// cause is the most recent failure in words.
+func (g *gate) cause() string {
+	if g.lastCause == outcomeConn && g.lastClass != connNone {
+		return fmt.Sprintf("%s (%s)", g.lastCause, g.lastClass.describe())
+	}
+	return g.lastCause.String()
+}
+
 // degraded reports whether the gate holds requests back at now, and why.
 func (g *gate) degraded(now time.Time, killSwitchPath string) (bool, string) {
 	switch {
 	case g.killed:
 		return true, fmt.Sprintf("kill switch is on (%s): no apiserver requests", killSwitchPath)
 	case g.breaker == BreakerOpen:
-		return true, fmt.Sprintf("circuit breaker open after %d consecutive failures (last: %s) until %s", g.consec, g.lastCause, g.until.Format(time.RFC3339))
+		return true, fmt.Sprintf("circuit breaker open after %d consecutive failures (last: %s) until %s", g.consec, g.cause(), g.until.Format(time.RFC3339))
 	case g.breaker == BreakerHalfOpen:
-		return true, fmt.Sprintf("circuit breaker half-open after %d consecutive failures (last: %s): probing", g.consec, g.lastCause)
+		return true, fmt.Sprintf("circuit breaker half-open after %d consecutive failures (last: %s): probing", g.consec, g.cause())
 	case now.Before(g.until):
-		return true, fmt.Sprintf("backing off after %s until %s", g.lastCause, g.until.Format(time.RFC3339))
+		return true, fmt.Sprintf("backing off after %s until %s", g.cause(), g.until.Format(time.RFC3339))
 	}
 	return false, ""
 }

@@ -31,7 +31,7 @@ func TestGateBackoffSequence(t *testing.T) {
 	now := t0
 	want := []time.Duration{1, 2, 4, 8, 8, 8}
 	for i, w := range want {
-		c := g.observe(now, outcomeServer, 0, false)
+		c := g.observe(now, outcomeServer, connNone, 0, false)
 		if !c.backoffStarted || !c.changed {
 			t.Fatalf("failure %d after the previous backoff ended: change %+v, want a new backoff", i, c)
 		}
@@ -50,8 +50,8 @@ func TestGateBackoffSequence(t *testing.T) {
 		}
 	}
 	// A success resets the interval.
-	g.observe(now, outcomeSuccess, 0, false)
-	if c := g.observe(now, outcomeThrottled, 0, false); c.backoff.Round(time.Millisecond) != time.Second {
+	g.observe(now, outcomeSuccess, connNone, 0, false)
+	if c := g.observe(now, outcomeThrottled, connNone, 0, false); c.backoff.Round(time.Millisecond) != time.Second {
 		t.Errorf("backoff after a success and a failure = %v, want the initial 1s", c.backoff)
 	}
 }
@@ -65,7 +65,7 @@ func TestGateBackoffJitterFromRand(t *testing.T) {
 		var out []time.Duration
 		now := t0
 		for i := 0; i < 8; i++ {
-			c := g.observe(now, outcomeConn, 0, false)
+			c := g.observe(now, outcomeConn, connNone, 0, false)
 			out = append(out, c.backoff)
 			now = now.Add(c.backoff)
 		}
@@ -88,19 +88,19 @@ func TestGateRetryAfter(t *testing.T) {
 	g := testGate(t, Config{FleetSize: 1, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
 		MaxRetryAfter: time.Minute, BreakerThreshold: 100})
 	now := t0
-	c := g.observe(now, outcomeThrottled, 30*time.Second, false)
+	c := g.observe(now, outcomeThrottled, connNone, 30*time.Second, false)
 	if c.backoff != 30*time.Second || g.retryAfter != 30*time.Second {
 		t.Fatalf("Retry-After 30s gave backoff %v (retry-after %v), want exactly 30s", c.backoff, g.retryAfter)
 	}
 	// A success does not cut it short, and neither does a shorter backoff.
-	g.observe(now.Add(time.Second), outcomeSuccess, 0, false)
-	g.observe(now.Add(time.Second), outcomeServer, 0, false)
+	g.observe(now.Add(time.Second), outcomeSuccess, connNone, 0, false)
+	g.observe(now.Add(time.Second), outcomeServer, connNone, 0, false)
 	if reason, until, _, _ := g.check(now.Add(29*time.Second), false); reason != "backing off" || !until.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("29s into a 30s Retry-After: %q until %v", reason, until)
 	}
 	// A corrupt Retry-After is capped.
 	now = now.Add(30 * time.Second)
-	c = g.observe(now, outcomeServer, 1000*time.Hour, false)
+	c = g.observe(now, outcomeServer, connNone, 1000*time.Hour, false)
 	if c.backoff != time.Minute {
 		t.Errorf("Retry-After 1000h gave backoff %v, want the 1m cap", c.backoff)
 	}
@@ -110,11 +110,11 @@ func TestGateBreaker(t *testing.T) {
 	g := testGate(t, Config{FleetSize: 1, BreakerThreshold: 3, InitialBackoff: time.Second, MaxBackoff: 10 * time.Second})
 	now := t0
 	for i := 0; i < 2; i++ {
-		if c := g.observe(now, outcomeServer, 0, false); c.breakerOpened || g.breaker != BreakerClosed {
+		if c := g.observe(now, outcomeServer, connNone, 0, false); c.breakerOpened || g.breaker != BreakerClosed {
 			t.Fatalf("failure %d opened the breaker", i+1)
 		}
 	}
-	c := g.observe(now, outcomeConn, 0, false)
+	c := g.observe(now, outcomeConn, connNone, 0, false)
 	if !c.breakerOpened || g.breaker != BreakerOpen {
 		t.Fatalf("third failure: %+v breaker %v, want open", c, g.breaker)
 	}
@@ -134,7 +134,7 @@ func TestGateBreaker(t *testing.T) {
 		t.Fatalf("second check while probing: %q probe %v", reason, probe)
 	}
 	// The probe fails: open again.
-	if c := g.observe(now, outcomeThrottled, 0, true); !c.breakerOpened || g.breaker != BreakerOpen {
+	if c := g.observe(now, outcomeThrottled, connNone, 0, true); !c.breakerOpened || g.breaker != BreakerOpen {
 		t.Fatalf("failed probe: %+v breaker %v", c, g.breaker)
 	}
 	now = g.until
@@ -142,7 +142,7 @@ func TestGateBreaker(t *testing.T) {
 		t.Fatal("no probe after the second open")
 	}
 	// A canceled probe frees the slot and changes nothing else.
-	if c := g.observe(now, outcomeCanceled, 0, true); !c.changed || c.breakerClosed || c.breakerOpened || g.breaker != BreakerHalfOpen {
+	if c := g.observe(now, outcomeCanceled, connNone, 0, true); !c.changed || c.breakerClosed || c.breakerOpened || g.breaker != BreakerHalfOpen {
 		t.Fatalf("canceled probe: %+v breaker %v", c, g.breaker)
 	}
 	if _, _, probe, _ := g.check(now, false); probe {
@@ -152,7 +152,7 @@ func TestGateBreaker(t *testing.T) {
 		t.Fatal("probe slot not freed by the canceled probe")
 	}
 	// The probe succeeds: closed.
-	if c := g.observe(now, outcomeSuccess, 0, true); !c.breakerClosed || g.breaker != BreakerClosed || g.consec != 0 {
+	if c := g.observe(now, outcomeSuccess, connNone, 0, true); !c.breakerClosed || g.breaker != BreakerClosed || g.consec != 0 {
 		t.Fatalf("successful probe: %+v breaker %v consecutive %d", c, g.breaker, g.consec)
 	}
 	if deg, why := g.degraded(now, ""); deg {
@@ -160,7 +160,7 @@ func TestGateBreaker(t *testing.T) {
 	}
 	// Slow answers close a breaker and back off, but never open it.
 	for i := 0; i < 10; i++ {
-		c := g.observe(now, outcomeSlow, 0, false)
+		c := g.observe(now, outcomeSlow, connNone, 0, false)
 		if c.breakerOpened {
 			t.Fatal("slow responses opened the breaker")
 		}
@@ -174,8 +174,8 @@ func TestGateBreaker(t *testing.T) {
 // even when its backoff did not extend the deadline.
 func TestGateLastCause(t *testing.T) {
 	g := testGate(t, Config{FleetSize: 1, BreakerThreshold: 100})
-	g.observe(t0, outcomeThrottled, time.Hour, false)
-	g.observe(t0, outcomeConn, 0, false) // a shorter backoff: the deadline stays
+	g.observe(t0, outcomeThrottled, connNone, time.Hour, false)
+	g.observe(t0, outcomeConn, connNone, 0, false) // a shorter backoff: the deadline stays
 	if _, why := g.degraded(t0, ""); !strings.Contains(why, "backing off after connection error") {
 		t.Errorf("degraded = %q, want the last failure (connection error)", why)
 	}

@@ -17,6 +17,7 @@ import (
 //	fleetagent.limiter.rate            {request}/s this node's share of the fleet budget
 //	fleetagent.limiter.fleet.size      {agent}
 //	fleetagent.limiter.backoffs        {request}  requests that met backpressure, by cause
+//	fleetagent.limiter.connection.errors {request} requests without a (complete) response, by error.type
 //	fleetagent.limiter.backoff.active  1 while backing off
 //	fleetagent.limiter.breaker.state   0 closed, 1 half-open, 2 open
 //	fleetagent.limiter.breaker.opens   {open}
@@ -42,6 +43,7 @@ func (b *Budget) RegisterMetrics(m metric.Meter) error {
 	errs = append(errs, err)
 	fleet := i64g("fleetagent.limiter.fleet.size", "{agent}", "Number of agents sharing the fleet budget.")
 	backoffs := i64c("fleetagent.limiter.backoffs", "{request}", "Requests that met backpressure, by cause: throttled (429), server_error (5xx), connection_error (no response), slow (rising latency). Each one counts, whether it started a backoff or met one already running.")
+	connErrs := i64c("fleetagent.limiter.connection.errors", "{request}", "Requests that got no (complete) response, by error.type: dial_timeout, tls_handshake_timeout, response_header_timeout, connection_refused, connection_reset, eof, timeout, other. All are backpressure.")
 	backoffActive := i64g("fleetagent.limiter.backoff.active", "1", "1 while requests are held back by a backoff.")
 	breaker := i64g("fleetagent.limiter.breaker.state", "1", "Circuit breaker state: 0 closed, 1 half-open, 2 open.")
 	opens := i64c("fleetagent.limiter.breaker.opens", "{open}", "Times the circuit breaker opened.")
@@ -64,13 +66,16 @@ func (b *Budget) RegisterMetrics(m metric.Meter) error {
 		for cause, v := range map[string]int64{"throttled": s.Throttled, "server_error": s.ServerErrors, "connection_error": s.ConnErrors, "slow": s.Slow} {
 			o.ObserveInt64(backoffs, v, metric.WithAttributes(attribute.String("cause", cause)))
 		}
+		for class, v := range s.ConnErrorsByClass {
+			o.ObserveInt64(connErrs, v, metric.WithAttributes(attribute.String("error.type", class)))
+		}
 		o.ObserveInt64(backoffActive, b2i(s.BackingOff))
 		o.ObserveInt64(breaker, int64(s.Breaker))
 		o.ObserveInt64(opens, s.BreakerOpens)
 		o.ObserveInt64(killed, b2i(s.Killed))
 		o.ObserveInt64(watches, int64(s.WatchesOpen))
 		return nil
-	}, requests, waited, waitTime, rate, fleet, backoffs, backoffActive, breaker, opens, killed, watches)
+	}, requests, waited, waitTime, rate, fleet, backoffs, connErrs, backoffActive, breaker, opens, killed, watches)
 	if err != nil {
 		return fmt.Errorf("limiter: register metrics callback: %w", err)
 	}

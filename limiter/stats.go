@@ -23,11 +23,12 @@ type counters struct {
 	watchesKilled   atomic.Int64
 	fleetRefreshes  atomic.Int64
 	fleetRefreshErr atomic.Int64
+	connByClass     [numConnClasses]atomic.Int64
 }
 
-// countResponse counts a response (or failure) by what it says about the
+// countOutcome counts a response (or failure) by what it says about the
 // apiserver.
-func (c *counters) countOutcome(o outcome) {
+func (c *counters) countOutcome(o outcome, class connClass) {
 	switch o {
 	case outcomeThrottled:
 		c.throttled.Add(1)
@@ -35,6 +36,7 @@ func (c *counters) countOutcome(o outcome) {
 		c.serverErrors.Add(1)
 	case outcomeConn:
 		c.connErrors.Add(1)
+		c.connByClass[class].Add(1)
 	case outcomeSlow:
 		c.slow.Add(1)
 	}
@@ -82,25 +84,33 @@ type Stats struct {
 	WaitTime                        time.Duration
 	Throttled                       int64 // 429 responses
 	ServerErrors                    int64 // 5xx responses
-	ConnErrors                      int64 // requests without a response
-	Slow                            int64 // responses counted as rising latency
-	Backoffs                        int64 // times the process entered backoff
-	BackingOff                      bool
-	BackoffUntil                    time.Time
-	LastRetryAfter                  time.Duration
-	Breaker                         BreakerState
-	BreakerOpens                    int64
-	ConsecutiveFailures             int
-	Killed                          bool
-	KillSwitchFlips                 int64
-	WatchesOpen                     int
-	WatchesKilled                   int64 // watches closed by the kill switch
-	FleetSizeRefreshes              int64 // successful fleet-size reads
-	FleetSizeErrors                 int64
+	ConnErrors                      int64 // requests without a (complete) response
+	// ConnErrorsByClass counts ConnErrors by cause: dial_timeout,
+	// tls_handshake_timeout, response_header_timeout, connection_refused,
+	// connection_reset, eof, timeout, other.
+	ConnErrorsByClass   map[string]int64
+	Slow                int64 // responses counted as rising latency
+	Backoffs            int64 // times the process entered backoff
+	BackingOff          bool
+	BackoffUntil        time.Time
+	LastRetryAfter      time.Duration
+	Breaker             BreakerState
+	BreakerOpens        int64
+	ConsecutiveFailures int
+	Killed              bool
+	KillSwitchFlips     int64
+	WatchesOpen         int
+	WatchesKilled       int64 // watches closed by the kill switch
+	FleetSizeRefreshes  int64 // successful fleet-size reads
+	FleetSizeErrors     int64
 }
 
 // Stats returns a snapshot.
 func (b *Budget) Stats() Stats {
+	byClass := map[string]int64{}
+	for c := connNone + 1; c < numConnClasses; c++ {
+		byClass[c.String()] = b.counts.connByClass[c].Load()
+	}
 	reqs := map[string]int64{}
 	b.requests.each(func(verb, code string, n int64) { reqs[verb+" "+code] = n })
 	s := Stats{
@@ -112,6 +122,7 @@ func (b *Budget) Stats() Stats {
 		Throttled:          b.counts.throttled.Load(),
 		ServerErrors:       b.counts.serverErrors.Load(),
 		ConnErrors:         b.counts.connErrors.Load(),
+		ConnErrorsByClass:  byClass,
 		Slow:               b.counts.slow.Load(),
 		Backoffs:           b.counts.backoffs.Load(),
 		BreakerOpens:       b.counts.breakerOpens.Load(),

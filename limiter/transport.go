@@ -2,15 +2,10 @@ package limiter
 
 import (
 	"context"
-	"errors"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -91,7 +86,8 @@ func (t *roundTripper) WrappedRoundTripper() http.RoundTripper { return t.next }
 
 func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := t.b
-	probe, err := b.acquire(req.Context(), true)
+	callerCtx := req.Context()
+	probe, err := b.acquire(callerCtx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -101,9 +97,9 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The watch gets its own cancel so that the kill switch can end it
 		// whatever the transport (closing an HTTP/1 body does not interrupt
 		// a blocked Read).
-		ctx, cancel := context.WithCancel(req.Context())
+		ctx, cancel := context.WithCancel(callerCtx)
 		req = req.WithContext(ctx)
-		w = &watchBody{reg: &b.watches, cancel: cancel}
+		w = &watchBody{body: body{b: b, callerCtx: callerCtx}, reg: &b.watches, cancel: cancel}
 		b.mu.Lock()
 		killed := b.gate.killed
 		if !killed {
@@ -118,7 +114,10 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := b.clock.Now()
 	resp, err := t.next.RoundTrip(req)
 	now := b.clock.Now()
-	o, retryAfter := classify(req, resp, err, now)
+	o, class, retryAfter := classify(callerCtx, resp, err, now)
+	if w != nil && w.killed.Load() {
+		o, class = outcomeCanceled, connNone // the kill switch ended it, not the server
+	}
 	if o == outcomeSuccess && verb != "watch" && b.latency.observe(now.Sub(start)) {
 		o = outcomeSlow
 	}
@@ -127,78 +126,22 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		code = strconv.Itoa(resp.StatusCode)
 	}
 	b.requests.add(verb, code)
-	b.observe(now, o, retryAfter, probe)
-	if w != nil {
-		if err != nil {
+	b.observeClass(now, o, class, retryAfter, probe)
+	if err != nil {
+		if w != nil {
 			w.release()
-			return nil, err
 		}
+		return nil, err
+	}
+	// The body is watched too: a connection that breaks mid-response is
+	// backpressure like one that breaks before it.
+	if w != nil {
 		w.rc = resp.Body
 		resp.Body = w
+	} else {
+		resp.Body = &body{b: b, callerCtx: callerCtx, rc: resp.Body}
 	}
-	return resp, err
-}
-
-// classify reads a response (or the error in its place) by type and status
-// code. retryAfter is the server's Retry-After on a 429 or 5xx.
-func classify(req *http.Request, resp *http.Response, err error, now time.Time) (outcome, time.Duration) {
-	if err != nil {
-		if req.Context().Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return outcomeCanceled, 0
-		}
-		// What is left is the request not getting a response: a net.Error
-		// (refused, reset, timeout, DNS), an EOF mid-handshake, a TLS
-		// failure. All of them mean "do not hammer the endpoint".
-		return outcomeConn, 0
-	}
-	switch {
-	case resp.StatusCode == http.StatusTooManyRequests:
-		return outcomeThrottled, parseRetryAfter(resp.Header.Get("Retry-After"), now)
-	case resp.StatusCode >= 500:
-		return outcomeServer, parseRetryAfter(resp.Header.Get("Retry-After"), now)
-	}
-	return outcomeSuccess, 0
-}
-
-// parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 10.2.3).
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s <= 0 {
-			return 0
-		}
-		if s > int64(time.Duration(1<<62)/time.Second) {
-			s = int64(time.Duration(1<<62) / time.Second)
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
-
-// IsBackpressure reports whether err, as returned by a client-go call, is
-// the apiserver (or the network to it) asking for less traffic: a 429, a
-// 5xx, a server timeout, or a connection-level error. Such errors are
-// retried by waiting, never by looping.
-func IsBackpressure(err error) bool {
-	if err == nil {
-		return false
-	}
-	if apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
-		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err) {
-		return true
-	}
-	if code := (apierrors.APIStatus)(nil); errors.As(err, &code) && code.Status().Code >= 500 {
-		return true
-	}
-	var ne net.Error
-	var ue *url.Error
-	return errors.As(err, &ne) || (errors.As(err, &ue) && !errors.Is(err, context.Canceled))
+	return resp, nil
 }
 
 // verbOf names a request as the apiserver's audit log would: get, list,
