@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -36,6 +37,7 @@ type Budget struct {
 	watches  watchRegistry
 	requests requestCounts
 	counts   counters
+	held     atomic.Int64 // requests waiting at the gate now
 
 	lifeMu   sync.Mutex
 	started  bool
@@ -155,7 +157,10 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 		}
 		ch := b.changed
 		b.mu.Unlock()
-		if err := b.waitUntil(ctx, ch, now, until); err != nil {
+		b.held.Add(1)
+		err := b.waitUntil(ctx, ch, now, until)
+		b.held.Add(-1)
+		if err != nil {
 			return false, fmt.Errorf("limiter: waiting to send a request (%s): %w", reason, err)
 		}
 	}
@@ -261,10 +266,15 @@ func (b *Budget) setFleetSize(n int) {
 }
 
 // Degraded reports whether requests are currently held back, and why:
-// kill switch on, breaker open or half-open, or backing off.
+// kill switch on (or unreadable, which counts as on), breaker open or
+// half-open, or backing off.
 func (b *Budget) Degraded() (bool, string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.gate.killed && b.killErr != "" {
+		return true, fmt.Sprintf("kill switch %s cannot be read (%s): treated as on, no apiserver requests; %s",
+			b.cfg.KillSwitchPath, b.killErr, killSwitchFix)
+	}
 	return b.gate.degraded(b.clock.Now(), b.cfg.KillSwitchPath)
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -406,80 +407,105 @@ func TestKillSwitchFileStates(t *testing.T) {
 	}
 }
 
-// TestKillSwitchHoldsRequests drives the transport with a fake clock: while
-// the switch is on nothing reaches the base transport and an open watch
-// ends; after it is off the request goes out after the resume jitter.
+// TestKillSwitchHoldsRequests drives the transport with a fake clock in a
+// synctest bubble, where synctest.Wait returns only once every goroutine
+// is durably blocked: so "the request reached the gate and waits there"
+// is established (HeldAtGate, and nothing sent) before the test checks
+// that nothing was sent, however much time passes. An open watch ends when
+// the switch turns on; after it turns off the request goes out after the
+// resume jitter.
 func TestKillSwitchHoldsRequests(t *testing.T) {
-	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 1, Burst: 1})
-	startSpread(b, clk)
-	sent := make(chan *http.Request, 10)
-	watchBody := &blockingBody{closed: make(chan struct{})}
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		sent <- req
-		if verbOf(req) == "watch" {
-			go func() { <-req.Context().Done(); watchBody.close() }()
-			return &http.Response{StatusCode: 200, Body: watchBody, Header: http.Header{}}, nil
+	synctest.Test(t, func(t *testing.T) {
+		b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 1, Burst: 1})
+		startSpread(b, clk)
+		sent := make(chan *http.Request, 10)
+		watchBody := &blockingBody{closed: make(chan struct{})}
+		base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			sent <- req
+			if verbOf(req) == "watch" {
+				go func() { <-req.Context().Done(); watchBody.close() }()
+				return &http.Response{StatusCode: 200, Body: watchBody, Header: http.Header{}}, nil
+			}
+			return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}, nil
+		})
+		rt := &roundTripper{b: b, next: base}
+		wreq, _ := http.NewRequest("GET", "https://api/api/v1/pods?watch=true", nil)
+		resp, err := rt.RoundTrip(wreq)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}, nil
-	})
-	rt := &roundTripper{b: b, next: base}
-	wreq, _ := http.NewRequest("GET", "https://api/api/v1/pods?watch=true", nil)
-	resp, err := rt.RoundTrip(wreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-sent
-	if got := b.Stats().WatchesOpen; got != 1 {
-		t.Fatalf("open watches = %d, want 1", got)
-	}
-	b.setKilled(true)
-	if _, err := resp.Body.Read(make([]byte, 1)); err == nil || err.Error() != "EOF" {
-		t.Fatalf("watch read after kill = %v, want EOF", err)
-	}
-	resp.Body.Close()
-	if s := b.Stats(); s.WatchesOpen != 0 || s.WatchesKilled != 1 {
-		t.Fatalf("after kill: open %d killed %d", s.WatchesOpen, s.WatchesKilled)
-	}
+		<-sent
+		if got := b.Stats().WatchesOpen; got != 1 {
+			t.Fatalf("open watches = %d, want 1", got)
+		}
+		b.setKilled(true)
+		if _, err := resp.Body.Read(make([]byte, 1)); err == nil || err.Error() != "EOF" {
+			t.Fatalf("watch read after kill = %v, want EOF", err)
+		}
+		resp.Body.Close()
+		if s := b.Stats(); s.WatchesOpen != 0 || s.WatchesKilled != 1 {
+			t.Fatalf("after kill: open %d killed %d", s.WatchesOpen, s.WatchesKilled)
+		}
 
-	done := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", "https://api/api/v1/pods", nil)
-		_, err := rt.RoundTrip(req)
-		done <- err
-	}()
-	clk.Step(time.Hour) // time passes: the switch, not the clock, holds the request
-	select {
-	case r := <-sent:
-		t.Fatalf("request %s reached the apiserver while the kill switch was on", r.URL)
-	case err := <-done:
-		t.Fatalf("request returned while killed: %v", err)
-	default:
-	}
-	b.setKilled(false)
-	// The resume jitter is a timer on the fake clock; step past the window.
-	for !clk.HasWaiters() {
+		done := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequest("GET", "https://api/api/v1/pods", nil)
+			_, err := rt.RoundTrip(req)
+			done <- err
+		}()
+		synctest.Wait() // the request goroutine is blocked
+		checkHeld := func(when string) {
+			t.Helper()
+			select {
+			case r := <-sent:
+				t.Fatalf("%s: request %s reached the apiserver while the kill switch was on", when, r.URL)
+			case err := <-done:
+				t.Fatalf("%s: request returned while killed: %v", when, err)
+			default:
+			}
+			if got := b.Stats().HeldAtGate; got != 1 {
+				t.Fatalf("%s: %d requests held at the gate, want 1", when, got)
+			}
+		}
+		checkHeld("at once")
+		clk.Step(time.Hour) // time passes: the switch, not the clock, holds the request
+		synctest.Wait()
+		checkHeld("an hour later")
+
+		b.setKilled(false)
+		synctest.Wait()
+		// The resume jitter is a timer on the fake clock.
 		select {
 		case err := <-done:
 			t.Fatalf("request sent with no resume jitter: %v", err)
 		default:
 		}
-	}
-	clk.Step(time.Second)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if r := <-sent; r.URL.Path != "/api/v1/pods" {
-		t.Fatalf("sent %s", r.URL)
-	}
+		if !clk.HasWaiters() {
+			t.Fatal("the resumed request waits on no timer")
+		}
+		clk.Step(time.Second) // the whole window
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatal("request still held one window after the switch turned off")
+		}
+		if r := <-sent; r.URL.Path != "/api/v1/pods" {
+			t.Fatalf("sent %s", r.URL)
+		}
 
-	// A request whose ctx ends while killed returns the ctx error.
-	b.setKilled(true)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://api/api/v1/pods", nil)
-	if _, err := rt.RoundTrip(req); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "kill switch is on") {
-		t.Fatalf("canceled request while killed: %v", err)
-	}
+		// A request whose ctx ends while killed returns the ctx error.
+		b.setKilled(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://api/api/v1/pods", nil)
+		if _, err := rt.RoundTrip(req); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "kill switch is on") {
+			t.Fatalf("canceled request while killed: %v", err)
+		}
+	})
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

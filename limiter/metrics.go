@@ -21,7 +21,8 @@ import (
 //	fleetagent.limiter.backoff.active  1 while backing off
 //	fleetagent.limiter.breaker.state   0 closed, 1 half-open, 2 open
 //	fleetagent.limiter.breaker.opens   {open}
-//	fleetagent.limiter.killswitch.active 1 while the kill switch is on
+//	fleetagent.limiter.killswitch.active 1 while the kill switch is on (or unreadable)
+//	fleetagent.limiter.killswitch.unreadable 1 while the kill switch exists but cannot be read
 //	fleetagent.limiter.watches.open    {watch}
 func (b *Budget) RegisterMetrics(m metric.Meter) error {
 	var errs []error
@@ -47,7 +48,8 @@ func (b *Budget) RegisterMetrics(m metric.Meter) error {
 	backoffActive := i64g("fleetagent.limiter.backoff.active", "1", "1 while requests are held back by a backoff.")
 	breaker := i64g("fleetagent.limiter.breaker.state", "1", "Circuit breaker state: 0 closed, 1 half-open, 2 open.")
 	opens := i64c("fleetagent.limiter.breaker.opens", "{open}", "Times the circuit breaker opened.")
-	killed := i64g("fleetagent.limiter.killswitch.active", "1", "1 while the kill switch stops all apiserver traffic.")
+	killed := i64g("fleetagent.limiter.killswitch.active", "1", "1 while the kill switch stops all apiserver traffic (an unreadable switch counts as on).")
+	unreadable := i64g("fleetagent.limiter.killswitch.unreadable", "1", "1 while the kill-switch path exists but cannot be read as a regular file; the switch then counts as on.")
 	watches := i64g("fleetagent.limiter.watches.open", "{watch}", "Watches currently open through the budget.")
 	for _, e := range errs {
 		if e != nil {
@@ -73,9 +75,10 @@ func (b *Budget) RegisterMetrics(m metric.Meter) error {
 		o.ObserveInt64(breaker, int64(s.Breaker))
 		o.ObserveInt64(opens, s.BreakerOpens)
 		o.ObserveInt64(killed, b2i(s.Killed))
+		o.ObserveInt64(unreadable, b2i(s.KillSwitchError != ""))
 		o.ObserveInt64(watches, int64(s.WatchesOpen))
 		return nil
-	}, requests, waited, waitTime, rate, fleet, backoffs, connErrs, backoffActive, breaker, opens, killed, watches)
+	}, requests, waited, waitTime, rate, fleet, backoffs, connErrs, backoffActive, breaker, opens, killed, unreadable, watches)
 	if err != nil {
 		return fmt.Errorf("limiter: register metrics callback: %w", err)
 	}

@@ -98,11 +98,17 @@ type Stats struct {
 	BreakerOpens        int64
 	ConsecutiveFailures int
 	Killed              bool
-	KillSwitchFlips     int64
-	WatchesOpen         int
-	WatchesKilled       int64 // watches closed by the kill switch
-	FleetSizeRefreshes  int64 // successful fleet-size reads
-	FleetSizeErrors     int64
+	// KillSwitchError is why the kill switch could not be read, "" when
+	// it could. An unreadable switch counts as on (Killed).
+	KillSwitchError string
+	KillSwitchFlips int64
+	// HeldAtGate is the number of requests waiting now for the kill
+	// switch, a backoff or the breaker.
+	HeldAtGate         int
+	WatchesOpen        int
+	WatchesKilled      int64 // watches closed by the kill switch
+	FleetSizeRefreshes int64 // successful fleet-size reads
+	FleetSizeErrors    int64
 }
 
 // Stats returns a snapshot.
@@ -128,6 +134,7 @@ func (b *Budget) Stats() Stats {
 		BreakerOpens:       b.counts.breakerOpens.Load(),
 		KillSwitchFlips:    b.counts.killFlips.Load(),
 		WatchesOpen:        b.watches.len(),
+		HeldAtGate:         int(b.held.Load()),
 		WatchesKilled:      b.counts.watchesKilled.Load(),
 		FleetSizeRefreshes: b.counts.fleetRefreshes.Load(),
 		FleetSizeErrors:    b.counts.fleetRefreshErr.Load(),
@@ -143,5 +150,6 @@ func (b *Budget) Stats() Stats {
 	s.Breaker = b.gate.breaker
 	s.ConsecutiveFailures = b.gate.consec
 	s.Killed = b.gate.killed
+	s.KillSwitchError = b.killErr
 	return s
 }
