@@ -32,6 +32,10 @@ type Budget struct {
 	changed  chan struct{} // closed and replaced on every gate or bucket change
 	discover *rest.Config  // the first instrumented config, for fleet-size discovery
 	killErr  string        // last kill-switch read error, to log each once
+	source   string        // where the fleet size came from (Source*)
+
+	sizeKnown     chan struct{} // closed once the fleet size is known (WaitFleetSize)
+	sizeKnownOnce sync.Once
 
 	latency  latencyAverage
 	watches  watchRegistry
@@ -55,20 +59,29 @@ func New(cfg Config) (*Budget, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	size := cfg.FleetSize
+	size, source := cfg.FleetSize, SourceFixed
 	if size == 0 {
-		size = cfg.AssumedFleetSize
+		size, source = cfg.AssumedFleetSize, SourceAssumed
 	}
-	return &Budget{
-		cfg:     cfg,
-		clock:   cfg.Clock,
-		log:     cfg.Logger.With("component", "limiter"),
-		changed: make(chan struct{}),
-		gate:    newGate(cfg),
-		bucket:  newBucket(cfg.FleetQPS, size, cfg.Burst, cfg.Rand),
-		latency: latencyAverage{factor: cfg.LatencyFactor, floor: cfg.LatencyFloor},
-	}, nil
+	b := &Budget{
+		cfg:       cfg,
+		clock:     cfg.Clock,
+		log:       cfg.Logger.With("component", "limiter"),
+		changed:   make(chan struct{}),
+		gate:      newGate(cfg),
+		bucket:    newBucket(cfg.FleetQPS, size, cfg.Burst, cfg.Rand),
+		latency:   latencyAverage{factor: cfg.LatencyFactor, floor: cfg.LatencyFloor},
+		source:    source,
+		sizeKnown: make(chan struct{}),
+	}
+	if cfg.FleetSize > 0 {
+		b.markSizeKnown()
+	}
+	return b, nil
 }
+
+// markSizeKnown releases WaitFleetSize.
+func (b *Budget) markSizeKnown() { b.sizeKnownOnce.Do(func() { close(b.sizeKnown) }) }
 
 // notifyLocked wakes every request waiting at the gate or for a token.
 func (b *Budget) notifyLocked() {
@@ -253,15 +266,20 @@ func (b *Budget) setKilled(on bool) {
 	}
 }
 
-// setFleetSize changes this node's share of the fleet budget.
-func (b *Budget) setFleetSize(n int) {
+// setFleetSize changes this node's share of the fleet budget; source says
+// where n comes from.
+func (b *Budget) setFleetSize(n int, source string) {
+	if n < 1 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.source = source
 	old := b.bucket.size
 	if !b.bucket.setSize(b.clock.Now(), n) {
 		return
 	}
-	b.log.Info("fleet size changed", "from", old, "to", n, "rate", b.bucket.rate())
+	b.log.Info("fleet size changed", "from", old, "to", n, "source", source, "rate", b.bucket.rate())
 	b.notifyLocked() // waiting requests re-reserve at the new rate
 }
 
@@ -309,6 +327,9 @@ func (b *Budget) Start(ctx context.Context) error {
 		}()
 	}
 	if b.cfg.FleetSize == 0 {
+		if b.applyHint() {
+			b.markSizeKnown()
+		}
 		client, err := newDaemonSetClient(discover)
 		if err != nil {
 			cancel()
@@ -351,24 +372,23 @@ func (b *Budget) Shutdown(ctx context.Context) error {
 	}
 }
 
-// WaitFleetSize returns once the fleet size has been read from the
-// DaemonSet (or the read has failed) at least once, or when ctx ends. With
-// a fixed FleetSize it returns at once. Callers that start many requests
-// together call it first, so that the discovery GET pays the first, spread
-// token and their requests then run at the real per-node rate rather than
-// queuing at the rate of the assumed, larger fleet.
+// WaitFleetSize returns once this budget's rate comes from a known fleet
+// size, or when ctx ends: at once with a fixed FleetSize, or once Start has
+// read a fleet-size hint; otherwise once the DaemonSet has been read (or
+// the read has failed) for the first time. Callers that start many
+// requests together call it first, so that without a hint the discovery
+// GET pays the first, spread token and their requests then run at the
+// real per-node rate rather than queuing at the rate of the assumed fleet.
 func (b *Budget) WaitFleetSize(ctx context.Context) error {
-	if b.cfg.FleetSize > 0 {
+	select {
+	case <-b.sizeKnown: // known wins over a ctx that has ended too
 		return nil
+	default:
 	}
-	t := b.clock.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for b.counts.fleetRefreshes.Load() == 0 && b.counts.fleetRefreshErr.Load() == 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C():
-		}
+	select {
+	case <-b.sizeKnown:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }

@@ -126,16 +126,16 @@ func TestRateMath(t *testing.T) {
 	if d := b.bucket.lim.ReserveN(now, 1).DelayFrom(now); d != 20*time.Second {
 		t.Errorf("token after burst: delay %v, want 20s", d)
 	}
-	b.setFleetSize(500)
+	b.setFleetSize(500, SourceDaemonSet)
 	if got := b.Stats().Rate; got != 0.1 {
 		t.Errorf("rate after fleet size 500 = %v, want 0.1", got)
 	}
-	b.setFleetSize(0) // ignored: a fleet has at least this agent
+	b.setFleetSize(0, SourceDaemonSet) // ignored: a fleet has at least this agent
 	if got := b.Stats().FleetSize; got != 500 {
 		t.Errorf("fleet size after setFleetSize(0) = %d, want 500", got)
 	}
 	d := DefaultConfig()
-	if d.FleetQPS != 50 || d.AssumedFleetSize != 1000 || d.KillSwitchPoll != 2*time.Second {
+	if d.FleetQPS != 50 || d.AssumedFleetSize != 5000 || d.KillSwitchPoll != 2*time.Second {
 		t.Errorf("DefaultConfig = %+v", d)
 	}
 }
@@ -610,7 +610,7 @@ func TestReadFleetSize(t *testing.T) {
 	if err != nil || n != 250 {
 		t.Fatalf("readFleetSize = %d, %v; want 250", n, err)
 	}
-	b.setFleetSize(n)
+	b.setFleetSize(n, SourceDaemonSet)
 	if got := b.Stats().Rate; got != 0.2 {
 		t.Errorf("rate with 250 agents = %v, want 0.2", got)
 	}
@@ -706,7 +706,7 @@ func TestFleetSizeChangeShortensWait(t *testing.T) {
 	for !clk.HasWaiters() {
 		// until the request waits for its 50s slot
 	}
-	b.setFleetSize(1)
+	b.setFleetSize(1, SourceDaemonSet)
 	if ok := <-res; ok {
 		t.Fatal("the waiting request kept its slot after the rate changed")
 	}

@@ -2,7 +2,11 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +42,50 @@ func (b *Budget) readFleetSize(ctx context.Context, c appsv1client.DaemonSetsGet
 	return n, nil
 }
 
+// Where the fleet size comes from, in Stats.FleetSizeSource.
+const (
+	SourceFixed     = "fixed"     // Config.FleetSize
+	SourceHint      = "hint"      // Config.FleetSizeHintPath, until the DaemonSet is read
+	SourceAssumed   = "assumed"   // Config.AssumedFleetSize, until the DaemonSet is read
+	SourceDaemonSet = "daemonset" // the DaemonSet's status
+)
+
+// readFleetSizeHint reads a fleet size written as a decimal number.
+func readFleetSizeHint(path string) (int, error) {
+	content, err := readControlFile(path)
+	if err != nil {
+		return 0, err
+	}
+	v := strings.TrimSpace(string(content))
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("fleet-size hint %s holds %q: write the number of nodes the DaemonSet runs on, e.g. 1200", path, v)
+	}
+	return n, nil
+}
+
+// applyHint reads the fleet-size hint, if one is configured, and sets the
+// fleet size from it. It reports whether a hint was applied.
+func (b *Budget) applyHint() bool {
+	path := b.cfg.FleetSizeHintPath
+	if path == "" {
+		return false
+	}
+	n, err := readFleetSizeHint(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		b.log.Info("no fleet-size hint: assuming the largest supported fleet until the DaemonSet is read; a simultaneous start is slower but stays inside the fleet budget",
+			"path", path, "assumed_fleet_size", b.cfg.AssumedFleetSize)
+		return false
+	case err != nil:
+		b.log.Warn("fleet-size hint not used: assuming the largest supported fleet until the DaemonSet is read", "path", path,
+			"assumed_fleet_size", b.cfg.AssumedFleetSize, "err", err)
+		return false
+	}
+	b.setFleetSize(n, SourceHint)
+	return true
+}
+
 // refreshInterval is FleetSizeRefresh randomised by ±FleetSizeRefreshJitter.
 func (b *Budget) refreshInterval() time.Duration {
 	b.mu.Lock()
@@ -60,8 +108,9 @@ func (b *Budget) runFleetSize(ctx context.Context, c appsv1client.DaemonSetsGett
 			b.log.Warn("fleet size not refreshed", "err", err)
 		} else {
 			b.counts.fleetRefreshes.Add(1)
-			b.setFleetSize(n)
+			b.setFleetSize(n, SourceDaemonSet)
 		}
+		b.markSizeKnown()
 		t := b.clock.NewTimer(b.refreshInterval())
 		select {
 		case <-ctx.Done():

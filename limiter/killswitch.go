@@ -22,38 +22,51 @@ func KillSwitchOn(content []byte) bool {
 	return true
 }
 
-// maxKillSwitchSize is more than any "on"/"off" value needs; a larger
-// file is read no further and counts as on (it is not "off").
-const maxKillSwitchSize = 4096
+// maxControlFileSize is more than any value in a control file (the kill
+// switch's "on"/"off", the fleet-size hint) needs; a larger file is read
+// no further.
+const maxControlFileSize = 4096
 
-// readKillSwitch reads the switch at path and fails closed: only a missing
-// path (ENOENT) is off. A path that exists but cannot be read as a regular
-// file (a directory, a FIFO, a path under a regular file, a symlink loop,
-// an I/O or permission error) is on, with err saying why. The path is
-// opened afresh every time because a ConfigMap update swaps a symlink: a
-// held file handle would keep reading the old value.
-func readKillSwitch(path string) (on bool, err error) {
+// readControlFile reads a small node-local control file (a mounted
+// ConfigMap key) afresh: a ConfigMap update swaps a symlink, so a held
+// file handle would keep reading the old value. A missing path returns an
+// error matching fs.ErrNotExist; a path that exists but is not a regular
+// file returns an error saying what it is.
+func readControlFile(path string) ([]byte, error) {
 	// O_NONBLOCK: opening a FIFO for reading would otherwise block until
 	// a writer came. The file type is checked on the open descriptor, so
 	// a path swapped after a stat cannot make the read block either.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(st.Mode()))
+	}
+	content, err := io.ReadAll(io.LimitReader(f, maxControlFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return content, nil
+}
+
+// readKillSwitch reads the switch at path and fails closed: only a missing
+// path (ENOENT) is off. A path that exists but cannot be read as a regular
+// file (a directory, a FIFO, a path under a regular file, a symlink loop,
+// an I/O or permission error) is on, with err saying why. A file larger
+// than any value is on (it is not "off").
+func readKillSwitch(path string) (on bool, err error) {
+	content, err := readControlFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return true, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return true, err
-	}
-	if !st.Mode().IsRegular() {
-		return true, fmt.Errorf("%s is %s, not a regular file", path, fileKind(st.Mode()))
-	}
-	content, err := io.ReadAll(io.LimitReader(f, maxKillSwitchSize+1))
-	if err != nil {
-		return true, fmt.Errorf("read %s: %w", path, err)
 	}
 	return KillSwitchOn(content), nil
 }

@@ -71,7 +71,10 @@ func (r *requestCounts) each(f func(verb, code string, n int64)) {
 type Stats struct {
 	Rate      float64 // this node's requests per second
 	FleetSize int
-	Burst     int
+	// FleetSizeSource says where FleetSize comes from: SourceFixed,
+	// SourceHint, SourceAssumed or SourceDaemonSet.
+	FleetSizeSource string
+	Burst           int
 	// Requests counts requests sent, by "verb code" (e.g. "list 200",
 	// "watch 429", "get error").
 	Requests     map[string]int64
@@ -143,6 +146,7 @@ func (b *Budget) Stats() Stats {
 	defer b.mu.Unlock()
 	s.Rate = b.bucket.rate()
 	s.FleetSize = b.bucket.size
+	s.FleetSizeSource = b.source
 	s.Burst = b.bucket.burst
 	s.BackingOff = b.gate.backingOff(b.clock.Now())
 	s.BackoffUntil = b.gate.until
