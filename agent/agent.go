@@ -119,6 +119,8 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if cfg.FleetSize == 0 {
 		lcfg.DaemonSetNamespace, lcfg.DaemonSetName, _ = strings.Cut(cfg.DaemonSet, "/")
 	}
+	lcfg.FleetSizeHintPath = cfg.FleetSizeHintFile
+	lcfg.AssumedFleetSize = cfg.AssumedFleetSize
 	lcfg.KillSwitchPath = cfg.KillSwitchFile
 	lcfg.Clock = a.clk
 	lcfg.Logger = a.log // the limiter adds its own component key

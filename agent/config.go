@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/limiter"
 )
 
 // Version is the agent's version, stamped at build time with
@@ -36,6 +37,14 @@ type Config struct {
 	// DaemonSet is the agent's own DaemonSet as namespace/name, for
 	// fleet-size discovery.
 	DaemonSet string
+	// FleetSizeHintFile holds the fleet size as a number, written at install
+	// or upgrade (a key of the mounted control ConfigMap). When FleetSize is
+	// 0 it is read with no apiserver request and sets the start-up spread
+	// until the DaemonSet is read. Empty means no hint.
+	FleetSizeHintFile string
+	// AssumedFleetSize is the fleet size assumed when FleetSize is 0 and no
+	// hint can be read, until the DaemonSet is read.
+	AssumedFleetSize int
 	// KubeletEndpoint is the base URL of the node-local kubelet.
 	KubeletEndpoint string
 	// KubeletCAFile verifies the kubelet's serving certificate (PEM CA
@@ -80,6 +89,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		FleetQPS:           50,
+		FleetSizeHintFile:  "/etc/fleetagent/control/fleet-size-hint",
+		AssumedFleetSize:   limiter.MaxFleetSize,
 		KillSwitchFile:     "/etc/fleetagent/control/kill-switch",
 		AdminAddress:       ":9808",
 		CollectionInterval: 30 * time.Second,
@@ -170,6 +181,17 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		cfg.DaemonSet = ns + "/fleetagent"
 	}
 	str(&cfg.DaemonSet, flagSpec{"daemonset", "FLEETAGENT_DAEMONSET", "the agent's own DaemonSet as namespace/name, read for the fleet size (default $POD_NAMESPACE/fleetagent)"})
+	clearable(&cfg.FleetSizeHintFile, flagSpec{"fleet-size-hint-file", "FLEETAGENT_FLEET_SIZE_HINT_FILE",
+		"file holding the number of agents (the control ConfigMap's fleet-size-hint key, set at install or upgrade), read with no apiserver request to spread the start until the DaemonSet is read; empty: no hint"})
+	if v := getenv("FLEETAGENT_ASSUMED_FLEET_SIZE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLEETAGENT_ASSUMED_FLEET_SIZE=%q is not a whole number: give the largest number of agents the fleet may have", v))
+		} else {
+			cfg.AssumedFleetSize = n
+		}
+	}
+	fs.IntVar(&cfg.AssumedFleetSize, "assumed-fleet-size", cfg.AssumedFleetSize, "fleet size assumed, when no fixed size or hint is given, until the DaemonSet is read: a smaller guess than the real fleet lets a simultaneous start exceed fleet-qps, a larger one only slows the start (env FLEETAGENT_ASSUMED_FLEET_SIZE)")
 	if ip := getenv("NODE_IP"); ip != "" {
 		cfg.KubeletEndpoint = "https://" + net.JoinHostPort(ip, "10250")
 	}
@@ -249,6 +271,9 @@ func (c Config) Validate() error {
 	}
 	if c.FleetSize < 0 {
 		bad("fleet-size %d is negative: give the number of agents, or 0 to read it from the DaemonSet", c.FleetSize)
+	}
+	if c.AssumedFleetSize < 1 {
+		bad("assumed-fleet-size %d: give the largest number of agents the fleet may have, at least 1 (default %d)", c.AssumedFleetSize, limiter.MaxFleetSize)
 	}
 	if c.FleetSize == 0 {
 		if ns, name, ok := strings.Cut(c.DaemonSet, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -42,7 +43,7 @@ func newTestBudget(t *testing.T, cfg Config) (*Budget, *clocktesting.FakeClock) 
 // steps the clock past it so the bucket is full.
 func startSpread(b *Budget, clk *clocktesting.FakeClock) {
 	b.mu.Lock()
-	b.spreadOnceLocked(clk.Now())
+	b.bucket.spreadOnce(clk.Now())
 	b.mu.Unlock()
 	clk.Step(time.Hour)
 }
@@ -118,23 +119,23 @@ func TestRateMath(t *testing.T) {
 	clk.Step(time.Hour)
 	now := clk.Now()
 	for i := 0; i < 2; i++ {
-		if d := b.lim.ReserveN(now, 1).DelayFrom(now); d != 0 {
+		if d := b.bucket.lim.ReserveN(now, 1).DelayFrom(now); d != 0 {
 			t.Fatalf("burst token %d: delay %v, want 0", i, d)
 		}
 	}
-	if d := b.lim.ReserveN(now, 1).DelayFrom(now); d != 20*time.Second {
+	if d := b.bucket.lim.ReserveN(now, 1).DelayFrom(now); d != 20*time.Second {
 		t.Errorf("token after burst: delay %v, want 20s", d)
 	}
-	b.setFleetSize(500)
+	b.setFleetSize(500, SourceDaemonSet)
 	if got := b.Stats().Rate; got != 0.1 {
 		t.Errorf("rate after fleet size 500 = %v, want 0.1", got)
 	}
-	b.setFleetSize(0) // ignored: a fleet has at least this agent
+	b.setFleetSize(0, SourceDaemonSet) // ignored: a fleet has at least this agent
 	if got := b.Stats().FleetSize; got != 500 {
 		t.Errorf("fleet size after setFleetSize(0) = %d, want 500", got)
 	}
 	d := DefaultConfig()
-	if d.FleetQPS != 50 || d.AssumedFleetSize != 1000 || d.KillSwitchPoll != 2*time.Second {
+	if d.FleetQPS != 50 || d.AssumedFleetSize != 5000 || d.KillSwitchPoll != 2*time.Second {
 		t.Errorf("DefaultConfig = %+v", d)
 	}
 }
@@ -150,13 +151,13 @@ func TestStartupSpread(t *testing.T) {
 	for i := 0; i < agents; i++ {
 		b, _ := newTestBudget(t, Config{FleetQPS: 50, FleetSize: 1000, Rand: rng})
 		b.mu.Lock()
-		b.spreadOnceLocked(t0) // the first request
+		b.bucket.spreadOnce(t0) // the first request
 		b.mu.Unlock()
-		first := b.lim.ReserveN(t0, 1).DelayFrom(t0)
+		first := b.bucket.lim.ReserveN(t0, 1).DelayFrom(t0)
 		if first < 0 || first > window {
 			t.Fatalf("agent %d: first token after %v, outside [0, %v]", i, first, window)
 		}
-		if second := b.lim.ReserveN(t0, 1).DelayFrom(t0); second-first < window-time.Millisecond || second-first > window+time.Millisecond {
+		if second := b.bucket.lim.ReserveN(t0, 1).DelayFrom(t0); second-first < window-time.Millisecond || second-first > window+time.Millisecond {
 			t.Fatalf("agent %d: second token %v after the first, want %v", i, second-first, window)
 		}
 		hist[int(first*bins/window)%bins]++
@@ -191,7 +192,7 @@ func TestBackoffNeverShorterThanRetryAfter(t *testing.T) {
 			if got := until.Sub(now); got > 30*time.Second*3/2 && got > want {
 				t.Fatalf("Retry-After %v, failure %d: backoff %v exceeds max interval with jitter", ra, i, got)
 			}
-			reason, gateUntil, _ := b.gateLocked(now, false)
+			reason, gateUntil, _ := b.checkLocked(now, false)
 			if ra > 0 && (reason != "backing off" || !gateUntil.Equal(until)) {
 				t.Fatalf("gate during backoff = %q until %v, want backing off until %v", reason, gateUntil, until)
 			}
@@ -232,7 +233,7 @@ func TestBreakerTransitions(t *testing.T) {
 		t.Fatalf("Degraded() = %v %q", deg, why)
 	}
 	b.mu.Lock()
-	reason, until, _ := b.gateLocked(clk.Now(), true)
+	reason, until, _ := b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	if reason != "circuit breaker open" || !until.Equal(s.BackoffUntil) {
 		t.Fatalf("gate while open = %q until %v", reason, until)
@@ -241,8 +242,8 @@ func TestBreakerTransitions(t *testing.T) {
 	// After the backoff: half-open, one probe at a time.
 	clk.SetTime(s.BackoffUntil)
 	b.mu.Lock()
-	reason, _, probe := b.gateLocked(clk.Now(), true)
-	reason2, _, probe2 := b.gateLocked(clk.Now(), true)
+	reason, _, probe := b.checkLocked(clk.Now(), true)
+	reason2, _, probe2 := b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	if reason != "" || !probe {
 		t.Fatalf("first request after open: gate %q probe %v, want the probe", reason, probe)
@@ -261,7 +262,7 @@ func TestBreakerTransitions(t *testing.T) {
 	}
 	clk.SetTime(s.BackoffUntil)
 	b.mu.Lock()
-	_, _, probe = b.gateLocked(clk.Now(), true)
+	_, _, probe = b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	if !probe {
 		t.Fatal("no probe after the second open")
@@ -272,8 +273,8 @@ func TestBreakerTransitions(t *testing.T) {
 		t.Fatalf("after canceled probe: %v", s.Breaker)
 	}
 	b.mu.Lock()
-	_, _, probe = b.gateLocked(clk.Now(), true)
-	gen := b.gen
+	_, _, probe = b.checkLocked(clk.Now(), true)
+	gen := b.bucket.resumes
 	b.mu.Unlock()
 	if !probe {
 		t.Fatal("probe slot not freed by a canceled probe")
@@ -284,7 +285,7 @@ func TestBreakerTransitions(t *testing.T) {
 	if s.Breaker != BreakerClosed || s.ConsecutiveFailures != 0 {
 		t.Fatalf("after successful probe: %v consecutive %d", s.Breaker, s.ConsecutiveFailures)
 	}
-	if b.gen == gen {
+	if b.bucket.resumes == gen {
 		t.Error("closing the breaker did not re-apply the start-up spread")
 	}
 	if deg, why := b.Degraded(); deg {
@@ -297,7 +298,7 @@ func TestBreakerTransitions(t *testing.T) {
 	}
 	clk.SetTime(b.Stats().BackoffUntil)
 	b.mu.Lock()
-	_, _, probe = b.gateLocked(clk.Now(), true)
+	_, _, probe = b.checkLocked(clk.Now(), true)
 	b.mu.Unlock()
 	b.observe(clk.Now(), outcomeSlow, 0, probe)
 	if s := b.Stats(); !probe || s.Breaker != BreakerClosed || !s.BackingOff || s.Slow != 1 {
@@ -315,18 +316,18 @@ func TestBreakerTransitions(t *testing.T) {
 func TestRisingLatency(t *testing.T) {
 	b, _ := newTestBudget(t, Config{FleetSize: 1, LatencyFactor: 5, LatencyFloor: time.Second})
 	for i := 0; i < 10; i++ {
-		if b.observeLatency(100 * time.Millisecond) {
+		if b.latency.observe(100 * time.Millisecond) {
 			t.Fatal("steady 100ms counted as slow")
 		}
 	}
-	if b.observeLatency(900 * time.Millisecond) {
+	if b.latency.observe(900 * time.Millisecond) {
 		t.Error("900ms is 9x the average but under the 1s floor")
 	}
 	b2, _ := newTestBudget(t, Config{FleetSize: 1, LatencyFactor: 5, LatencyFloor: time.Second})
 	for i := 0; i < 10; i++ {
-		b2.observeLatency(300 * time.Millisecond)
+		b2.latency.observe(300 * time.Millisecond)
 	}
-	if !b2.observeLatency(3 * time.Second) {
+	if !b2.latency.observe(3 * time.Second) {
 		t.Error("3s after a 300ms average not counted as rising latency")
 	}
 }
@@ -406,80 +407,105 @@ func TestKillSwitchFileStates(t *testing.T) {
 	}
 }
 
-// TestKillSwitchHoldsRequests drives the transport with a fake clock: while
-// the switch is on nothing reaches the base transport and an open watch
-// ends; after it is off the request goes out after the resume jitter.
+// TestKillSwitchHoldsRequests drives the transport with a fake clock in a
+// synctest bubble, where synctest.Wait returns only once every goroutine
+// is durably blocked: so "the request reached the gate and waits there"
+// is established (HeldAtGate, and nothing sent) before the test checks
+// that nothing was sent, however much time passes. An open watch ends when
+// the switch turns on; after it turns off the request goes out after the
+// resume jitter.
 func TestKillSwitchHoldsRequests(t *testing.T) {
-	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 1, Burst: 1})
-	startSpread(b, clk)
-	sent := make(chan *http.Request, 10)
-	watchBody := &blockingBody{closed: make(chan struct{})}
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		sent <- req
-		if verbOf(req) == "watch" {
-			go func() { <-req.Context().Done(); watchBody.close() }()
-			return &http.Response{StatusCode: 200, Body: watchBody, Header: http.Header{}}, nil
+	synctest.Test(t, func(t *testing.T) {
+		b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 1, Burst: 1})
+		startSpread(b, clk)
+		sent := make(chan *http.Request, 10)
+		watchBody := &blockingBody{closed: make(chan struct{})}
+		base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			sent <- req
+			if verbOf(req) == "watch" {
+				go func() { <-req.Context().Done(); watchBody.close() }()
+				return &http.Response{StatusCode: 200, Body: watchBody, Header: http.Header{}}, nil
+			}
+			return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}, nil
+		})
+		rt := &roundTripper{b: b, next: base}
+		wreq, _ := http.NewRequest("GET", "https://api/api/v1/pods?watch=true", nil)
+		resp, err := rt.RoundTrip(wreq)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}}, nil
-	})
-	rt := &roundTripper{b: b, next: base}
-	wreq, _ := http.NewRequest("GET", "https://api/api/v1/pods?watch=true", nil)
-	resp, err := rt.RoundTrip(wreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-sent
-	if got := b.Stats().WatchesOpen; got != 1 {
-		t.Fatalf("open watches = %d, want 1", got)
-	}
-	b.setKilled(true)
-	if _, err := resp.Body.Read(make([]byte, 1)); err == nil || err.Error() != "EOF" {
-		t.Fatalf("watch read after kill = %v, want EOF", err)
-	}
-	resp.Body.Close()
-	if s := b.Stats(); s.WatchesOpen != 0 || s.WatchesKilled != 1 {
-		t.Fatalf("after kill: open %d killed %d", s.WatchesOpen, s.WatchesKilled)
-	}
+		<-sent
+		if got := b.Stats().WatchesOpen; got != 1 {
+			t.Fatalf("open watches = %d, want 1", got)
+		}
+		b.setKilled(true)
+		if _, err := resp.Body.Read(make([]byte, 1)); err == nil || err.Error() != "EOF" {
+			t.Fatalf("watch read after kill = %v, want EOF", err)
+		}
+		resp.Body.Close()
+		if s := b.Stats(); s.WatchesOpen != 0 || s.WatchesKilled != 1 {
+			t.Fatalf("after kill: open %d killed %d", s.WatchesOpen, s.WatchesKilled)
+		}
 
-	done := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", "https://api/api/v1/pods", nil)
-		_, err := rt.RoundTrip(req)
-		done <- err
-	}()
-	clk.Step(time.Hour) // time passes: the switch, not the clock, holds the request
-	select {
-	case r := <-sent:
-		t.Fatalf("request %s reached the apiserver while the kill switch was on", r.URL)
-	case err := <-done:
-		t.Fatalf("request returned while killed: %v", err)
-	default:
-	}
-	b.setKilled(false)
-	// The resume jitter is a timer on the fake clock; step past the window.
-	for !clk.HasWaiters() {
+		done := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequest("GET", "https://api/api/v1/pods", nil)
+			_, err := rt.RoundTrip(req)
+			done <- err
+		}()
+		synctest.Wait() // the request goroutine is blocked
+		checkHeld := func(when string) {
+			t.Helper()
+			select {
+			case r := <-sent:
+				t.Fatalf("%s: request %s reached the apiserver while the kill switch was on", when, r.URL)
+			case err := <-done:
+				t.Fatalf("%s: request returned while killed: %v", when, err)
+			default:
+			}
+			if got := b.Stats().HeldAtGate; got != 1 {
+				t.Fatalf("%s: %d requests held at the gate, want 1", when, got)
+			}
+		}
+		checkHeld("at once")
+		clk.Step(time.Hour) // time passes: the switch, not the clock, holds the request
+		synctest.Wait()
+		checkHeld("an hour later")
+
+		b.setKilled(false)
+		synctest.Wait()
+		// The resume jitter is a timer on the fake clock.
 		select {
 		case err := <-done:
 			t.Fatalf("request sent with no resume jitter: %v", err)
 		default:
 		}
-	}
-	clk.Step(time.Second)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if r := <-sent; r.URL.Path != "/api/v1/pods" {
-		t.Fatalf("sent %s", r.URL)
-	}
+		if !clk.HasWaiters() {
+			t.Fatal("the resumed request waits on no timer")
+		}
+		clk.Step(time.Second) // the whole window
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatal("request still held one window after the switch turned off")
+		}
+		if r := <-sent; r.URL.Path != "/api/v1/pods" {
+			t.Fatalf("sent %s", r.URL)
+		}
 
-	// A request whose ctx ends while killed returns the ctx error.
-	b.setKilled(true)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://api/api/v1/pods", nil)
-	if _, err := rt.RoundTrip(req); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "kill switch is on") {
-		t.Fatalf("canceled request while killed: %v", err)
-	}
+		// A request whose ctx ends while killed returns the ctx error.
+		b.setKilled(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://api/api/v1/pods", nil)
+		if _, err := rt.RoundTrip(req); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "kill switch is on") {
+			t.Fatalf("canceled request while killed: %v", err)
+		}
+	})
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -532,7 +558,7 @@ func TestClassify(t *testing.T) {
 		{"refused", req, nil, &url.Error{Op: "Get", URL: "https://api", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, outcomeConn, 0},
 		{"caller canceled", canceledReq, nil, &url.Error{Op: "Get", URL: "https://api", Err: context.Canceled}, outcomeCanceled, 0},
 	} {
-		o, ra := classify(tc.req, tc.resp, tc.err, now)
+		o, _, ra := classify(tc.req.Context(), tc.resp, tc.err, now)
 		if o != tc.want || ra != tc.ra {
 			t.Errorf("%s: classify = %v %v, want %v %v", tc.name, o, ra, tc.want, tc.ra)
 		}
@@ -584,7 +610,7 @@ func TestReadFleetSize(t *testing.T) {
 	if err != nil || n != 250 {
 		t.Fatalf("readFleetSize = %d, %v; want 250", n, err)
 	}
-	b.setFleetSize(n)
+	b.setFleetSize(n, SourceDaemonSet)
 	if got := b.Stats().Rate; got != 0.2 {
 		t.Errorf("rate with 250 agents = %v, want 0.2", got)
 	}
@@ -666,8 +692,8 @@ func (halfSource) Uint64() uint64 { return 1 << 52 }
 func TestFleetSizeChangeShortensWait(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 100, Burst: 1, Rand: rand.New(halfSource{})})
 	b.mu.Lock()
-	b.spreadOnceLocked(t0) // first token due at 0.5 × 100s
-	lim, ch := b.lim, b.changed
+	b.bucket.spreadOnce(t0) // first token due at 0.5 × 100s
+	lim, ch := b.bucket.lim, b.changed
 	b.mu.Unlock()
 	res := make(chan bool, 1)
 	go func() {
@@ -680,7 +706,7 @@ func TestFleetSizeChangeShortensWait(t *testing.T) {
 	for !clk.HasWaiters() {
 		// until the request waits for its 50s slot
 	}
-	b.setFleetSize(1)
+	b.setFleetSize(1, SourceDaemonSet)
 	if ok := <-res; ok {
 		t.Fatal("the waiting request kept its slot after the rate changed")
 	}
@@ -711,7 +737,7 @@ func TestResumeKeepsRateBound(t *testing.T) {
 			b.observe(now, outcomeServer, 0, false)
 		}
 		b.mu.Lock()
-		_, _, probe := b.gateLocked(now, true)
+		_, _, probe := b.checkLocked(now, true)
 		b.mu.Unlock()
 		if probe {
 			b.observe(now, outcomeSuccess, 0, true)

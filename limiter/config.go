@@ -28,6 +28,11 @@ import (
 	"k8s.io/utils/clock"
 )
 
+// MaxFleetSize is the largest fleet the start and reconnection bounds are
+// stated for (see the package documentation), and the default
+// AssumedFleetSize.
+const MaxFleetSize = 5000
+
 // Config configures a Budget. A zero field means its default (see
 // DefaultConfig); a negative one is an error.
 type Config struct {
@@ -43,10 +48,20 @@ type Config struct {
 	// DaemonSetNamespace and DaemonSetName name the agent's own DaemonSet,
 	// needed when FleetSize is 0.
 	DaemonSetNamespace, DaemonSetName string
-	// AssumedFleetSize is the fleet size used until discovery first
-	// succeeds. It should be at least the largest fleet the agent may run
-	// in: a smaller guess lets a simultaneous start exceed FleetQPS.
-	// Default 1000.
+	// FleetSizeHintPath is a node-local file (a key of the mounted control
+	// ConfigMap, written at install or upgrade with the number of nodes the
+	// DaemonSet runs on) holding the fleet size as a decimal number. When
+	// FleetSize is 0, Start reads it, with no apiserver request, and uses it
+	// until the DaemonSet is read; it sets the start-up spread, so it should
+	// be at least the real fleet size. "" means no hint. A missing,
+	// unreadable or malformed hint falls back to AssumedFleetSize, and is
+	// logged.
+	FleetSizeHintPath string
+	// AssumedFleetSize is the fleet size used when FleetSize is 0 and no
+	// hint could be read, until the DaemonSet is read. A smaller guess than
+	// the real fleet lets a simultaneous start exceed FleetQPS; a larger one
+	// only makes the start slower. Default MaxFleetSize (5000), the largest
+	// fleet the start bound is stated for.
 	AssumedFleetSize int
 	// FleetSizeRefresh is how often the fleet size is re-read, each
 	// interval randomised by ±FleetSizeRefreshJitter (a fraction) so that
@@ -116,7 +131,7 @@ func (c Config) withDefaults() Config {
 		c.FleetQPS = 50
 	}
 	if c.AssumedFleetSize == 0 {
-		c.AssumedFleetSize = 1000
+		c.AssumedFleetSize = MaxFleetSize
 	}
 	if c.FleetSizeRefresh == 0 {
 		c.FleetSizeRefresh = 10 * time.Minute
@@ -192,7 +207,7 @@ func (c Config) Validate() error {
 		bad("fleet size is 0 (discover) but the DaemonSet namespace or name is empty: set both (from the downward API) or set a fixed fleet size")
 	}
 	if c.AssumedFleetSize < 0 {
-		bad("assumed fleet size is %d: set it to at least the largest expected number of agents, or 0 for 1000", c.AssumedFleetSize)
+		bad("assumed fleet size is %d: set it to at least the largest expected number of agents, or 0 for %d", c.AssumedFleetSize, MaxFleetSize)
 	}
 	if c.FleetSizeRefresh < 0 {
 		bad("fleet size refresh interval is %v: set a positive duration such as 10m, or 0 for the default", c.FleetSizeRefresh)

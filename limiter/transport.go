@@ -2,18 +2,10 @@ package limiter
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -57,15 +49,15 @@ func (l *clientGoLimiter) TryAccept() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
-	if reason, _, _ := b.gateLocked(now, false); reason != "" {
+	if reason, _, _ := b.checkLocked(now, false); reason != "" {
 		return false
 	}
-	b.spreadOnceLocked(now)
-	if !b.lim.AllowN(now, 1) {
+	b.bucket.spreadOnce(now)
+	if !b.bucket.lim.AllowN(now, 1) {
 		return false
 	}
-	b.paidClientGo.Add(1)
-	b.credits++
+	b.counts.paidClientGo.Add(1)
+	b.bucket.credits++
 	return true
 }
 
@@ -82,7 +74,7 @@ func (l *clientGoLimiter) Stop() {}
 func (l *clientGoLimiter) QPS() float32 {
 	l.b.mu.Lock()
 	defer l.b.mu.Unlock()
-	return float32(l.b.rateLocked())
+	return float32(l.b.bucket.rate())
 }
 
 type roundTripper struct {
@@ -94,7 +86,8 @@ func (t *roundTripper) WrappedRoundTripper() http.RoundTripper { return t.next }
 
 func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := t.b
-	probe, err := b.acquire(req.Context(), true)
+	callerCtx := req.Context()
+	probe, err := b.acquire(callerCtx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -104,13 +97,13 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The watch gets its own cancel so that the kill switch can end it
 		// whatever the transport (closing an HTTP/1 body does not interrupt
 		// a blocked Read).
-		ctx, cancel := context.WithCancel(req.Context())
+		ctx, cancel := context.WithCancel(callerCtx)
 		req = req.WithContext(ctx)
-		w = &watchBody{b: b, cancel: cancel}
+		w = &watchBody{body: body{b: b, callerCtx: callerCtx}, reg: &b.watches, cancel: cancel}
 		b.mu.Lock()
-		killed := b.killed
+		killed := b.gate.killed
 		if !killed {
-			b.watches[w] = struct{}{}
+			b.watches.add(w)
 		}
 		b.mu.Unlock()
 		if killed {
@@ -121,89 +114,34 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := b.clock.Now()
 	resp, err := t.next.RoundTrip(req)
 	now := b.clock.Now()
-	o, retryAfter := classify(req, resp, err, now)
-	if o == outcomeSuccess && verb != "watch" && b.observeLatency(now.Sub(start)) {
+	o, class, retryAfter := classify(callerCtx, resp, err, now)
+	if w != nil && w.killed.Load() {
+		o, class = outcomeCanceled, connNone // the kill switch ended it, not the server
+	}
+	if o == outcomeSuccess && verb != "watch" && b.latency.observe(now.Sub(start)) {
 		o = outcomeSlow
 	}
 	code := "error"
 	if resp != nil {
 		code = strconv.Itoa(resp.StatusCode)
 	}
-	b.mu.Lock()
-	b.reqs[verbCode{verb, code}]++
-	b.mu.Unlock()
-	b.observe(now, o, retryAfter, probe)
-	if w != nil {
-		if err != nil {
+	b.requests.add(verb, code)
+	b.observeClass(now, o, class, retryAfter, probe)
+	if err != nil {
+		if w != nil {
 			w.release()
-			return nil, err
 		}
+		return nil, err
+	}
+	// The body is watched too: a connection that breaks mid-response is
+	// backpressure like one that breaks before it.
+	if w != nil {
 		w.rc = resp.Body
 		resp.Body = w
+	} else {
+		resp.Body = &body{b: b, callerCtx: callerCtx, rc: resp.Body}
 	}
-	return resp, err
-}
-
-// classify reads a response (or the error in its place) by type and status
-// code. retryAfter is the server's Retry-After on a 429 or 5xx.
-func classify(req *http.Request, resp *http.Response, err error, now time.Time) (outcome, time.Duration) {
-	if err != nil {
-		if req.Context().Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return outcomeCanceled, 0
-		}
-		// What is left is the request not getting a response: a net.Error
-		// (refused, reset, timeout, DNS), an EOF mid-handshake, a TLS
-		// failure. All of them mean "do not hammer the endpoint".
-		return outcomeConn, 0
-	}
-	switch {
-	case resp.StatusCode == http.StatusTooManyRequests:
-		return outcomeThrottled, parseRetryAfter(resp.Header.Get("Retry-After"), now)
-	case resp.StatusCode >= 500:
-		return outcomeServer, parseRetryAfter(resp.Header.Get("Retry-After"), now)
-	}
-	return outcomeSuccess, 0
-}
-
-// parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 10.2.3).
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s <= 0 {
-			return 0
-		}
-		if s > int64(time.Duration(1<<62)/time.Second) {
-			s = int64(time.Duration(1<<62) / time.Second)
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
-
-// IsBackpressure reports whether err, as returned by a client-go call, is
-// the apiserver (or the network to it) asking for less traffic: a 429, a
-// 5xx, a server timeout, or a connection-level error. Such errors are
-// retried by waiting, never by looping.
-func IsBackpressure(err error) bool {
-	if err == nil {
-		return false
-	}
-	if apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
-		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err) {
-		return true
-	}
-	if code := (apierrors.APIStatus)(nil); errors.As(err, &code) && code.Status().Code >= 500 {
-		return true
-	}
-	var ne net.Error
-	var ue *url.Error
-	return errors.As(err, &ne) || (errors.As(err, &ue) && !errors.Is(err, context.Canceled))
+	return resp, nil
 }
 
 // verbOf names a request as the apiserver's audit log would: get, list,
@@ -254,44 +192,4 @@ func isCollection(path string) bool {
 		segs = segs[2:]
 	}
 	return len(segs) == 1 && segs[0] != ""
-}
-
-// watchBody is an open watch's response body, tracked so that the kill
-// switch can end it. A watch ended by the kill switch reads as a clean
-// end of stream, so that client-go re-establishes it from its last
-// resourceVersion (through the then-closed gate) instead of relisting.
-type watchBody struct {
-	b      *Budget
-	rc     io.ReadCloser
-	cancel context.CancelFunc
-	killed atomic.Bool
-	once   sync.Once
-}
-
-func (w *watchBody) Read(p []byte) (int, error) {
-	n, err := w.rc.Read(p)
-	if err != nil && w.killed.Load() {
-		err = io.EOF
-	}
-	return n, err
-}
-
-func (w *watchBody) Close() error {
-	err := w.rc.Close()
-	w.release()
-	return err
-}
-
-func (w *watchBody) kill() {
-	w.killed.Store(true)
-	w.cancel()
-}
-
-func (w *watchBody) release() {
-	w.once.Do(func() {
-		w.cancel()
-		w.b.mu.Lock()
-		delete(w.b.watches, w)
-		w.b.mu.Unlock()
-	})
 }

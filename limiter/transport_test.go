@@ -60,11 +60,11 @@ func TestInstrumentChargesEachRequestOnce(t *testing.T) {
 	if got := []string{<-srv.sent, <-srv.sent}; got[0] != "list /api/v1/pods" || got[1] != "watch /api/v1/pods" {
 		t.Fatalf("sent %v", got)
 	}
-	if got := b.lim.TokensAt(clk.Now()); got != 3 {
+	if got := b.bucket.lim.TokensAt(clk.Now()); got != 3 {
 		t.Errorf("tokens left after a LIST and a WATCH = %v, want 3 (one each)", got)
 	}
 	b.mu.Lock()
-	credits := b.credits
+	credits := b.bucket.credits
 	b.mu.Unlock()
 	if credits != 0 {
 		t.Errorf("unused credits = %d, want 0", credits)
@@ -92,10 +92,10 @@ func TestRegisterMetrics(t *testing.T) {
 	if err := b.RegisterMetrics(mp.Meter("limiter")); err != nil {
 		t.Fatal(err)
 	}
-	b.mu.Lock()
-	b.reqs[verbCode{"list", "200"}] = 3
-	b.reqs[verbCode{"watch", "429"}] = 1
-	b.mu.Unlock()
+	for i := 0; i < 3; i++ {
+		b.requests.add("list", "200")
+	}
+	b.requests.add("watch", "429")
 	b.observe(clk.Now(), outcomeThrottled, 2*time.Second, false)
 	b.setKilled(true)
 

@@ -20,7 +20,8 @@ import (
 )
 
 // TestNodeLocalFirst starts the real binary, as shipped (the fleet size
-// discovered from the DaemonSet, a long sync timeout), when the apiserver
+// from the install's hint, then discovered from the DaemonSet; a long sync
+// timeout), when the apiserver
 // cannot be used: with the kill switch on, with the apiserver down, and
 // with the agent's user rejected by API Priority and Fairness. Node-local
 // telemetry must not wait for the apiserver: kubelet metrics reach the OTLP
@@ -46,10 +47,16 @@ func TestNodeLocalFirst(t *testing.T) {
 		}
 		t.Cleanup(kub.Close)
 		logs = &testlog.Buffer{}
+		// The fleet-size hint an install writes into the control ConfigMap.
+		hint := filepath.Join(t.TempDir(), "fleet-size-hint")
+		if err := os.WriteFile(hint, []byte("10\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--collection-interval="+interval.String(),
 			"--sync-timeout=5m", "--shutdown-timeout=10s", "--kill-switch-file="+killSwitch)
 		cmd.Env = append(os.Environ(),
 			"NODE_NAME="+node, "POD_NAMESPACE=fleetagent", // fleet size discovered, as shipped
+			"FLEETAGENT_FLEET_SIZE_HINT_FILE="+hint,
 			"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
 			"FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:0",
 			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")

@@ -1,0 +1,121 @@
+package limiter
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// watchRegistry holds the open watches, so that the kill switch can end
+// them.
+type watchRegistry struct {
+	mu   sync.Mutex
+	open map[*watchBody]struct{}
+}
+
+func (r *watchRegistry) add(w *watchBody) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.open == nil {
+		r.open = map[*watchBody]struct{}{}
+	}
+	r.open[w] = struct{}{}
+}
+
+func (r *watchRegistry) remove(w *watchBody) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.open, w)
+}
+
+func (r *watchRegistry) all() []*watchBody {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*watchBody, 0, len(r.open))
+	for w := range r.open {
+		out = append(out, w)
+	}
+	return out
+}
+
+func (r *watchRegistry) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.open)
+}
+
+// body is a response body that reports the connection breaking while it
+// is read (reset, unexpected EOF) as backpressure, once. A read error after
+// the caller closed the body or gave up is the caller's doing.
+type body struct {
+	b         *Budget
+	callerCtx context.Context
+	rc        io.ReadCloser
+	closed    atomic.Bool
+	failed    atomic.Bool
+}
+
+func (r *body) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	if err != nil && err != io.EOF {
+		r.broken(err)
+	}
+	return n, err
+}
+
+// broken observes err as a connection error unless the caller caused it.
+func (r *body) broken(err error) {
+	if r.closed.Load() || r.callerCtx.Err() != nil || !r.failed.CompareAndSwap(false, true) {
+		return
+	}
+	r.b.observeClass(r.b.clock.Now(), outcomeConn, classifyConn(err), 0, false)
+}
+
+func (r *body) Close() error {
+	r.closed.Store(true)
+	return r.rc.Close()
+}
+
+// watchBody is an open watch's response body, tracked so that the kill
+// switch can end it. A watch ended by the kill switch reads as a clean
+// end of stream, so that client-go re-establishes it from its last
+// resourceVersion (through the then-closed gate) instead of relisting.
+type watchBody struct {
+	body
+	reg    *watchRegistry
+	cancel context.CancelFunc
+	killed atomic.Bool
+	once   sync.Once
+}
+
+func (w *watchBody) Read(p []byte) (int, error) {
+	n, err := w.rc.Read(p)
+	switch {
+	case err == nil, err == io.EOF:
+	case w.killed.Load():
+		err = io.EOF
+	default:
+		w.broken(err)
+	}
+	return n, err
+}
+
+func (w *watchBody) Close() error {
+	w.closed.Store(true)
+	err := w.rc.Close()
+	w.release()
+	return err
+}
+
+func (w *watchBody) kill() {
+	w.killed.Store(true)
+	w.cancel()
+}
+
+func (w *watchBody) release() {
+	w.once.Do(func() {
+		w.cancel()
+		w.reg.remove(w)
+	})
+}
