@@ -202,8 +202,9 @@ type agentProcess struct {
 //     cert on a free loopback port (10250 may be a real kubelet's);
 //   - the service-account token mount is a file holding the agent user's
 //     token, which the stand-in requires;
-//   - the kill-switch file is in a temporary directory standing in for the
-//     ConfigMap volume, with the ConfigMap's content (killFile);
+//   - the kill-switch file and the fleet-size hint are in a temporary
+//     directory standing in for the ConfigMap volume, with the ConfigMap's
+//     content (killFile), the hint set as an install sets it;
 //   - a kubeconfig replaces the in-cluster token; the admin port is a free
 //     loopback port; the OTLP endpoint is a real receiver on loopback.
 func runWithKubelet(ctx context.Context, t *testing.T, bin string, ds *appsv1.DaemonSet, env map[string]string, cert tls.Certificate) *agentProcess {
@@ -223,8 +224,18 @@ func runWithKubelet(ctx context.Context, t *testing.T, bin string, ds *appsv1.Da
 	if err != nil {
 		t.Fatal(err)
 	}
+	for k, v := range cm.Data {
+		writeFile(t, filepath.Join(dir, k), []byte(v))
+	}
 	writeFile(t, killFile, []byte(cm.Data[filepath.Base(killFile)]))
 	env["FLEETAGENT_KILL_SWITCH_FILE"] = killFile
+	// The fleet-size hint is read from the same volume (the agent's default
+	// path); an install writes the number of nodes into it: one here.
+	hint := filepath.Join(dir, "fleet-size-hint")
+	if _, ok := cm.Data["fleet-size-hint"]; !ok {
+		writeFile(t, hint, []byte("1"))
+	}
+	env["FLEETAGENT_FLEET_SIZE_HINT_FILE"] = hint
 
 	if v, ok := env["FLEETAGENT_KUBELET_ENDPOINT"]; ok {
 		t.Fatalf("the manifest sets FLEETAGENT_KUBELET_ENDPOINT=%q; the agent must derive it from NODE_IP", v)
