@@ -18,8 +18,8 @@ import (
 // for concurrent use.
 //
 // It is made of parts that each do one job: the gate (kill switch,
-// backoff, breaker, resume jitter) and the bucket (the token bucket and its
-// spread), which change together under mu; the latency average, the open
+// backoff, breaker) and the bucket (the token bucket and its spread and
+// respread), which change together under mu; the latency average, the open
 // watches and the counters, each with its own synchronisation.
 type Budget struct {
 	cfg   Config
@@ -69,7 +69,7 @@ func New(cfg Config) (*Budget, error) {
 		log:       cfg.Logger.With("component", "limiter"),
 		changed:   make(chan struct{}),
 		gate:      newGate(cfg),
-		bucket:    newBucket(cfg.FleetQPS, size, cfg.Burst, cfg.Rand),
+		bucket:    newBucket(cfg.FleetQPS, size, cfg.Burst, cfg.Rand, cfg.Clock.Now()),
 		latency:   latencyAverage{factor: cfg.LatencyFactor, floor: cfg.LatencyFloor},
 		source:    source,
 		sizeKnown: make(chan struct{}),
@@ -111,19 +111,32 @@ func (b *Budget) applyLocked(now time.Time, c gateChange) {
 		b.log.Warn("circuit breaker open: apiserver keeps failing", "consecutive_failures", b.gate.consec, "last", b.gate.cause(), "until", b.gate.until)
 	}
 	if c.breakerClosed {
-		jitter := b.resumeLocked(now)
-		b.log.Info("circuit breaker closed: apiserver answered; resuming with jitter", "jitter", jitter)
+		b.log.Info("circuit breaker closed: apiserver answered")
 	}
 	if c.changed {
 		b.notifyLocked()
 	}
 }
 
-// resumeLocked respreads the bucket and holds requests for its jitter.
-func (b *Budget) resumeLocked(now time.Time) time.Duration {
-	jitter := b.bucket.respread(now)
-	b.gate.resume(now.Add(jitter))
-	return jitter
+// resumeLocked is called with the gate open, before a request takes a
+// token. It applies the start-up spread to the first request, and
+// respreads the bucket for the first request after each time the gate
+// held requests (kill switch, backoff, breaker): every agent may resume at
+// the same instant (an apiserver restart breaks every connection at once),
+// and none must come back with a full bucket.
+func (b *Budget) resumeLocked(now time.Time) {
+	if b.bucket.spreadPending {
+		b.bucket.heldAt = b.gate.holds
+		b.bucket.spreadOnce(now)
+		return
+	}
+	if b.bucket.heldAt == b.gate.holds {
+		return
+	}
+	b.bucket.heldAt = b.gate.holds
+	next := b.bucket.respread(now)
+	b.log.Debug("requests resume after the gate held them; next token at a random point of the spread window", "in", next)
+	b.notifyLocked() // requests waiting for a token of the old bucket re-reserve
 }
 
 // acquire blocks until a request may be sent: the gate is open (kill switch
@@ -140,6 +153,7 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 		now := b.clock.Now()
 		reason, until, probe := b.checkLocked(now, paid && transport)
 		if reason == "" {
+			b.resumeLocked(now)
 			if paid {
 				if !transport {
 					b.bucket.credits++
@@ -153,7 +167,6 @@ func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err e
 				b.mu.Unlock()
 				continue
 			}
-			b.bucket.spreadOnce(now)
 			lim, ch := b.bucket.lim, b.changed
 			b.mu.Unlock()
 			ok, err := b.payToken(ctx, lim, ch)
@@ -255,8 +268,7 @@ func (b *Budget) setKilled(on bool) {
 		closing = b.watches.all()
 		b.log.Warn("kill switch on: no apiserver requests; closing open watches", "path", b.cfg.KillSwitchPath, "watches", len(closing))
 	} else {
-		jitter := b.resumeLocked(b.clock.Now())
-		b.log.Info("kill switch off: resuming apiserver requests with jitter", "path", b.cfg.KillSwitchPath, "jitter", jitter)
+		b.log.Info("kill switch off: apiserver requests resume, spread over the window", "path", b.cfg.KillSwitchPath)
 	}
 	b.notifyLocked()
 	b.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
@@ -52,7 +53,7 @@ func (l *clientGoLimiter) TryAccept() bool {
 	if reason, _, _ := b.checkLocked(now, false); reason != "" {
 		return false
 	}
-	b.bucket.spreadOnce(now)
+	b.resumeLocked(now)
 	if !b.bucket.lim.AllowN(now, 1) {
 		return false
 	}
@@ -136,7 +137,10 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	// The body is watched too: a connection that breaks mid-response is
 	// backpressure like one that breaks before it.
 	if w != nil {
-		w.rc = resp.Body
+		w.rc, w.started = resp.Body, now
+		if s, err := strconv.Atoi(req.URL.Query().Get("timeoutSeconds")); err == nil && s > 0 {
+			w.timeout = time.Duration(s) * time.Second
+		}
 		resp.Body = w
 	} else {
 		resp.Body = &body{b: b, callerCtx: callerCtx, rc: resp.Body}
