@@ -26,8 +26,10 @@ type bucket struct {
 	ref   time.Time
 	phase float64
 	// credits are tokens paid in client-go's Wait, not yet used by the
-	// transport.
+	// transport; unsent counts every token paid from lim for a request not
+	// yet sent (credits included), which a respread refunds.
 	credits int
+	unsent  int
 	// resumes counts respreads; heldAt is the gate's holds count at the
 	// last one.
 	resumes uint64
@@ -76,13 +78,15 @@ func (k *bucket) window() time.Duration { return time.Duration(float64(time.Seco
 // token.
 func (k *bucket) respread(now time.Time) time.Duration {
 	k.resumes++
-	k.credits = 0
 	level := 1.0
 	if k.spreadPending {
 		k.spreadPending = false
 	} else {
-		level = min(k.lim.TokensAt(now), 1)
+		// Tokens paid for requests not yet sent go back first: those
+		// requests pay again, from the respread bucket.
+		level = min(k.lim.TokensAt(now)+float64(k.unsent), 1)
 	}
+	k.credits, k.unsent = 0, 0
 	w := float64(k.window())
 	earliest := float64(now.Sub(k.ref)) + (1-level)*w
 	next := (math.Ceil(earliest/w-k.phase) + k.phase) * w
