@@ -638,25 +638,30 @@ func TestLifecycle(t *testing.T) {
 		t.Error("Start after Shutdown succeeded")
 	}
 
-	b, clk := newTestBudget(t, Config{FleetSize: 3, KillSwitchPath: filepath.Join(t.TempDir(), "kill"), KillSwitchPoll: time.Second})
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err == nil {
-		t.Error("second Start succeeded")
-	}
-	if err := os.WriteFile(b.cfg.KillSwitchPath, []byte("on"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for !b.Stats().Killed {
-		clk.Step(time.Second) // the poller's ticker picks the file up
-	}
-	if err := b.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b, clk := newTestBudget(t, Config{FleetSize: 3, KillSwitchPath: filepath.Join(t.TempDir(), "kill"), KillSwitchPoll: time.Second})
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(context.Background()); err == nil {
+			t.Error("second Start succeeded")
+		}
+		if err := os.WriteFile(b.cfg.KillSwitchPath, []byte("on"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()       // the poller waits for its ticker
+		clk.Step(time.Second) // one poll interval: the poller reads the file
+		synctest.Wait()
+		if !b.Stats().Killed {
+			t.Fatal("the kill switch was not read within one poll interval")
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	disc, _ := newTestBudget(t, Config{DaemonSetNamespace: "ns", DaemonSetName: "ds"})
 	if err := disc.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "call Instrument(restConfig) before Start") {
@@ -689,6 +694,10 @@ func (halfSource) Uint64() uint64 { return 1 << 52 }
 // at the assumed fleet size re-reserves when the discovered size raises
 // the rate, instead of waiting out the old slot.
 func TestFleetSizeChangeShortensWait(t *testing.T) {
+	synctest.Test(t, testFleetSizeChangeShortensWait)
+}
+
+func testFleetSizeChangeShortensWait(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 100, Burst: 1, Rand: rand.New(halfSource{})})
 	b.mu.Lock()
 	b.bucket.spreadOnce(t0) // first token due at 0.5 × 100s
@@ -702,8 +711,9 @@ func TestFleetSizeChangeShortensWait(t *testing.T) {
 		}
 		res <- ok
 	}()
-	for !clk.HasWaiters() {
-		// until the request waits for its 50s slot
+	synctest.Wait() // the request waits for its 50s slot
+	if !clk.HasWaiters() {
+		t.Fatal("the request does not wait for a token")
 	}
 	b.setFleetSize(1, SourceDaemonSet)
 	if ok := <-res; ok {
