@@ -9,24 +9,25 @@ import "math"
 // holds more than fleetQPS + Allowance(fleetQPS) of the fleet's requests.
 // It does not depend on the fleet size. Allowance(50) is 55.
 //
-// Why there is an allowance at all: each agent's first request after a
-// start or a respread comes at a uniformly random point of its window
-// W = FleetSize/FleetQPS, drawn from its own Rand, and its later requests
-// follow at its rate. Agents do not coordinate, so the number of them
-// whose request falls in a given second is random: on average at most
-// fleetQPS, but more in some seconds.
+// Why there is an allowance at all: after a start or a hold, each agent's
+// requests go out on its own grid of token times, whose phase it drew at
+// random (see the package documentation). Agents do not coordinate, so
+// the number of them whose grid meets a given second is random: on average
+// at most fleetQPS, but more in some seconds.
 //
 // The derivation, for a fleet whose size is at most the size its budgets
 // assume (a hint at least the real size, or AssumedFleetSize) and at
-// least fleetQPS (W ≥ 1 s): in a window of length L ≤ W each agent sends
-// at most one request, with probability at most L/W, independently of the
-// others; the count is a sum of independent Bernoulli variables with mean
-// at most fleetQPS·L, whose tail above its mean + 1 is at most that of a
-// Poisson variable with the same mean (Hoeffding 1956; Anderson and
-// Samuels 1967). Every 1-second window lies inside one of the windows
-// [kδ, kδ+1+δ) with δ = 10 ms; an event in which each agent sends up to 10
-// requests lasts at most D = 10·MaxFleetSize/fleetQPS seconds, so D/δ+1 of
-// those windows cover it, and by the union bound
+// least fleetQPS (a window W = FleetSize/FleetQPS of at least 1 s): an
+// interval of length L ≤ W holds at most one point of an agent's grid,
+// with probability L/W, independently of the other agents, whatever its
+// requests' outcomes; so the fleet's count in it is at most a sum of
+// independent Bernoulli variables with mean fleetQPS·L, whose tail above
+// its mean + 1 is at most that of a Poisson variable with the same mean
+// (Hoeffding 1956; Anderson and Samuels 1967). Every 1-second window lies
+// inside one of the intervals [kδ, kδ+1+δ) with δ = 10 ms; an event
+// lasting up to D = 10·MaxFleetSize/fleetQPS seconds (ten windows of the
+// largest fleet: a start takes five, a reconnection after a 30 s outage
+// about three) is covered by D/δ+1 of them, and by the union bound
 //
 //	P(some window > fleetQPS + a) ≤ (D/δ + 1) · P(Poisson(fleetQPS·(1+δ)) > fleetQPS + a).
 //

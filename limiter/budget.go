@@ -18,8 +18,8 @@ import (
 // for concurrent use.
 //
 // It is made of parts that each do one job: the gate (kill switch,
-// backoff, breaker, resume jitter) and the bucket (the token bucket and its
-// spread), which change together under mu; the latency average, the open
+// backoff, breaker) and the bucket (the token bucket and its spread and
+// respread), which change together under mu; the latency average, the open
 // watches and the counters, each with its own synchronisation.
 type Budget struct {
 	cfg   Config
@@ -69,7 +69,7 @@ func New(cfg Config) (*Budget, error) {
 		log:       cfg.Logger.With("component", "limiter"),
 		changed:   make(chan struct{}),
 		gate:      newGate(cfg),
-		bucket:    newBucket(cfg.FleetQPS, size, cfg.Burst, cfg.Rand),
+		bucket:    newBucket(cfg.FleetQPS, size, cfg.Burst, cfg.Rand, cfg.Clock.Now()),
 		latency:   latencyAverage{factor: cfg.LatencyFactor, floor: cfg.LatencyFloor},
 		source:    source,
 		sizeKnown: make(chan struct{}),
@@ -111,62 +111,115 @@ func (b *Budget) applyLocked(now time.Time, c gateChange) {
 		b.log.Warn("circuit breaker open: apiserver keeps failing", "consecutive_failures", b.gate.consec, "last", b.gate.cause(), "until", b.gate.until)
 	}
 	if c.breakerClosed {
-		jitter := b.resumeLocked(now)
-		b.log.Info("circuit breaker closed: apiserver answered; resuming with jitter", "jitter", jitter)
+		b.log.Info("circuit breaker closed: apiserver answered")
 	}
 	if c.changed {
 		b.notifyLocked()
 	}
 }
 
-// resumeLocked respreads the bucket and holds requests for its jitter.
-func (b *Budget) resumeLocked(now time.Time) time.Duration {
-	jitter := b.bucket.respread(now)
-	b.gate.resume(now.Add(jitter))
-	return jitter
+// resumeLocked is called with the gate open, before a request takes a
+// token. It applies the start-up spread to the first request, and
+// respreads the bucket for the first request after each time the gate
+// held requests (kill switch, backoff, breaker): every agent may resume at
+// the same instant (an apiserver restart breaks every connection at once),
+// and none must come back with a full bucket.
+func (b *Budget) resumeLocked(now time.Time) {
+	if b.bucket.spreadPending {
+		b.bucket.heldAt = b.gate.holds
+		b.bucket.spreadOnce(now)
+		return
+	}
+	if b.bucket.heldAt == b.gate.holds {
+		return
+	}
+	b.bucket.heldAt = b.gate.holds
+	next := b.bucket.respread(now)
+	b.log.Debug("requests resume after the gate held them; next token at a random point of the spread window", "in", next)
+	b.notifyLocked() // requests waiting for a token of the old bucket re-reserve
 }
 
 // acquire blocks until a request may be sent: the gate is open (kill switch
 // off, no backoff, breaker not open) and a token is paid, either from the
-// bucket or from a credit that client-go's Wait already paid. With
-// transport, the final gate check also takes the half-open probe slot and
-// may use a credit; without (client-go's Wait), it adds a credit.
-func (b *Budget) acquire(ctx context.Context, transport bool) (probe bool, err error) {
+// bucket or from a credit that client-go's Wait already paid.
+//
+// Without transport (client-go's Wait) the paid token is left as a credit
+// and acquire returns. With transport, the final pass also takes the
+// half-open probe slot, counts the request as paid in client-go or in the
+// transport, and registers w (a watch's body, or nil) under the same lock
+// as the gate check, so that the kill switch either holds the request here
+// or finds the watch registered and ends it.
+//
+// A payment belongs to the bucket it was paid from: a respread (traffic
+// resuming after a hold) refunds the tokens paid for requests not yet sent
+// and makes them pay again from the respread bucket, so that they go out
+// on the agent's grid like every other request, and each request sent is
+// paid exactly once.
+func (b *Budget) acquire(ctx context.Context, transport bool, w *watchBody) (probe bool, err error) {
 	start := b.clock.Now()
 	defer func() { b.counts.waitNanos.Add(int64(b.clock.Since(start))) }()
-	paid := false
+	paid, fromWait := false, false
+	var epoch uint64 // the bucket's respread count when the token was paid
+	defer func() {
+		if err != nil && paid {
+			b.mu.Lock()
+			if epoch == b.bucket.resumes {
+				b.bucket.unsent-- // given up: the token is spent
+			}
+			b.mu.Unlock()
+		}
+	}()
 	for {
 		b.mu.Lock()
 		now := b.clock.Now()
-		reason, until, probe := b.checkLocked(now, paid && transport)
+		reason, until, _ := b.checkLocked(now, false)
 		if reason == "" {
-			if paid {
-				if !transport {
-					b.bucket.credits++
-				}
-				b.mu.Unlock()
-				return probe, nil
+			b.resumeLocked(now)
+			if paid && epoch != b.bucket.resumes {
+				paid = false // refunded by a respread: pay again
 			}
-			if transport && b.bucket.credits > 0 {
+			if !paid && transport && b.bucket.credits > 0 {
 				b.bucket.credits--
-				paid = true
+				paid, fromWait, epoch = true, true, b.bucket.resumes
+			}
+			if paid && !transport {
+				b.bucket.credits++
 				b.mu.Unlock()
-				continue
+				return false, nil
 			}
-			b.bucket.spreadOnce(now)
-			lim, ch := b.bucket.lim, b.changed
-			b.mu.Unlock()
-			ok, err := b.payToken(ctx, lim, ch)
-			if err != nil {
-				return false, err
+			if paid {
+				reason, until, probe = b.checkLocked(now, true)
+				if reason == "" {
+					b.bucket.unsent--
+					if fromWait {
+						b.counts.paidClientGo.Add(1)
+					} else {
+						b.counts.paidTransport.Add(1)
+					}
+					if w != nil {
+						b.watches.add(w)
+					}
+					b.mu.Unlock()
+					return probe, nil
+				}
+			} else {
+				lim, ch, ep := b.bucket.lim, b.changed, b.bucket.resumes
+				b.mu.Unlock()
+				ok, err := b.payToken(ctx, lim, ch)
+				if err != nil {
+					return false, err
+				}
+				if ok {
+					b.mu.Lock()
+					// A token of a bucket a respread has replaced is void.
+					if ep == b.bucket.resumes {
+						paid, fromWait, epoch = true, false, ep
+						b.bucket.unsent++
+					}
+					b.mu.Unlock()
+				}
+				continue // the gate may have closed while waiting for the token
 			}
-			paid = ok
-			if ok && transport {
-				b.counts.paidTransport.Add(1)
-			} else if ok {
-				b.counts.paidClientGo.Add(1)
-			}
-			continue // the gate may have closed while waiting for the token
 		}
 		ch := b.changed
 		b.mu.Unlock()
@@ -255,8 +308,7 @@ func (b *Budget) setKilled(on bool) {
 		closing = b.watches.all()
 		b.log.Warn("kill switch on: no apiserver requests; closing open watches", "path", b.cfg.KillSwitchPath, "watches", len(closing))
 	} else {
-		jitter := b.resumeLocked(b.clock.Now())
-		b.log.Info("kill switch off: resuming apiserver requests with jitter", "path", b.cfg.KillSwitchPath, "jitter", jitter)
+		b.log.Info("kill switch off: apiserver requests resume, spread over the window", "path", b.cfg.KillSwitchPath)
 	}
 	b.notifyLocked()
 	b.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -274,19 +275,17 @@ func TestBreakerTransitions(t *testing.T) {
 	}
 	b.mu.Lock()
 	_, _, probe = b.checkLocked(clk.Now(), true)
-	gen := b.bucket.resumes
 	b.mu.Unlock()
 	if !probe {
 		t.Fatal("probe slot not freed by a canceled probe")
 	}
-	// The probe succeeds: closed, counters reset, traffic respread.
+	// The probe succeeds: closed, counters reset. (Traffic is respread
+	// when the first request passes the gate after the hold, the probe
+	// itself: TestRespreadAfterEveryHold.)
 	b.observe(clk.Now(), outcomeSuccess, 0, true)
 	s = b.Stats()
 	if s.Breaker != BreakerClosed || s.ConsecutiveFailures != 0 {
 		t.Fatalf("after successful probe: %v consecutive %d", s.Breaker, s.ConsecutiveFailures)
-	}
-	if b.bucket.resumes == gen {
-		t.Error("closing the breaker did not re-apply the start-up spread")
 	}
 	if deg, why := b.Degraded(); deg {
 		t.Errorf("Degraded after close: %q", why)
@@ -639,25 +638,30 @@ func TestLifecycle(t *testing.T) {
 		t.Error("Start after Shutdown succeeded")
 	}
 
-	b, clk := newTestBudget(t, Config{FleetSize: 3, KillSwitchPath: filepath.Join(t.TempDir(), "kill"), KillSwitchPoll: time.Second})
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err == nil {
-		t.Error("second Start succeeded")
-	}
-	if err := os.WriteFile(b.cfg.KillSwitchPath, []byte("on"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for !b.Stats().Killed {
-		clk.Step(time.Second) // the poller's ticker picks the file up
-	}
-	if err := b.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b, clk := newTestBudget(t, Config{FleetSize: 3, KillSwitchPath: filepath.Join(t.TempDir(), "kill"), KillSwitchPoll: time.Second})
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(context.Background()); err == nil {
+			t.Error("second Start succeeded")
+		}
+		if err := os.WriteFile(b.cfg.KillSwitchPath, []byte("on"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()       // the poller waits for its ticker
+		clk.Step(time.Second) // one poll interval: the poller reads the file
+		synctest.Wait()
+		if !b.Stats().Killed {
+			t.Fatal("the kill switch was not read within one poll interval")
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	disc, _ := newTestBudget(t, Config{DaemonSetNamespace: "ns", DaemonSetName: "ds"})
 	if err := disc.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "call Instrument(restConfig) before Start") {
@@ -690,6 +694,10 @@ func (halfSource) Uint64() uint64 { return 1 << 52 }
 // at the assumed fleet size re-reserves when the discovered size raises
 // the rate, instead of waiting out the old slot.
 func TestFleetSizeChangeShortensWait(t *testing.T) {
+	synctest.Test(t, testFleetSizeChangeShortensWait)
+}
+
+func testFleetSizeChangeShortensWait(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 1, FleetSize: 100, Burst: 1, Rand: rand.New(halfSource{})})
 	b.mu.Lock()
 	b.bucket.spreadOnce(t0) // first token due at 0.5 × 100s
@@ -703,8 +711,9 @@ func TestFleetSizeChangeShortensWait(t *testing.T) {
 		}
 		res <- ok
 	}()
-	for !clk.HasWaiters() {
-		// until the request waits for its 50s slot
+	synctest.Wait() // the request waits for its 50s slot
+	if !clk.HasWaiters() {
+		t.Fatal("the request does not wait for a token")
 	}
 	b.setFleetSize(1, SourceDaemonSet)
 	if ok := <-res; ok {
@@ -718,55 +727,86 @@ func TestFleetSizeChangeShortensWait(t *testing.T) {
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // TestResumeKeepsRateBound: a greedy client across many kill-switch and
-// breaker resumes never gets more tokens in a window than the bucket
-// allows: a resume adds jitter but never grants tokens it did not have.
+// breaker resumes never gets more requests out in a window than the
+// bucket allows: a resume respreads, but never grants tokens the bucket
+// did not have. The client sends as production does: client-go's
+// RateLimiter.Wait, then the transport's RoundTrip (TryAccept, which
+// production never calls, is not used); the apiserver answers 500 now and
+// then, so the breaker opens and closes on a probe.
 func TestResumeKeepsRateBound(t *testing.T) {
-	const qps, burst = 4.0, 2
-	b, clk := newTestBudget(t, Config{FleetQPS: qps, FleetSize: 1, Burst: burst, BreakerThreshold: 1, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-	l := &clientGoLimiter{b}
-	var got []time.Time
-	resumes := 0
-	for step := 0; step < 2000; step++ { // 20s in 10ms steps
-		now := clk.Now()
-		if step%30 == 0 {
-			b.setKilled(true)
-			b.setKilled(false)
-			resumes++
-		}
-		if step%70 == 35 { // the breaker opens and later closes on a probe
-			b.observe(now, outcomeServer, 0, false)
-		}
-		b.mu.Lock()
-		_, _, probe := b.checkLocked(now, true)
-		b.mu.Unlock()
-		if probe {
-			b.observe(now, outcomeSuccess, 0, true)
-			resumes++
-		}
-		for l.TryAccept() {
-			got = append(got, now)
-		}
-		clk.Step(10 * time.Millisecond)
-	}
-	if len(got) < 40 || resumes < 60 {
-		t.Fatalf("%d tokens over %d resumes: the simulation did not exercise the budget", len(got), resumes)
-	}
-	// A greedy client keeps the bucket below one token, and a resume
-	// drains what filled while it was held back, so the bound is rate×T+1
-	// (tighter than the bucket's rate×T+Burst). A resume that granted
-	// tokens the bucket did not have would break it.
-	for _, w := range []time.Duration{250 * time.Millisecond, time.Second, 5 * time.Second} {
-		limit := int(qps*w.Seconds()) + 1
-		for i := range got {
-			n := 0
-			for j := i; j < len(got) && got[j].Sub(got[i]) < w; j++ {
-				n++
+	synctest.Test(t, func(t *testing.T) {
+		const qps, burst = 4.0, 2
+		b, clk := newTestBudget(t, Config{FleetQPS: qps, FleetSize: 1, Burst: burst, BreakerThreshold: 1,
+			InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+		startSpread(b, clk)
+		var mu sync.Mutex
+		var sent []time.Time
+		failNext := false
+		base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			sent = append(sent, clk.Now())
+			code := 200
+			if failNext {
+				code, failNext = 500, false
 			}
-			if n > limit {
-				t.Fatalf("%d tokens within %v from %v; the bucket allows %d", n, w, got[i].Sub(t0), limit)
+			return &http.Response{StatusCode: code, Body: http.NoBody, Header: http.Header{}}, nil
+		})
+		limiter, rt := &clientGoLimiter{b}, &roundTripper{b: b, next: base}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { // the greedy client
+			defer close(done)
+			for ctx.Err() == nil {
+				if limiter.Wait(ctx) != nil {
+					return
+				}
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://api/api/v1/pods", nil)
+				if resp, err := rt.RoundTrip(req); err == nil {
+					resp.Body.Close()
+				}
+			}
+		}()
+		for step := 0; step < 2000; step++ { // 20 s in 10 ms steps
+			synctest.Wait()
+			if step%30 == 0 {
+				b.setKilled(true)
+				synctest.Wait()
+				b.setKilled(false)
+			}
+			if step%70 == 35 { // the breaker opens, and later closes on a probe
+				mu.Lock()
+				failNext = true
+				mu.Unlock()
+			}
+			clk.Step(10 * time.Millisecond)
+		}
+		cancel()
+		synctest.Wait()
+		<-done
+
+		s := b.Stats()
+		if len(sent) < 20 || b.bucket.resumes < 60 || s.BreakerOpens < 5 {
+			t.Fatalf("%d requests over %d resumes and %d breaker opens: the simulation did not exercise the budget", len(sent), b.bucket.resumes, s.BreakerOpens)
+		}
+		// A greedy client keeps the bucket below one token, and a resume
+		// keeps at most one, so the bound is rate×T+1 (tighter than the
+		// bucket's rate×T+Burst). A resume that granted tokens the
+		// bucket did not have would break it.
+		for _, w := range []time.Duration{250 * time.Millisecond, time.Second, 5 * time.Second} {
+			limit := int(qps*w.Seconds()) + 1
+			for i := range sent {
+				n := 0
+				for j := i; j < len(sent) && sent[j].Sub(sent[i]) < w; j++ {
+					n++
+				}
+				if n > limit {
+					t.Fatalf("%d requests within %v from %v; the bucket allows %d", n, w, sent[i].Sub(t0), limit)
+				}
 			}
 		}
-	}
+		t.Logf("%d requests, %d resumes, %d breaker opens in 20 s at %v/s", len(sent), b.bucket.resumes, s.BreakerOpens, qps)
+	})
 }
 
 func TestWaitFleetSizeFixedOrCancelled(t *testing.T) {

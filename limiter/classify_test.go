@@ -18,6 +18,7 @@ import (
 
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // The servers below fail in one way each, on loopback only.
@@ -122,6 +123,36 @@ func hangingServer(t *testing.T) (url string, got <-chan struct{}) {
 	}))
 	t.Cleanup(func() { close(release); srv.Close() })
 	return srv.URL, arrived
+}
+
+// getStepping sends a GET while stepping the budget's fake clock a
+// millisecond at a time (every real millisecond, for at most 30 s), so
+// that a request waiting for its respread token gets it: the request
+// itself meets a real loopback server in real time.
+func getStepping(t *testing.T, client *http.Client, url string, clk *clocktesting.FakeClock) (*http.Response, error) {
+	t.Helper()
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := client.Get(url)
+		done <- result{resp, err}
+	}()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case r := <-done:
+			return r.resp, r.err
+		case <-tick.C:
+			clk.Step(time.Millisecond)
+		case <-deadline:
+			t.Fatal("request did not return within 30 s")
+		}
+	}
 }
 
 // failingTransport has short timeouts so that each failure shows within
@@ -229,7 +260,7 @@ func TestConnectionFailuresAreBackpressure(t *testing.T) {
 					clk.Step(time.Hour)
 				}
 				start := time.Now()
-				resp, err := client.Get(url)
+				resp, err := getStepping(t, client, url, clk)
 				if tc.readBody {
 					if err != nil {
 						t.Fatalf("want headers, then a broken body; got %v", err)
@@ -365,6 +396,58 @@ func TestCallerGivingUpIsNotBackpressure(t *testing.T) {
 			}
 			if s := b.Stats(); s.ConnErrors != 0 || s.BackingOff || s.BreakerOpens != 0 {
 				t.Errorf("stats after the caller gave up: %+v", s)
+			}
+		})
+	}
+}
+
+// eofBody is a watch stream that ends with a clean EOF when told to.
+type eofBody struct{ end chan struct{} }
+
+func (b *eofBody) Read([]byte) (int, error) { <-b.end; return 0, io.EOF }
+func (b *eofBody) Close() error             { return nil }
+
+// TestWatchEndingEarlyIsBackpressure: a watch that ends before the
+// timeoutSeconds it asked for (an apiserver going away, or shedding
+// watchers) is a connection error, even with a clean EOF; one that ends
+// at its timeout, or that the caller stops, is not.
+func TestWatchEndingEarlyIsBackpressure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		query   string
+		after   time.Duration // fake time before the stream ends
+		stop    bool          // the caller closes the body instead
+		backoff bool
+	}{
+		{"clean EOF before the timeout", "watch=true&timeoutSeconds=300", 10 * time.Second, false, true},
+		{"clean EOF with no timeout asked", "watch=true", time.Hour, false, true},
+		{"clean EOF at the timeout", "watch=true&timeoutSeconds=300", 300 * time.Second, false, false},
+		{"stopped by the caller", "watch=true&timeoutSeconds=300", 10 * time.Second, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, clk := newTestBudget(t, Config{FleetQPS: 100, FleetSize: 1, Burst: 10})
+			startSpread(b, clk)
+			body := &eofBody{end: make(chan struct{})}
+			rt := &roundTripper{b: b, next: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: 200, Body: body, Header: http.Header{}}, nil
+			})}
+			req, _ := http.NewRequest("GET", "https://api/api/v1/pods?"+tc.query, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk.Step(tc.after)
+			if tc.stop {
+				resp.Body.Close()
+			}
+			close(body.end)
+			if _, err := resp.Body.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("read = %v, want EOF passed through", err)
+			}
+			resp.Body.Close()
+			s := b.Stats()
+			if s.BackingOff != tc.backoff || (s.ConnErrorsByClass["eof"] == 1) != tc.backoff {
+				t.Errorf("backing off %v, eof errors %d; want backoff %v", s.BackingOff, s.ConnErrorsByClass["eof"], tc.backoff)
 			}
 		})
 	}

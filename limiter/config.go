@@ -1,20 +1,3 @@
-// Package limiter is fleetagent's one budget for apiserver requests: a
-// token bucket per process whose rate is this node's share of a fleet-wide
-// request rate, with start-up spread, jittered backoff on server
-// backpressure, a circuit breaker and a node-local kill switch.
-//
-// Every request a rest.Config makes pays from the budget once Instrument has
-// been called on it: lists, gets, watches (whose first attempt client-go
-// does not throttle) and client-go's own retries.
-//
-// The guarantees, per agent with rate r = FleetQPS/FleetSize and depth
-// Burst: in any window of T seconds at most r×T + Burst requests are sent,
-// across backoffs, breaker and kill-switch resumes; the first token comes
-// at a uniformly random point of the window 1/r after the first request,
-// so a fleet started together spends about FleetQPS from the start, and
-// the whole fleet never exceeds FleetQPS×T + FleetSize×Burst. After a 429
-// or 5xx nothing is sent before its Retry-After (capped at MaxRetryAfter)
-// has passed; while the kill switch is on nothing is sent at all.
 package limiter
 
 import (
@@ -70,7 +53,8 @@ type Config struct {
 	FleetSizeRefreshJitter float64
 
 	// Burst is the token bucket's depth: how many requests an agent may send
-	// at once after idling. The fleet may therefore exceed FleetQPS by at
+	// at once after idling (after a hold of the gate, at most one: see the
+	// package documentation). The fleet may therefore exceed FleetQPS by at
 	// most FleetSize×Burst requests in any window. Default 2 (a LIST and
 	// its WATCH).
 	Burst int
@@ -78,7 +62,9 @@ type Config struct {
 	// KillSwitchPath is a node-local file (or mounted ConfigMap key). While
 	// it exists with content other than "", "0", "false" or "off"
 	// (trimmed, any case), no request reaches the apiserver and open
-	// watches are closed. "" means no kill switch.
+	// watches are closed. It fails closed: a path that exists but cannot be
+	// read as a regular file counts as on; only a missing path is off. ""
+	// means no kill switch.
 	KillSwitchPath string
 	// KillSwitchPoll is how often the file is re-read. Default 2s.
 	KillSwitchPoll time.Duration

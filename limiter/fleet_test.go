@@ -83,6 +83,81 @@ func TestFleetStartBound(t *testing.T) {
 	}
 }
 
+// restartResult is what one simulated apiserver restart measured.
+type restartResult struct {
+	requests  int // from the break
+	maxWindow int // most requests in any 1-second window from the break
+	p99Window int
+	maxUp     int           // most requests in any 1-second window from the apiserver's return
+	recovered time.Duration // from the return until every agent watches again
+	allBack   bool
+	relists   int // LISTs after the break
+}
+
+// simulateRestart starts sc.agents agents, lets them sync and then idle
+// for an hour (every bucket fills), then breaks every watch at the same
+// instant and refuses connections for down, as an apiserver restart does,
+// and runs until every agent has its two watches again.
+func simulateRestart(t testing.TB, sc simConfig, down time.Duration) restartResult {
+	f := startFleet(t, sc)
+	if !f.runUntil(f.start.Add(2*time.Hour), func() bool { s, _ := f.allSynced(); return s }) {
+		t.Fatal("the fleet did not sync")
+	}
+	time.Sleep(time.Hour) // virtual: idle, every bucket fills
+	synctest.Wait()
+	broke := time.Now()
+	f.server.breakAll(true)
+	time.Sleep(down) // virtual: the agents knock on a closed port meanwhile
+	synctest.Wait()
+	up := time.Now()
+	f.server.setDown(false)
+	ok := f.runUntil(up.Add(2*time.Hour), f.allWatching)
+	back := time.Now()
+	arrivals := f.server.arrivalsSince(broke)
+	r := restartResult{requests: len(arrivals), maxUp: maxWindow(f.server.arrivalsSince(up)),
+		recovered: back.Sub(up), allBack: ok, relists: f.server.countSince(broke, "list")}
+	f.stop(t)
+	counts := windowCounts(arrivals)
+	slices.Sort(counts)
+	if len(counts) > 0 {
+		r.maxWindow = counts[len(counts)-1]
+		r.p99Window = counts[len(counts)*99/100]
+	}
+	return r
+}
+
+// TestReconnectStaysInBudget: when every agent's connections break at the
+// same instant after the fleet idled (every bucket full), and the
+// apiserver refuses connections for 30 s, the fleet's requests in every
+// 1-second window from the break, refused attempts included, stay within
+// FleetQPS + Allowance(FleetQPS): every agent backs off, and respreads
+// when its gate reopens, so nobody comes back with a full bucket. Every
+// agent re-establishes its watches from their resourceVersion, with no
+// relist.
+func TestReconnectStaysInBudget(t *testing.T) {
+	const fleetQPS = 50.0
+	bound := int(fleetQPS) + Allowance(fleetQPS)
+	for _, agents := range []int{100, 1000, 5000} {
+		t.Run(fmt.Sprintf("agents=%d", agents), func(t *testing.T) {
+			var r restartResult
+			synctest.Test(t, func(t *testing.T) {
+				r = simulateRestart(t, simConfig{agents: agents, fleetQPS: fleetQPS, seed: 2, hint: agents}, 30*time.Second)
+			})
+			t.Logf("%d agents: %d requests from the break; largest 1-second window %d (p99 %d), %d from the return; all watching %v after the return (FleetQPS %v, bound %d)",
+				agents, r.requests, r.maxWindow, r.p99Window, r.maxUp, r.recovered.Round(time.Millisecond), fleetQPS, bound)
+			if !r.allBack {
+				t.Fatal("not every agent re-established its watches within two hours of fake time")
+			}
+			if r.maxWindow > bound {
+				t.Errorf("%d requests in one 1-second window after the break; FleetQPS + Allowance = %d", r.maxWindow, bound)
+			}
+			if r.relists != 0 {
+				t.Errorf("%d LISTs after the break, want none: watches resume from their resourceVersion", r.relists)
+			}
+		})
+	}
+}
+
 // runInBubble runs f in a synctest bubble from a benchmark: synctest has
 // no benchmark form, and testing.RunTests gives the benchmark a *testing.T.
 func runInBubble(b *testing.B, f func(t *testing.T)) {
@@ -121,6 +196,38 @@ func BenchmarkFleetStart(b *testing.B) {
 			b.ReportMetric(fleetQPS, "fleet_qps")
 			b.ReportMetric(float64(Allowance(fleetQPS)), "allowance")
 			b.ReportMetric(worst.synced.Seconds(), "synced_s")
+		})
+	}
+}
+
+// BenchmarkFleetRestart reports, for N idle agents whose connections all
+// break at once while the apiserver is down for 30 s (the simulation of
+// TestReconnectStaysInBudget, a new seed per iteration), the largest and
+// 99th-percentile requests in a 1-second window from the break, the
+// largest from the apiserver's return, against FleetQPS (50), and the fake
+// time from the return until every agent watches again.
+func BenchmarkFleetRestart(b *testing.B) {
+	const fleetQPS = 50.0
+	for _, agents := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("agents=%d", agents), func(b *testing.B) {
+			var worst restartResult
+			seed := uint64(100)
+			for b.Loop() {
+				seed++
+				runInBubble(b, func(t *testing.T) {
+					r := simulateRestart(t, simConfig{agents: agents, fleetQPS: fleetQPS, seed: seed, hint: agents}, 30*time.Second)
+					worst.maxWindow = max(worst.maxWindow, r.maxWindow)
+					worst.p99Window = max(worst.p99Window, r.p99Window)
+					worst.maxUp = max(worst.maxUp, r.maxUp)
+					worst.recovered = max(worst.recovered, r.recovered)
+				})
+			}
+			b.ReportMetric(float64(worst.maxWindow), "max_req/1s")
+			b.ReportMetric(float64(worst.p99Window), "p99_req/1s")
+			b.ReportMetric(float64(worst.maxUp), "max_req/1s_after_return")
+			b.ReportMetric(fleetQPS, "fleet_qps")
+			b.ReportMetric(float64(Allowance(fleetQPS)), "allowance")
+			b.ReportMetric(worst.recovered.Seconds(), "recovered_s")
 		})
 	}
 }

@@ -54,8 +54,9 @@ func (o outcome) failure() bool {
 }
 
 // gate decides whether a request may be sent at a given time: the kill
-// switch, the jittered backoff after backpressure, the circuit breaker and
-// its half-open probe, and the resume jitter after traffic was held.
+// switch, the jittered backoff after backpressure, and the circuit breaker
+// and its half-open probe. It counts the times it closed (holds), so that
+// the bucket can respread when traffic resumes after each of them.
 //
 // Time is an argument, as in x/time/rate, so tests replay synthetic
 // timestamps. A gate has no lock, logger or counters: the Budget calls it
@@ -69,7 +70,6 @@ type gate struct {
 	bo            *backoff.ExponentialBackOff
 
 	killed    bool
-	resumeAt  time.Time // resume jitter: nothing passes before it
 	until     time.Time // backoff: nothing passes before it
 	lastCause outcome   // the most recent failure
 	lastClass connClass // its class, when it was a connection error
@@ -78,6 +78,9 @@ type gate struct {
 	consec    int  // consecutive failures
 	// retryAfter is the last Retry-After the server sent (capped).
 	retryAfter time.Duration
+	// holds counts the times the gate closed: the kill switch turning on,
+	// or a backoff starting (the breaker opens only with one).
+	holds uint64
 }
 
 // gateChange is what one gate call changed: waiting requests re-check the
@@ -123,9 +126,6 @@ func newGate(cfg Config) gate {
 func (g *gate) check(now time.Time, take bool) (reason string, until time.Time, probe bool, c gateChange) {
 	if g.killed {
 		return "kill switch is on", time.Time{}, false, c
-	}
-	if now.Before(g.resumeAt) {
-		return "resuming with jitter", g.resumeAt, false, c
 	}
 	if now.Before(g.until) {
 		if g.breaker == BreakerOpen {
@@ -205,6 +205,7 @@ func (g *gate) backoff(now time.Time, o outcome, retryAfter time.Duration, c *ga
 	}
 	if !now.Before(g.until) {
 		c.backoffStarted, c.backoff = true, d
+		g.holds++
 	}
 	g.until = until
 	if o != g.lastCause {
@@ -226,11 +227,11 @@ func (g *gate) setKilled(on bool) bool {
 		return false
 	}
 	g.killed = on
+	if on {
+		g.holds++
+	}
 	return true
 }
-
-// resume holds every request until at (the resume jitter).
-func (g *gate) resume(at time.Time) { g.resumeAt = at }
 
 // backingOff reports whether a backoff holds requests at now.
 func (g *gate) backingOff(now time.Time) bool { return now.Before(g.until) }

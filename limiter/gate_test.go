@@ -181,7 +181,7 @@ func TestGateLastCause(t *testing.T) {
 	}
 }
 
-func TestGateKillSwitchAndResume(t *testing.T) {
+func TestGateKillSwitch(t *testing.T) {
 	g := testGate(t, Config{FleetSize: 1})
 	if !g.setKilled(true) || g.setKilled(true) {
 		t.Fatal("setKilled must report changes only")
@@ -194,11 +194,39 @@ func TestGateKillSwitchAndResume(t *testing.T) {
 		t.Fatalf("degraded while killed = %v %q", deg, why)
 	}
 	g.setKilled(false)
-	g.resume(t0.Add(3 * time.Second))
-	if reason, until, _, _ := g.check(t0, false); reason != "resuming with jitter" || !until.Equal(t0.Add(3*time.Second)) {
-		t.Fatalf("check during the resume jitter = %q until %v", reason, until)
+	if reason, _, _, _ := g.check(t0, false); reason != "" {
+		t.Fatalf("check after the switch turned off = %q", reason)
 	}
-	if reason, _, _, _ := g.check(t0.Add(3*time.Second), false); reason != "" {
-		t.Fatalf("check after the resume jitter = %q", reason)
+}
+
+// TestGateHolds: the gate counts each time it closes (the kill switch
+// turning on, a backoff starting), not each failure while closed, so that
+// traffic is respread once per resume.
+func TestGateHolds(t *testing.T) {
+	g := testGate(t, Config{FleetSize: 1, BreakerThreshold: 3, InitialBackoff: time.Second, MaxBackoff: 10 * time.Second})
+	now := t0
+	steps := []struct {
+		what  string
+		do    func()
+		holds uint64
+	}{
+		{"kill switch on", func() { g.setKilled(true) }, 1},
+		{"kill switch on again", func() { g.setKilled(true) }, 1},
+		{"kill switch off", func() { g.setKilled(false) }, 1},
+		{"a failure starts a backoff", func() { g.observe(now, outcomeServer, connNone, 0, false) }, 2},
+		{"a failure during it", func() { g.observe(now, outcomeServer, connNone, time.Minute, false) }, 2},
+		{"the breaker opens during it", func() { g.observe(now, outcomeServer, connNone, 0, false) }, 2},
+		{"a failed probe after it", func() {
+			now = g.until
+			_, _, probe, _ := g.check(now, true)
+			g.observe(now, outcomeConn, connRefused, 0, probe)
+		}, 3},
+		{"a success", func() { g.observe(g.until, outcomeSuccess, connNone, 0, false) }, 3},
+	}
+	for _, st := range steps {
+		st.do()
+		if g.holds != st.holds {
+			t.Fatalf("after %s: holds = %d, want %d", st.what, g.holds, st.holds)
+		}
 	}
 }

@@ -48,6 +48,7 @@ type simServer struct {
 
 	mu       sync.Mutex
 	arrivals []time.Time
+	verbs    []string // of each arrival
 	down     bool
 	watches  map[*simWatch]struct{}
 }
@@ -61,6 +62,7 @@ var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("c
 func (s *simServer) RoundTrip(req *http.Request) (*http.Response, error) {
 	s.mu.Lock()
 	s.arrivals = append(s.arrivals, time.Now())
+	s.verbs = append(s.verbs, verbOf(req))
 	down := s.down
 	s.mu.Unlock()
 	if down {
@@ -124,6 +126,19 @@ func (s *simServer) arrivalsSince(from time.Time) []time.Time {
 	}
 	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
 	return out
+}
+
+// countSince counts the arrivals of verb at or after from.
+func (s *simServer) countSince(from time.Time, verb string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for i, t := range s.arrivals {
+		if !t.Before(from) && s.verbs[i] == verb {
+			n++
+		}
+	}
+	return n
 }
 
 // simWatch is a watch stream with no events that lasts until the client

@@ -79,10 +79,12 @@ type Stats struct {
 	// "watch 429", "get error").
 	Requests     map[string]int64
 	TokensWaited int64 // requests that had to wait for a token
-	// PaidInClientGo and PaidInTransport count tokens taken by client-go's
-	// RateLimiter.Wait and by the transport (watches' first attempts and
-	// requests that bypass client-go's limiter). Their sum is the tokens
-	// spent; each request pays in exactly one place.
+	// PaidInClientGo and PaidInTransport count the requests sent, by
+	// where their token was paid: in client-go's RateLimiter.Wait, or in
+	// the transport (watches' first attempts, requests that bypass
+	// client-go's limiter, and requests whose token a respread refunded
+	// because the gate held them after they paid). Each request sent is
+	// paid exactly once: their sum is the number of requests sent.
 	PaidInClientGo, PaidInTransport int64
 	WaitTime                        time.Duration
 	Throttled                       int64 // 429 responses

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
@@ -52,19 +53,19 @@ func (l *clientGoLimiter) TryAccept() bool {
 	if reason, _, _ := b.checkLocked(now, false); reason != "" {
 		return false
 	}
-	b.bucket.spreadOnce(now)
+	b.resumeLocked(now)
 	if !b.bucket.lim.AllowN(now, 1) {
 		return false
 	}
-	b.counts.paidClientGo.Add(1)
 	b.bucket.credits++
+	b.bucket.unsent++
 	return true
 }
 
 func (l *clientGoLimiter) Accept() { _ = l.Wait(context.Background()) }
 
 func (l *clientGoLimiter) Wait(ctx context.Context) error {
-	_, err := l.b.acquire(ctx, false)
+	_, err := l.b.acquire(ctx, false, nil)
 	return err
 }
 
@@ -87,61 +88,71 @@ func (t *roundTripper) WrappedRoundTripper() http.RoundTripper { return t.next }
 func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := t.b
 	callerCtx := req.Context()
-	probe, err := b.acquire(callerCtx, true)
-	if err != nil {
-		return nil, err
-	}
 	verb := verbOf(req)
-	var w *watchBody
-	if verb == "watch" {
-		// The watch gets its own cancel so that the kill switch can end it
-		// whatever the transport (closing an HTTP/1 body does not interrupt
-		// a blocked Read).
-		ctx, cancel := context.WithCancel(callerCtx)
-		req = req.WithContext(ctx)
-		w = &watchBody{body: body{b: b, callerCtx: callerCtx}, reg: &b.watches, cancel: cancel}
-		b.mu.Lock()
-		killed := b.gate.killed
-		if !killed {
-			b.watches.add(w)
+	for {
+		var w *watchBody
+		attempt := req
+		if verb == "watch" {
+			// The watch gets its own cancel so that the kill switch can end
+			// it whatever the transport (closing an HTTP/1 body does not
+			// interrupt a blocked Read). acquire registers it under the
+			// gate's lock: the switch either holds the request there or
+			// finds it registered.
+			ctx, cancel := context.WithCancel(callerCtx)
+			attempt = req.WithContext(ctx)
+			w = &watchBody{body: body{b: b, callerCtx: callerCtx}, reg: &b.watches, cancel: cancel}
 		}
-		b.mu.Unlock()
-		if killed {
-			// The switch flipped between acquire and here.
-			cancel()
+		probe, err := b.acquire(callerCtx, true, w)
+		if err != nil {
+			if w != nil {
+				w.cancel()
+			}
+			return nil, err
 		}
-	}
-	start := b.clock.Now()
-	resp, err := t.next.RoundTrip(req)
-	now := b.clock.Now()
-	o, class, retryAfter := classify(callerCtx, resp, err, now)
-	if w != nil && w.killed.Load() {
-		o, class = outcomeCanceled, connNone // the kill switch ended it, not the server
-	}
-	if o == outcomeSuccess && verb != "watch" && b.latency.observe(now.Sub(start)) {
-		o = outcomeSlow
-	}
-	code := "error"
-	if resp != nil {
-		code = strconv.Itoa(resp.StatusCode)
-	}
-	b.requests.add(verb, code)
-	b.observeClass(now, o, class, retryAfter, probe)
-	if err != nil {
-		if w != nil {
+		start := b.clock.Now()
+		resp, err := t.next.RoundTrip(attempt)
+		now := b.clock.Now()
+		code := "error"
+		if resp != nil {
+			code = strconv.Itoa(resp.StatusCode)
+		}
+		b.requests.add(verb, code)
+		if w != nil && w.killed.Load() {
+			// The kill switch ended the watch during its handshake, not the
+			// server. Returning the error would make client-go's reflector
+			// relist; instead the request waits at the gate until the switch
+			// is off and is sent again, from the same resourceVersion.
+			b.observe(now, outcomeCanceled, 0, probe)
+			if resp != nil {
+				resp.Body.Close()
+			}
 			w.release()
+			continue
 		}
-		return nil, err
+		o, class, retryAfter := classify(callerCtx, resp, err, now)
+		if o == outcomeSuccess && verb != "watch" && b.latency.observe(now.Sub(start)) {
+			o = outcomeSlow
+		}
+		b.observeClass(now, o, class, retryAfter, probe)
+		if err != nil {
+			if w != nil {
+				w.release()
+			}
+			return nil, err
+		}
+		// The body is watched too: a connection that breaks mid-response is
+		// backpressure like one that breaks before it.
+		if w != nil {
+			w.rc, w.started = resp.Body, now
+			if s, err := strconv.Atoi(req.URL.Query().Get("timeoutSeconds")); err == nil && s > 0 {
+				w.timeout = time.Duration(s) * time.Second
+			}
+			resp.Body = w
+		} else {
+			resp.Body = &body{b: b, callerCtx: callerCtx, rc: resp.Body}
+		}
+		return resp, nil
 	}
-	// The body is watched too: a connection that breaks mid-response is
-	// backpressure like one that breaks before it.
-	if w != nil {
-		w.rc = resp.Body
-		resp.Body = w
-	} else {
-		resp.Body = &body{b: b, callerCtx: callerCtx, rc: resp.Body}
-	}
-	return resp, nil
 }
 
 // verbOf names a request as the apiserver's audit log would: get, list,

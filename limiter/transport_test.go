@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/metric"
@@ -36,6 +37,10 @@ func (f *fakeAPIServer) RoundTrip(req *http.Request) (*http.Response, error) {
 // seen by the transport) and a WATCH (seen only by the transport) must
 // take exactly two tokens.
 func TestInstrumentChargesEachRequestOnce(t *testing.T) {
+	synctest.Test(t, testInstrumentChargesEachRequestOnce)
+}
+
+func testInstrumentChargesEachRequestOnce(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetQPS: 10, FleetSize: 1, Burst: 5})
 	startSpread(b, clk) // bucket full: 5 tokens
 	srv := &fakeAPIServer{sent: make(chan string, 10)}
@@ -79,8 +84,9 @@ func TestInstrumentChargesEachRequestOnce(t *testing.T) {
 		t.Errorf("stats: requests %v open watches %d", s.Requests, s.WatchesOpen)
 	}
 	w.Stop()
-	for b.Stats().WatchesOpen != 0 {
-		// the watch's body is closed by its decoder goroutine
+	synctest.Wait() // the watch's decoder goroutine closes its body
+	if n := b.Stats().WatchesOpen; n != 0 {
+		t.Errorf("%d watches open after Stop", n)
 	}
 }
 

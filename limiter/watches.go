@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // watchRegistry holds the open watches, so that the kill switch can end
@@ -81,20 +82,34 @@ func (r *body) Close() error {
 // switch can end it. A watch ended by the kill switch reads as a clean
 // end of stream, so that client-go re-establishes it from its last
 // resourceVersion (through the then-closed gate) instead of relisting.
+//
+// A watch that the server or the network ends is backpressure when it
+// ends with an error (reset, unexpected EOF) or ends cleanly before the
+// timeoutSeconds it asked for: that is an apiserver going away (restart,
+// graceful shutdown, a load balancer dropping its backend) or shedding
+// watchers. Every agent sees it at the same instant; counting it as a
+// connection error backs off and then respreads, so that nobody
+// re-establishes its watches with a full bucket.
 type watchBody struct {
 	body
-	reg    *watchRegistry
-	cancel context.CancelFunc
-	killed atomic.Bool
-	once   sync.Once
+	reg     *watchRegistry
+	cancel  context.CancelFunc
+	killed  atomic.Bool
+	once    sync.Once
+	started time.Time     // when the response headers came
+	timeout time.Duration // the timeoutSeconds asked for; 0: none
 }
 
 func (w *watchBody) Read(p []byte) (int, error) {
 	n, err := w.rc.Read(p)
 	switch {
-	case err == nil, err == io.EOF:
+	case err == nil:
 	case w.killed.Load():
 		err = io.EOF
+	case err == io.EOF:
+		if w.timeout == 0 || w.b.clock.Since(w.started) < w.timeout {
+			w.broken(err) // ended before its time
+		}
 	default:
 		w.broken(err)
 	}
