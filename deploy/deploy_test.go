@@ -470,9 +470,23 @@ func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstr
 				Endpoint string `json:"endpoint"`
 			} `json:"protocols"`
 		} `json:"receivers"`
+		Processors struct {
+			K8sAttributes struct {
+				PodAssociation []struct {
+					Sources []struct {
+						From string `json:"from"`
+						Name string `json:"name"`
+					} `json:"sources"`
+				} `json:"pod_association"`
+				Extract struct {
+					Metadata []string `json:"metadata"`
+				} `json:"extract"`
+			} `json:"k8sattributes"`
+		} `json:"processors"`
 		Service struct {
 			Pipelines map[string]struct {
-				Receivers []string `json:"receivers"`
+				Receivers  []string `json:"receivers"`
+				Processors []string `json:"processors"`
 			} `json:"pipelines"`
 		} `json:"service"`
 	}
@@ -485,6 +499,30 @@ func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstr
 	}
 	if !slices.Contains(conf.Service.Pipelines["metrics"].Receivers, "otlp") {
 		t.Errorf("collector metrics pipeline receivers = %v, want otlp", conf.Service.Pipelines["metrics"].Receivers)
+	}
+	// memory_limiter first (it refuses before anything is buffered), then
+	// the enrichment, then batching.
+	if got, want := conf.Service.Pipelines["metrics"].Processors, []string{"memory_limiter", "k8sattributes", "batch"}; !slices.Equal(got, want) {
+		t.Errorf("collector metrics pipeline processors = %v, want %v", got, want)
+	}
+	// The agents' Resources carry k8s.pod.uid; the connection's address is
+	// the agent's node, never the pod.
+	k8s := conf.Processors.K8sAttributes
+	if len(k8s.PodAssociation) != 1 || len(k8s.PodAssociation[0].Sources) != 1 ||
+		k8s.PodAssociation[0].Sources[0].From != "resource_attribute" || k8s.PodAssociation[0].Sources[0].Name != "k8s.pod.uid" {
+		t.Errorf("k8sattributes pod_association = %s, want only the resource attribute k8s.pod.uid", mustJSON(k8s.PodAssociation))
+	}
+	// k8s.deployment.name would make the processor watch every ReplicaSet
+	// in the cluster; the agents derive it without one.
+	if slices.Contains(k8s.Extract.Metadata, "k8s.deployment.name") {
+		t.Errorf("k8sattributes extracts k8s.deployment.name: that needs a cluster-wide ReplicaSet watch the agents already avoid")
+	}
+	img := dep.Spec.Template.Spec.Containers[0].Image
+	if !regexp.MustCompile(`^otel/opentelemetry-collector-k8s:[0-9]+\.[0-9]+\.[0-9]+(@sha256:[0-9a-f]{64})?$`).MatchString(img) {
+		t.Errorf("gateway image = %q, want the Collector's Kubernetes distribution (otelcol-k8s, which has k8sattributes) pinned by version", img)
+	}
+	if sa := dep.Spec.Template.Spec.ServiceAccountName; sa != name {
+		t.Errorf("gateway serviceAccountName = %q, want %q (its k8sattributes reads pods)", sa, name)
 	}
 }
 
@@ -603,6 +641,40 @@ func TestRBAC(t *testing.T) {
 		}
 		if got.Status.Allowed != c.allowed {
 			t.Errorf("%s: allowed = %v, want %v (%s)", name, got.Status.Allowed, c.allowed, got.Status.Reason)
+		}
+	}
+}
+
+// TestGatewayRBAC: the example gateway's service account may read pods for
+// its k8sattributes processor and nothing else.
+func TestGatewayRBAC(t *testing.T) {
+	applyFleet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const user = "system:serviceaccount:fleetagent:fleetagent-otel-gateway"
+	for _, c := range []struct {
+		verb, group, resource string
+		allowed               bool
+	}{
+		{"list", "", "pods", true},
+		{"watch", "", "pods", true},
+		{"list", "apps", "replicasets", false},
+		{"list", "", "namespaces", false},
+		{"get", "", "secrets", false},
+		{"update", "", "pods", false},
+		{"get", "", "nodes", false},
+	} {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               user,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource},
+		}}
+		got, err := adminClient().AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != c.allowed {
+			t.Errorf("gateway %s %s/%s: allowed = %v, want %v", c.verb, c.group, c.resource, got.Status.Allowed, c.allowed)
 		}
 	}
 }
