@@ -28,7 +28,7 @@ fmtcheck:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
-SUBMODULES := deploy
+SUBMODULES := deploy charts
 
 vet:
 	$(GO) vet ./...
