@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"go.opentelemetry.io/otel"
@@ -30,7 +31,7 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		return 0
 	}
 	if version {
-		fmt.Fprintf(stdout, "fleetagent %s\n", agent.Version)
+		fmt.Fprintf(stdout, "fleetagent %s (commit %s, %s %s/%s)\n", agent.Version, agent.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	}
 	if err == nil {
