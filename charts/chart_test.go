@@ -40,7 +40,8 @@ var (
 
 func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{Options: controlplane.Options{Users: []string{agentUser}},
-		Setup: func(_ context.Context, c *controlplane.ControlPlane) error { cp = c; return nil }}))
+		Agents: []string{rigUser},
+		Setup:  func(_ context.Context, c *controlplane.ControlPlane) error { cp = c; return nil }}))
 }
 
 // kustomizeValues makes the chart render what deploy/ renders: the image
@@ -70,6 +71,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"node kill switch", "overlays/fleet-node-kill-switch", nil, "killSwitch: {source: hostPath}"},
 		{"kubelet CA", "overlays/fleet", []string{"components/kubelet-ca"}, "kubeletTLS: {mode: caConfigMap}"},
 		{"tolerate all taints", "overlays/fleet", []string{"components/tolerate-all-taints"}, "tolerateAllTaints: true"},
+		{"monitoring", "overlays/fleet", []string{"components/monitoring"}, "monitoring: {podMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join("..", "deploy", c.kustomize)

@@ -166,6 +166,27 @@ extraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]`)
 			t.Errorf("tolerateAllTaints: tolerations %s", mustJSON(ps.Tolerations))
 		}
 	})
+	t.Run("monitoring", func(t *testing.T) {
+		objs := mustRender(t, "obs", "monitoring: {serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}, prometheusRule: {enabled: true, labels: {release: prom}}}")
+		svc := find[corev1.Service](t, objs, "Service", "fleetagent-metrics")
+		if svc.Spec.ClusterIP != "None" || svc.Spec.Selector["app.kubernetes.io/name"] != "fleetagent" || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 9808 {
+			t.Errorf("metrics Service = %s, want headless over the agents' admin port 9808", mustJSON(svc.Spec))
+		}
+		for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+			var o *unstructured.Unstructured
+			for _, x := range objs {
+				if x.GetKind() == kind {
+					o = x
+				}
+			}
+			if o == nil || o.GetLabels()["release"] != "prom" || o.GetNamespace() != "obs" {
+				t.Errorf("%s = %v, want one in obs labelled release=prom", kind, o)
+			}
+		}
+		if has(objs, "PodMonitor", "fleetagent") || has(objs, "ConfigMap", "fleetagent-dashboard") {
+			t.Errorf("PodMonitor or dashboard rendered though not enabled")
+		}
+	})
 	t.Run("no gateway", func(t *testing.T) {
 		objs := mustRender(t, "fleetagent", "gateway: {enabled: false}\notlp: {endpoint: \"http://collector.example:4317\"}")
 		for _, o := range objs {
