@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/fleetagent/fleetagent/agent.Version=$(VERSION) -X
 # Integration tests find the control plane here.
 export FLEETAGENT_BIN_DIR := $(BIN)
 
-.PHONY: all controlplane build test vet fmtcheck run bench image sbom clean
+.PHONY: all controlplane build test vet fmtcheck run bench image sbom costmodel clean
 
 all: build
 
@@ -62,6 +62,11 @@ image:
 	@command -v docker >/dev/null 2>&1 || { echo "make image: no docker CLI found; install docker or podman-docker. The same static binary is built by 'make build'."; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "make image: docker CLI found but no container engine is reachable (docker info failed); start one or set DOCKER_HOST. 'make build' builds the same binary."; exit 1; }
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+## costmodel: rewrite preflight/costmodel/costmodel.json (what `fleetagent preflight` scales to a
+## cluster) from bench/results.jsonl; run after make bench. make test fails while they disagree.
+costmodel:
+	$(GO) test ./bench/cmd/report -run TestCostModelIsCurrent -count=1 -args -update-costmodel
 
 ## sbom: a CycloneDX SBOM of the agent binary (SBOM_OS/SBOM_ARCH, default linux/amd64) from the Go
 ## module graph of the committed HEAD, by the generator pinned in tools/sbom, checked against the

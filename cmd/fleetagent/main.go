@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/fleetagent/fleetagent/agent"
+	"github.com/fleetagent/fleetagent/preflight"
 )
 
 func main() {
@@ -26,6 +27,9 @@ func main() {
 
 // run is main without the process: it returns the exit code.
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "preflight" {
+		return preflight.Main(args[1:], "fleetagent-preflight/"+agent.Version, stdout, stderr)
+	}
 	cfg, version, err := agent.ParseFlags(args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

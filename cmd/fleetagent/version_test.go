@@ -30,3 +30,16 @@ func TestVersionIsStamped(t *testing.T) {
 		t.Errorf("--version = %q, want %q", got, want)
 	}
 }
+
+// TestPreflightDispatch: `fleetagent preflight` runs the preflight check,
+// not the agent; its own flags are its own.
+func TestPreflightDispatch(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if code := run([]string{"preflight", "--help"}, lookup(nil), &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "Usage: fleetagent preflight") {
+		t.Errorf("preflight --help: code %d, stderr %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"preflight", "--fleet-qps", "-1"}, lookup(nil), &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "--fleet-qps") {
+		t.Errorf("preflight --fleet-qps -1: code %d, stderr %q", code, stderr.String())
+	}
+}
