@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/promql/promqltest"
 	"sigs.k8s.io/yaml"
 )
 
@@ -248,7 +247,7 @@ fleetagent_collector_kubelet_scrapes_total{` + scope + pod + `, result="failure"
 	}
 	rules := loadRules(t)
 	tested := map[string][2]bool{}
-	engine := promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery)
+	engine := newEngine()
 	for _, c := range cases {
 		t.Run(c.alert+"/"+c.name, func(t *testing.T) {
 			r, ok := rules[c.alert]
@@ -302,24 +301,15 @@ func evalAlert(t *testing.T, engine *promql.Engine, r rule, series string, at ti
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := promqltest.LoadedStorage(t, "load 1m\n"+indentLines(series))
+	st := loadSeries(t, series, time.Minute)
 	start := time.Unix(0, 0).UTC()
 	activeSince := map[string]time.Duration{}
 	var firing []string
 	for ts := time.Duration(0); ts <= at; ts += time.Minute {
-		q, err := engine.NewInstantQuery(context.Background(), st, nil, r.Expr, start.Add(ts))
-		if err != nil {
-			t.Fatalf("%s: %v", r.Alert, err)
-		}
-		res := q.Exec(context.Background())
-		if res.Err != nil {
-			t.Fatalf("%s at %v: %v", r.Alert, ts, res.Err)
-		}
-		vec, err := res.Vector()
+		vec, err := instant(context.Background(), engine, st, r.Expr, start.Add(ts))
 		if err != nil {
 			t.Fatalf("%s at %v: %v", r.Alert, ts, err)
 		}
-		q.Close()
 		now := map[string]bool{}
 		for _, s := range vec {
 			k := s.Metric.String()
@@ -343,12 +333,4 @@ func evalAlert(t *testing.T, engine *promql.Engine, r rule, series string, at ti
 	}
 	sort.Strings(firing)
 	return firing
-}
-
-func indentLines(s string) string {
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		out = append(out, "  "+strings.TrimSpace(l))
-	}
-	return strings.Join(out, "\n") + "\n"
 }
