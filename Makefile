@@ -2,11 +2,12 @@
 GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/fleetagent/fleetagent/agent.Version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/fleetagent/fleetagent/agent.Version=$(VERSION) -X github.com/fleetagent/fleetagent/agent.Commit=$(COMMIT)
 # Integration tests find the control plane here.
 export FLEETAGENT_BIN_DIR := $(BIN)
 
-.PHONY: all controlplane build test vet fmtcheck run bench image clean
+.PHONY: all controlplane build test vet fmtcheck run bench image sbom costmodel clean
 
 all: build
 
@@ -28,7 +29,7 @@ fmtcheck:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
-SUBMODULES := deploy
+SUBMODULES := deploy charts tools/sbom
 
 vet:
 	$(GO) vet ./...
@@ -61,6 +62,31 @@ image:
 	@command -v docker >/dev/null 2>&1 || { echo "make image: no docker CLI found; install docker or podman-docker. The same static binary is built by 'make build'."; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "make image: docker CLI found but no container engine is reachable (docker info failed); start one or set DOCKER_HOST. 'make build' builds the same binary."; exit 1; }
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+## costmodel: rewrite preflight/costmodel/costmodel.json (what `fleetagent preflight` scales to a
+## cluster) from bench/results.jsonl; run after make bench. make test fails while they disagree.
+costmodel:
+	$(GO) test ./bench/cmd/report -run TestCostModelIsCurrent -count=1 -args -update-costmodel
+
+## sbom: a CycloneDX SBOM of the agent binary (SBOM_OS/SBOM_ARCH, default linux/amd64) from the Go
+## module graph of the committed HEAD, by the generator pinned in tools/sbom, checked against the
+## modules the built binary really links. Writes dist/fleetagent-$(SBOM_OS)-$(SBOM_ARCH).cdx.json
+SBOM_OS   ?= linux
+SBOM_ARCH ?= amd64
+SBOM      := dist/fleetagent-$(SBOM_OS)-$(SBOM_ARCH).cdx.json
+$(BIN)/cyclonedx-gomod: tools/sbom/go.mod tools/sbom/go.sum
+	cd tools/sbom && CGO_ENABLED=0 $(GO) build -trimpath -o $@ github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
+
+sbom: $(BIN)/cyclonedx-gomod
+	@mkdir -p dist
+	@# From a clone of HEAD: the generator reads the version from git, and a
+	@# worktree's .git file is not a repository to it.
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	git clone -q --no-local . $$tmp/src; git -C $$tmp/src checkout -q $$(git rev-parse HEAD); \
+	cd $$tmp/src; \
+	CGO_ENABLED=0 GOOS=$(SBOM_OS) GOARCH=$(SBOM_ARCH) $(BIN)/cyclonedx-gomod app -json -licenses -main cmd/fleetagent -output $(CURDIR)/$(SBOM) .; \
+	CGO_ENABLED=0 GOOS=$(SBOM_OS) GOARCH=$(SBOM_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$tmp/fleetagent ./cmd/fleetagent; \
+	cd $(CURDIR)/tools/sbom && $(GO) run ./cmd/sbomcheck -sbom $(CURDIR)/$(SBOM) -bin $$tmp/fleetagent
 
 clean:
 	rm -rf $(BIN)

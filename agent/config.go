@@ -21,6 +21,10 @@ import (
 // -ldflags "-X github.com/fleetagent/fleetagent/agent.Version=...".
 var Version = "dev"
 
+// Commit is the source commit the agent was built from, stamped like
+// Version with -X github.com/fleetagent/fleetagent/agent.Commit=....
+var Commit = "unknown"
+
 // Config is the agent's whole configuration. DefaultConfig gives the
 // defaults; ParseFlags fills it from flags with environment fallbacks;
 // Validate reports every problem at once.

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -292,8 +295,8 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, onDelete bool) {
 		if ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType || ru != nil {
 			t.Errorf("update strategy = %s, want OnDelete", mustJSON(ds.Spec.UpdateStrategy))
 		}
-	case ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 1:
-		t.Errorf("update strategy = %s, want RollingUpdate with maxUnavailable 1", mustJSON(ds.Spec.UpdateStrategy))
+	case ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.String() != "10%":
+		t.Errorf("update strategy = %s, want RollingUpdate with maxUnavailable 10%% (ROLLOUT.md, \"Rollout pacing\")", mustJSON(ds.Spec.UpdateStrategy))
 	case ru.MaxSurge != nil && ru.MaxSurge.IntValue() != 0:
 		t.Errorf("maxSurge = %s, want 0: a surge pod would run two agents on one node", ru.MaxSurge)
 	}
@@ -304,10 +307,11 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, onDelete bool) {
 	if ps.ServiceAccountName != agentName {
 		t.Errorf("serviceAccountName = %q, want %q", ps.ServiceAccountName, agentName)
 	}
-	if !slices.ContainsFunc(ps.Tolerations, func(tol corev1.Toleration) bool {
-		return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
-	}) {
-		t.Errorf("tolerations = %s, want one {operator: Exists} so the agent runs on every node", mustJSON(ps.Tolerations))
+	if want := map[string]string{"kubernetes.io/os": "linux"}; !equalJSON(ps.NodeSelector, want) {
+		t.Errorf("nodeSelector = %v, want %v: the image runs on Linux only", ps.NodeSelector, want)
+	}
+	if !equalJSON(ps.Tolerations, defaultTolerations) {
+		t.Errorf("tolerations = %s, want the documented list %s (tolerating everything is the opt-in components/tolerate-all-taints)", mustJSON(ps.Tolerations), mustJSON(defaultTolerations))
 	}
 	psc := ps.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 ||
@@ -336,6 +340,7 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, onDelete bool) {
 	for _, e := range c.Env {
 		env[e.Name] = e
 	}
+	checkGoMemLimit(t, env["GOMEMLIMIT"], c.Resources.Limits.Memory())
 	for name, field := range map[string]string{"NODE_NAME": "spec.nodeName", "NODE_IP": "status.hostIP", "POD_NAMESPACE": "metadata.namespace"} {
 		e := env[name]
 		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != field {
@@ -353,6 +358,30 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, onDelete bool) {
 		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != name || p.HTTPGet.Port.String() != "admin" {
 			t.Errorf("probe for %s = %s, want an HTTP GET of %s on the admin port", name, mustJSON(p), name)
 		}
+	}
+}
+
+// defaultTolerations is the base's explicit list: control-plane nodes. The
+// DaemonSet controller adds the node-problem tolerations to every pod.
+var defaultTolerations = []corev1.Toleration{
+	{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+}
+
+// checkGoMemLimit: the Go runtime's soft limit leaves 10-20% of the
+// container's memory limit for what the runtime does not manage.
+func checkGoMemLimit(t *testing.T, e corev1.EnvVar, limit *resource.Quantity) {
+	t.Helper()
+	// The Go runtime's own syntax (runtime/debug.SetMemoryLimit): a
+	// number with an optional B, KiB, MiB, GiB or TiB suffix.
+	m := regexp.MustCompile(`^([0-9]+)(B|KiB|MiB|GiB|TiB)?$`).FindStringSubmatch(e.Value)
+	if e.ValueFrom != nil || m == nil {
+		t.Errorf("GOMEMLIMIT = %s, want a literal size such as 115MiB", mustJSON(e))
+		return
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	n <<= map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
+	if ratio := float64(n) / float64(limit.Value()); ratio < 0.8 || ratio > 0.9 {
+		t.Errorf("GOMEMLIMIT %s is %.1f%% of the memory limit %s, want 80-90%%", e.Value, 100*ratio, limit)
 	}
 }
 
@@ -389,6 +418,11 @@ func checkKillSwitch(t *testing.T, dir string, ds *appsv1.DaemonSet, live []*uns
 		cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 		if v, ok := cm.Data[path.Base(file)]; !ok || v != "off" {
 			t.Errorf("%s: ConfigMap fleetagent-control key %q = %q (present %v), want \"off\"", dir, path.Base(file), v, ok)
+		}
+		// The agent logs an empty or malformed hint as a problem; an
+		// absent one is the documented default.
+		if v, ok := cm.Data[fleetSizeHintKey]; ok {
+			t.Errorf("%s: ConfigMap fleetagent-control sets %s = %q by default, want it absent until an operator sets it", dir, fleetSizeHintKey, v)
 		}
 	}
 }
@@ -436,9 +470,23 @@ func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstr
 				Endpoint string `json:"endpoint"`
 			} `json:"protocols"`
 		} `json:"receivers"`
+		Processors struct {
+			K8sAttributes struct {
+				PodAssociation []struct {
+					Sources []struct {
+						From string `json:"from"`
+						Name string `json:"name"`
+					} `json:"sources"`
+				} `json:"pod_association"`
+				Extract struct {
+					Metadata []string `json:"metadata"`
+				} `json:"extract"`
+			} `json:"k8sattributes"`
+		} `json:"processors"`
 		Service struct {
 			Pipelines map[string]struct {
-				Receivers []string `json:"receivers"`
+				Receivers  []string `json:"receivers"`
+				Processors []string `json:"processors"`
 			} `json:"pipelines"`
 		} `json:"service"`
 	}
@@ -451,6 +499,30 @@ func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstr
 	}
 	if !slices.Contains(conf.Service.Pipelines["metrics"].Receivers, "otlp") {
 		t.Errorf("collector metrics pipeline receivers = %v, want otlp", conf.Service.Pipelines["metrics"].Receivers)
+	}
+	// memory_limiter first (it refuses before anything is buffered), then
+	// the enrichment, then batching.
+	if got, want := conf.Service.Pipelines["metrics"].Processors, []string{"memory_limiter", "k8sattributes", "batch"}; !slices.Equal(got, want) {
+		t.Errorf("collector metrics pipeline processors = %v, want %v", got, want)
+	}
+	// The agents' Resources carry k8s.pod.uid; the connection's address is
+	// the agent's node, never the pod.
+	k8s := conf.Processors.K8sAttributes
+	if len(k8s.PodAssociation) != 1 || len(k8s.PodAssociation[0].Sources) != 1 ||
+		k8s.PodAssociation[0].Sources[0].From != "resource_attribute" || k8s.PodAssociation[0].Sources[0].Name != "k8s.pod.uid" {
+		t.Errorf("k8sattributes pod_association = %s, want only the resource attribute k8s.pod.uid", mustJSON(k8s.PodAssociation))
+	}
+	// k8s.deployment.name would make the processor watch every ReplicaSet
+	// in the cluster; the agents derive it without one.
+	if slices.Contains(k8s.Extract.Metadata, "k8s.deployment.name") {
+		t.Errorf("k8sattributes extracts k8s.deployment.name: that needs a cluster-wide ReplicaSet watch the agents already avoid")
+	}
+	img := dep.Spec.Template.Spec.Containers[0].Image
+	if !regexp.MustCompile(`^otel/opentelemetry-collector-k8s:[0-9]+\.[0-9]+\.[0-9]+(@sha256:[0-9a-f]{64})?$`).MatchString(img) {
+		t.Errorf("gateway image = %q, want the Collector's Kubernetes distribution (otelcol-k8s, which has k8sattributes) pinned by version", img)
+	}
+	if sa := dep.Spec.Template.Spec.ServiceAccountName; sa != name {
+		t.Errorf("gateway serviceAccountName = %q, want %q (its k8sattributes reads pods)", sa, name)
 	}
 }
 
@@ -573,6 +645,40 @@ func TestRBAC(t *testing.T) {
 	}
 }
 
+// TestGatewayRBAC: the example gateway's service account may read pods for
+// its k8sattributes processor and nothing else.
+func TestGatewayRBAC(t *testing.T) {
+	applyFleet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const user = "system:serviceaccount:fleetagent:fleetagent-otel-gateway"
+	for _, c := range []struct {
+		verb, group, resource string
+		allowed               bool
+	}{
+		{"list", "", "pods", true},
+		{"watch", "", "pods", true},
+		{"list", "apps", "replicasets", false},
+		{"list", "", "namespaces", false},
+		{"get", "", "secrets", false},
+		{"update", "", "pods", false},
+		{"get", "", "nodes", false},
+	} {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               user,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource},
+		}}
+		got, err := adminClient().AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != c.allowed {
+			t.Errorf("gateway %s %s/%s: allowed = %v, want %v", c.verb, c.group, c.resource, got.Status.Allowed, c.allowed)
+		}
+	}
+}
+
 // TestFlowSchemaWinsOverBootstrap reads the live bootstrap FlowSchemas
 // rather than trusting remembered numbers: the agent's schema must be
 // evaluated before every bootstrap schema that matches service accounts,
@@ -656,4 +762,88 @@ func adminClient() kubernetes.Interface {
 	cfg := cp.AdminConfig()
 	cfg.QPS = -1
 	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+// fleetSizeHintKey is the control ConfigMap key the agent reads its
+// fleet size from before its first apiserver request.
+const fleetSizeHintKey = "fleet-size-hint"
+
+// TestFleetSizeHintSurvivesReapply: the hint an operator sets as
+// ROLLOUT.md and the ConfigMap's comment say (kubectl patch) is kept when
+// the manifests are applied again, because they do not set the key.
+func TestFleetSizeHintSurvivesReapply(t *testing.T) {
+	applyFleet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs := adminClient()
+	patch := []byte(`{"data":{"` + fleetSizeHintKey + `":"1200"}}`)
+	if _, err := cs.CoreV1().ConfigMaps(namespace).Patch(ctx, "fleetagent-control", types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-patch"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		remove := []byte(`{"data":{"` + fleetSizeHintKey + `":null}}`)
+		if _, err := cs.CoreV1().ConfigMaps(namespace).Patch(context.Background(), "fleetagent-control", types.MergePatchType, remove, metav1.PatchOptions{FieldManager: "kubectl-patch"}); err != nil {
+			t.Error(err)
+		}
+	})
+	live := applyFleet(t)
+	cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+	if got := cm.Data[fleetSizeHintKey]; got != "1200" {
+		t.Errorf("after re-applying the fleet overlay %s = %q, want the operator's 1200", fleetSizeHintKey, got)
+	}
+	if got := cm.Data["kill-switch"]; got != "off" {
+		t.Errorf("kill-switch = %q after re-apply, want off", got)
+	}
+}
+
+// TestTolerateAllTaintsComponent applies the fleet overlay with the opt-in
+// component as its comment shows it: the toleration list becomes the one
+// that tolerates every taint, and the Linux node selector stays.
+func TestTolerateAllTaintsComponent(t *testing.T) {
+	dir := userOverlay(t, "overlays/fleet", "components/tolerate-all-taints")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := newApplier(t)
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		a.apply(cctx, t, render(t, "overlays/fleet"))
+	})
+	a.warn.take()
+	live := a.apply(ctx, t, render(t, dir))
+	if w := a.warn.take(); len(w) > 0 {
+		t.Errorf("applying the component drew warnings:\n%s", strings.Join(w, "\n"))
+	}
+	ps := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec
+	if want := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}; !equalJSON(ps.Tolerations, want) {
+		t.Errorf("tolerations = %s, want only %s", mustJSON(ps.Tolerations), mustJSON(want))
+	}
+	if ps.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector = %v, want kubernetes.io/os=linux kept", ps.NodeSelector)
+	}
+}
+
+// userOverlay writes a kustomization in a temporary directory that uses
+// resource (an overlay of deploy/) with components, as a user's own
+// overlay does, and returns its directory.
+func userOverlay(t *testing.T, resource string, components ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	here, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(dir, here)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s/%s\ncomponents:\n", filepath.ToSlash(rel), resource)
+	for _, c := range components {
+		fmt.Fprintf(&b, "- %s/%s\n", filepath.ToSlash(rel), c)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"go.opentelemetry.io/otel"
 	"k8s.io/klog/v2"
 
 	"github.com/fleetagent/fleetagent/agent"
+	"github.com/fleetagent/fleetagent/preflight"
 )
 
 func main() {
@@ -25,12 +27,15 @@ func main() {
 
 // run is main without the process: it returns the exit code.
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "preflight" {
+		return preflight.Main(args[1:], "fleetagent-preflight/"+agent.Version, stdout, stderr)
+	}
 	cfg, version, err := agent.ParseFlags(args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if version {
-		fmt.Fprintf(stdout, "fleetagent %s\n", agent.Version)
+		fmt.Fprintf(stdout, "fleetagent %s (commit %s, %s %s/%s)\n", agent.Version, agent.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	}
 	if err == nil {

@@ -1,0 +1,263 @@
+package charts_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/common/util"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// chartDir is the chart under test.
+const chartDir = "fleetagent"
+
+var (
+	loadOnce sync.Once
+	loaded   *chart.Chart
+	loadErr  error
+)
+
+func loadChart(t testing.TB) *chart.Chart {
+	t.Helper()
+	loadOnce.Do(func() { loaded, loadErr = loader.LoadDir(chartDir) })
+	if loadErr != nil {
+		t.Fatalf("load chart %s: %v", chartDir, loadErr)
+	}
+	return loaded
+}
+
+// renderChart renders the chart as `helm template fleetagent charts/fleetagent
+// -n namespace -f values` does: Helm's values coalescing and schema
+// validation, its template engine, then the manifests split into objects.
+// NOTES.txt and empty documents are dropped.
+func renderChart(t testing.TB, namespace string, values string) ([]*unstructured.Unstructured, error) {
+	t.Helper()
+	c := loadChart(t)
+	vals := map[string]any{}
+	if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
+		t.Fatalf("test values do not parse: %v", err)
+	}
+	top, err := util.ToRenderValues(c, vals, common.ReleaseOptions{Name: "fleetagent", Namespace: namespace, IsInstall: true, Revision: 1}, common.DefaultCapabilities)
+	if err != nil {
+		return nil, err
+	}
+	files, err := engine.Render(c, top)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var objs []*unstructured.Unstructured
+	for _, name := range names {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			continue
+		}
+		d := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(files[name]), 4096)
+		for {
+			var m map[string]any
+			if err := d.Decode(&m); err != nil {
+				if err.Error() == "EOF" {
+					break
+				}
+				return nil, fmt.Errorf("%s: %w\n%s", name, err, files[name])
+			}
+			if len(m) == 0 {
+				continue
+			}
+			// Through JSON, so numbers are int64/float64 as unstructured expects.
+			b, err := json.Marshal(m)
+			if err != nil {
+				return nil, err
+			}
+			o := &unstructured.Unstructured{}
+			if err := o.UnmarshalJSON(b); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			objs = append(objs, o)
+		}
+	}
+	return objs, nil
+}
+
+// mustRender is renderChart for values that must render.
+func mustRender(t testing.TB, namespace, values string) []*unstructured.Unstructured {
+	t.Helper()
+	objs, err := renderChart(t, namespace, values)
+	if err != nil {
+		t.Fatalf("render chart with values %q: %v", values, err)
+	}
+	return objs
+}
+
+// renderKustomize builds a kustomization directory as `kubectl kustomize`
+// does (kubectl embeds the same krusty library).
+func renderKustomize(t testing.TB, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, r := range m.Resources() {
+		b, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
+		}
+		o := &unstructured.Unstructured{}
+		if err := o.UnmarshalJSON(b); err != nil {
+			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+// find returns the typed object of kind and name among objs.
+func find[T any](t testing.TB, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			v := new(T)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
+				t.Fatalf("convert %s %s: %v", kind, name, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s %q among the objects", kind, name)
+	return nil
+}
+
+func has(objs []*unstructured.Unstructured, kind, name string) bool {
+	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("<%v>", err)
+	}
+	return string(b)
+}
+
+// warnings records the apiserver's Warning headers (Pod Security,
+// deprecations).
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, text)
+}
+
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.msgs
+	w.msgs = nil
+	return m
+}
+
+// applier server-side applies as `kubectl apply --server-side
+// --force-conflicts` does, with strict field validation.
+type applier struct {
+	dyn    dynamic.Interface
+	mapper meta.RESTMapper
+	warn   *warnings
+}
+
+func newApplier(t testing.TB, cfg *rest.Config) *applier {
+	t.Helper()
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS = -1
+	w := &warnings{}
+	cfg.WarningHandlerWithContext = w
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), warn: w}
+}
+
+// apply applies objs, namespaces first, and returns them as stored.
+func (a *applier) apply(ctx context.Context, t testing.TB, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	t.Helper()
+	objs = slices.Clone(objs)
+	isNS := func(o *unstructured.Unstructured) int {
+		if o.GetKind() == "Namespace" {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(objs, func(x, y *unstructured.Unstructured) int { return isNS(x) - isNS(y) })
+	var out []*unstructured.Unstructured
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("map %s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			if obj.GetNamespace() == "" {
+				t.Fatalf("%s %s has no namespace: every namespaced object must name the release namespace", gvk.Kind, obj.GetName())
+			}
+			ri = a.dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
+		}
+		body, err := json.Marshal(obj.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		force := true
+		got, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{
+			FieldManager: "fleetagent-chart-test", Force: &force, FieldValidation: metav1.FieldValidationStrict,
+		})
+		if err != nil {
+			t.Fatalf("server-side apply %s %s/%s: %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
+		}
+		out = append(out, got)
+	}
+	return out
+}
+
+func writeFile(t testing.TB, p string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
