@@ -3,6 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,17 +27,28 @@ const (
 
 // FleetAgent is the product as shipped: node-scoped informers (pods by
 // spec.nodeName, the own Node by name) behind the fleet-wide limiter, both
-// with their default configuration, the fleet size read from the agent's
-// DaemonSet.
+// with their default configuration, the fleet size read from the
+// fleet-size hint an install writes (deploy/base) and refined from the
+// agent's DaemonSet.
 func FleetAgent() Strategy {
-	return Strategy{Name: "fleetagent", New: func(cfg *rest.Config, node string, _ Env) (Agent, error) {
-		k, err := agent.NewKube(cfg, limiter.Config{DaemonSetNamespace: fleetNamespace, DaemonSetName: fleetDaemonSet},
+	return Strategy{Name: "fleetagent", New: func(cfg *rest.Config, node string, env Env) (Agent, error) {
+		k, err := agent.NewKube(cfg, limiter.Config{DaemonSetNamespace: fleetNamespace, DaemonSetName: fleetDaemonSet, FleetSizeHintPath: env.FleetSizeHintPath},
 			informer.Options{NodeName: node}, agent.DefaultConfig().SyncTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("fleetagent %s: %w", node, err)
 		}
 		return k, nil
 	}}
+}
+
+// writeFleetSizeHint writes the fleet-size hint as an install does: the
+// number of nodes, in a file the agents read with no apiserver request.
+func writeFleetSizeHint(dir string, nodes int) (string, error) {
+	path := filepath.Join(dir, "fleet-size-hint")
+	if err := os.WriteFile(path, []byte(strconv.Itoa(nodes)+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("bench: write the fleet-size hint: %w", err)
+	}
+	return path, nil
 }
 
 // createFleetDaemonSet writes the DaemonSet whose status tells each

@@ -35,6 +35,8 @@ type Session struct {
 	churn   *simcluster.Churner
 	admin   kubernetes.Interface
 	audit   *auditTail
+	// hintPath is the fleet-size hint file the agents are given.
+	hintPath string
 
 	// base is the apiserver's cost with churn and no agents, per second.
 	base scrape
@@ -102,6 +104,9 @@ func NewSession(ctx context.Context, cfg Config, nodes int) (_ *Session, err err
 		return nil, err
 	}
 	if err := createFleetDaemonSet(ctx, s.admin, nodes); err != nil {
+		return nil, err
+	}
+	if s.hintPath, err = writeFleetSizeHint(cp.Dir(), nodes); err != nil {
 		return nil, err
 	}
 	s.cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: nodes, PodsPerNode: cfg.PodsPerNode})
@@ -331,7 +336,7 @@ type Result struct {
 func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 	idx := s.agentNodes(st)
 	k := len(idx)
-	env := Env{IncidentPeriod: s.cfg.IncidentPeriod, Rand: rand.New(rand.NewPCG(uint64(k), 7)), RandMu: &sync.Mutex{}}
+	env := Env{IncidentPeriod: s.cfg.IncidentPeriod, Rand: rand.New(rand.NewPCG(uint64(k), 7)), RandMu: &sync.Mutex{}, FleetSizeHintPath: s.hintPath}
 	agents := make([]Agent, k)
 	for j, i := range idx {
 		a, err := st.New(s.cp.UserConfig(agentUser(i)), s.cluster.NodeNames()[i], env)

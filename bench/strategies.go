@@ -48,6 +48,9 @@ type Env struct {
 	// Rand jitters periodic work; agents must lock RandMu to use it.
 	Rand   *rand.Rand
 	RandMu *sync.Mutex
+	// FleetSizeHintPath is the fleet-size hint file as an install writes it
+	// (the control ConfigMap's key): the number of agents in the cluster.
+	FleetSizeHintPath string
 }
 
 // protobuf makes the client cheaper: every agent runs in this process on

@@ -275,6 +275,10 @@ func TestNodeScope(t *testing.T) {
 	// watch on. The gate keeps the agent out until the apiserver's RBAC
 	// answers, so the 410, not a 403, is what it meets first.
 	t.Run("gone-after-crash", func(t *testing.T) {
+		// A watch the restarted apiserver closed within a second, before
+		// any event, makes the reflector relist after a backoff: let that
+		// relist happen before the crash, or it lands in the trail below.
+		waitWatchesSettled(ctx, t, inf)
 		gate.close()
 		created, err := admin.CoreV1().Pods(testNamespace).Create(ctx, testPod("during-crash", other, nil), metav1.CreateOptions{})
 		if err != nil {
@@ -681,6 +685,29 @@ func mustRV(t *testing.T, rv string) uint64 {
 
 // waitHealthy polls until LastError clears: after a restart each informer
 // recovers on its own backoff.
+// waitWatchesSettled waits until the informers have made no list and
+// opened no watch for three seconds: past the reflector's relist backoff
+// (0.8 to 1.6 s after a very short watch), so the next request either
+// makes is caused by what the test does next.
+func waitWatchesSettled(ctx context.Context, t *testing.T, inf *Informers) {
+	t.Helper()
+	const quiet = 3 * time.Second
+	count := func() [4]int64 {
+		s := inf.Stats()
+		return [4]int64{s.Pods.Lists, s.Pods.Watches, s.Node.Lists, s.Node.Watches}
+	}
+	last, since := count(), time.Now()
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		if c := count(); c != last {
+			last, since = c, time.Now()
+		}
+		return time.Since(since) >= quiet, nil
+	})
+	if err != nil {
+		t.Fatalf("the informers kept listing or watching for a minute: %+v", inf.Stats())
+	}
+}
+
 func waitHealthy(ctx context.Context, t *testing.T, inf *Informers) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
