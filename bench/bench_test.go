@@ -26,7 +26,7 @@ func TestAPIServerLoadSmall(t *testing.T) {
 		Sample: 10, ChurnPerNodeMinute: 3, IncidentPeriod: 2 * time.Second, SyncTimeout: time.Minute,
 		// One restart storm keeps that code path under test; each costs an
 		// apiserver restart.
-		RestartNodes: 10, RestartStrategies: []string{"fleetagent"},
+		RestartNodes: 10, RestartStrategies: []string{"no-agent", "fleetagent"}, RestartObserve: 5 * time.Second,
 	}
 	s, err := bench.NewSession(ctx, cfg, 10)
 	if err != nil {
@@ -41,7 +41,7 @@ func TestAPIServerLoadSmall(t *testing.T) {
 		}
 		t.Logf("%s: %v startup=%v steady=%v", st.Name, r.Metrics, r.StartupRequests, r.SteadyRequests)
 		results[st.Name] = r
-		if r.Synced != r.Agents {
+		if r.Synced != r.Agents || (r.Agents == 0) != st.NoAgents {
 			t.Errorf("%s: %d of %d agents synced", st.Name, r.Synced, r.Agents)
 		}
 		if v, ok := r.Metrics["restart-reached"]; ok && v != float64(r.Agents) {
@@ -81,5 +81,23 @@ func TestAPIServerLoadSmall(t *testing.T) {
 	}
 	if _, ok := fa.Metrics["restart-resync-s"]; !ok {
 		t.Errorf("fleetagent ran no restart storm")
+	}
+	// The fleet budget, per 1-second window, at the start and after the
+	// restart (10 agents: far inside it; the bench at 100, 1000 and 5000
+	// agents measures the bound).
+	bound := fa.Metrics["fleet-qps"] + fa.Metrics["fleet-allowance-1s"]
+	if bound != 50+55 {
+		t.Errorf("fleetagent budget per second %v, want the default --fleet-qps 50 + allowance 55", bound)
+	}
+	for _, m := range []string{"start-req-max-1s", "restart-req-max-1s"} {
+		if v, ok := fa.Metrics[m]; !ok || v <= 0 || v > bound {
+			t.Errorf("fleetagent %s = %v (present %v), want within (0, %v]", m, v, ok, bound)
+		}
+	}
+	if v := fa.Metrics["restart-req/node"]; v < 2 {
+		t.Errorf("fleetagent restart-req/node = %v: each agent re-opens at least its two watches", v)
+	}
+	if na := results["no-agent"]; na == nil || na.Agents != 0 || na.Metrics["restart-probe-p99-ms"] <= 0 {
+		t.Errorf("no-agent baseline: %+v, want a restart with no agent and its admin probe p99", na)
 	}
 }

@@ -41,6 +41,9 @@ type Config struct {
 	// RestartNodes is the size at which the apiserver-restart storm runs;
 	// zero means the largest size, negative means never.
 	RestartNodes int
+	// RestartObserve is the shortest window observed after the restarted
+	// apiserver is ready, the same with agents and without.
+	RestartObserve time.Duration
 	// RestartStrategies limits the restart storm to these strategies;
 	// empty means all.
 	RestartStrategies []string
@@ -61,6 +64,7 @@ var (
 	flagChurn      = flag.Float64("bench.churn", 0.25, "pod replacements per node per minute (status updates run at 2x)")
 	flagIncident   = flag.Duration("bench.incident-period", 20*time.Second, "incident strategy's mean relist period")
 	flagRestart    = flag.Int("bench.restart-nodes", 100, "size for the apiserver-restart storm (0: largest, -1: never); 100 keeps the default run within 15 minutes")
+	flagRestartObs = flag.Duration("bench.restart-observe", 20*time.Second, "shortest window observed after the restarted apiserver is ready (agents' requests per second, admin probe)")
 	flagRestartSt  = flag.String("bench.restart-strategies", "", "comma-separated strategies that get the restart storm (empty: all)")
 	flagJSON       = flag.String("bench.json", "", "append one JSON line per result to this file (for cmd/report)")
 	flagSync       = flag.Duration("bench.sync-timeout", 5*time.Minute, "bound on every agent syncing")
@@ -88,6 +92,6 @@ func FlagConfig() (Config, error) {
 		Nodes: nodes, PodsPerNode: *flagPods, Strategies: strategies,
 		Window: *flagWindow, Repeats: max(1, *flagRepeats), Settle: *flagSettle, Sample: *flagSample,
 		ChurnPerNodeMinute: *flagChurn, IncidentPeriod: *flagIncident,
-		RestartNodes: *flagRestart, RestartStrategies: restartStrategies, JSON: *flagJSON, SyncTimeout: *flagSync,
+		RestartNodes: *flagRestart, RestartObserve: *flagRestartObs, RestartStrategies: restartStrategies, JSON: *flagJSON, SyncTimeout: *flagSync,
 	}, nil
 }

@@ -30,6 +30,9 @@ func Run(b *testing.B, strategies []Strategy) {
 	for _, n := range sizes {
 		var s *Session
 		for _, st := range strategies {
+			if st.NoAgents && !cfg.restartAt(n, st.Name) {
+				continue
+			}
 			name := fmt.Sprintf("strategy=%s/nodes=%d", st.Name, n)
 			b.Run(name, func(b *testing.B) {
 				if s == nil {

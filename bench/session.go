@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/url"
 	"runtime"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
+	"github.com/fleetagent/fleetagent/limiter"
 )
 
 // Session is one control plane holding one simulated cluster of a given
@@ -334,6 +336,9 @@ type Result struct {
 // once (the start-up storm), then a steady window, then, at the restart
 // size, an apiserver restart under them.
 func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
+	if st.NoAgents {
+		return s.measureNoAgent(ctx, st)
+	}
 	idx := s.agentNodes(st)
 	k := len(idx)
 	env := Env{IncidentPeriod: s.cfg.IncidentPeriod, Rand: rand.New(rand.NewPCG(uint64(k), 7)), RandMu: &sync.Mutex{}, FleetSizeHintPath: s.hintPath}
@@ -442,6 +447,13 @@ func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 	}
 	m["startup-req/node"] = float64(startupReq) / float64(k)
 	m["storm-429s"] = float64(startup429)
+	// The fleet's requests per 1-second window from the first start: what
+	// the fleet budget bounds.
+	m["start-req-max-1s"], m["start-req-p99-1s"], _ = perSecond(events, agentUsers(idx), t0, tSync)
+	if st.FleetQPS > 0 {
+		m["fleet-qps"] = st.FleetQPS
+		m["fleet-allowance-1s"] = float64(limiter.Allowance(st.FleetQPS))
+	}
 
 	per := func(name string, vals []float64) {
 		med, spread := medianSpread(vals)
@@ -480,18 +492,73 @@ func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 	return r, nil
 }
 
-func (s *Session) restartHere(strategy string) bool {
-	if len(s.cfg.RestartStrategies) > 0 && !slices.Contains(s.cfg.RestartStrategies, strategy) {
+func (s *Session) restartHere(strategy string) bool { return s.cfg.restartAt(s.nodes, strategy) }
+
+// restartAt says whether the apiserver restart runs for strategy at a
+// cluster of nodes.
+func (c Config) restartAt(nodes int, strategy string) bool {
+	if len(c.RestartStrategies) > 0 && !slices.Contains(c.RestartStrategies, strategy) {
 		return false
 	}
 	switch {
-	case s.cfg.RestartNodes < 0:
+	case c.RestartNodes < 0:
 		return false
-	case s.cfg.RestartNodes == 0:
-		return s.nodes == slices.Max(s.cfg.Nodes)
+	case c.RestartNodes == 0:
+		return nodes == slices.Max(c.Nodes)
 	default:
-		return s.nodes == s.cfg.RestartNodes
+		return nodes == c.RestartNodes
 	}
+}
+
+const (
+	// restartTail is how long the window lasts after the last agent's
+	// first success: its relists and new watches follow within seconds.
+	restartTail = 5 * time.Second
+)
+
+// measureNoAgent restarts the apiserver with no agent running: the
+// baseline for the admin probe in the restart table.
+func (s *Session) measureNoAgent(ctx context.Context, st Strategy) (*Result, error) {
+	if !s.restartHere(st.Name) {
+		return nil, fmt.Errorf("bench: %s measures only the apiserver restart, which does not run at %d nodes (-bench.restart-nodes, -bench.restart-strategies)", st.Name, s.nodes)
+	}
+	r := &Result{Strategy: st.Name, Nodes: s.nodes, PodsPerNode: s.cfg.PodsPerNode, Window: s.cfg.Window,
+		EtcdNet: true, Repeats: s.cfg.Repeats, Sample: s.cfg.Sample, Churn: s.cfg.ChurnPerNodeMinute, Incident: s.cfg.IncidentPeriod, Metrics: map[string]float64{}, Info: s.Info}
+	if err := s.restartStorm(ctx, nil, r.Metrics); err != nil {
+		return nil, err
+	}
+	r.Metrics["agents"] = 0
+	return r, nil
+}
+
+// agentUsers is the set of users of the agents on nodes idx.
+func agentUsers(idx []int) map[string]bool {
+	users := make(map[string]bool, len(idx))
+	for _, i := range idx {
+		users[agentUser(i)] = true
+	}
+	return users
+}
+
+// perSecond counts users' requests received in [from, to) by consecutive
+// 1-second windows starting at from, and returns the largest window, the
+// 99th percentile window and the total.
+func perSecond(events []controlplane.AuditEvent, users map[string]bool, from, to time.Time) (maxPer, p99 float64, total int) {
+	n := int(math.Ceil(to.Sub(from).Seconds()))
+	if n <= 0 || len(users) == 0 {
+		return 0, 0, 0
+	}
+	counts := make([]float64, n)
+	for _, e := range events {
+		at := e.RequestReceivedTimestamp
+		if !users[e.User.Username] || at.Before(from) || !at.Before(to) {
+			continue
+		}
+		counts[int(at.Sub(from)/time.Second)]++
+		total++
+	}
+	slices.Sort(counts)
+	return counts[n-1], counts[min(n-1, int(math.Ceil(0.99*float64(n)))-1)], total
 }
 
 // restartStorm restarts the apiserver under the running agents and waits
@@ -511,11 +578,9 @@ func (s *Session) restartStorm(ctx context.Context, idx []int, m map[string]floa
 		storm.stop()
 		return err
 	}
-	m["restart-ready-s"] = time.Since(tStart).Seconds()
-	want := map[string]bool{}
-	for _, i := range idx {
-		want[agentUser(i)] = true
-	}
+	tReady := time.Now()
+	m["restart-ready-s"] = tReady.Sub(tStart).Seconds()
+	want := agentUsers(idx)
 	var n429 int
 	// seen is each agent's first success on the new process.
 	seen := map[string]time.Time{}
@@ -547,9 +612,29 @@ func (s *Session) restartStorm(ctx context.Context, idx []int, m map[string]floa
 			}
 		}
 	}
-	ss := storm.stop()
 	if err != nil {
 		slog.Warn("bench: not every agent reached the restarted apiserver", "reached", len(seen), "of", len(want), "err", err)
+	}
+	// The observed window is the same for every strategy and the no-agent
+	// baseline (at least restartObserve from readiness), and lasts past
+	// the agents' relists and watches that follow their first success.
+	tEnd := tReady.Add(s.cfg.RestartObserve)
+	if t := time.Now().Add(restartTail); t.After(tEnd) {
+		tEnd = t
+	}
+	if err := sleep(ctx, time.Until(tEnd)); err != nil {
+		storm.stop()
+		return err
+	}
+	ss := storm.stopSince(tReady)
+	events, rerr := s.audit.read()
+	if rerr != nil {
+		return rerr
+	}
+	var total int
+	m["restart-req-max-1s"], m["restart-req-p99-1s"], total = perSecond(events, want, tStart, tEnd)
+	if len(want) > 0 {
+		m["restart-req/node"] = float64(total) / float64(len(want))
 	}
 	m["restart-resync-s"] = tDone.Sub(tStart).Seconds()
 	m["restart-peak-inflight"] = ss.peakInflight

@@ -30,7 +30,13 @@ type stormSampler struct {
 
 	mu        sync.Mutex
 	stats     stormStats
-	latencies []time.Duration
+	probes []probeResult
+}
+
+// probeResult is one admin request: when it was sent and how long it took.
+type probeResult struct {
+	at      time.Time
+	latency time.Duration
 }
 
 const (
@@ -81,7 +87,7 @@ func (s *Session) startStorm(ctx context.Context) *stormSampler {
 			}
 			_ = err // a failed probe counts with its latency: the admin waited that long for nothing.
 			ss.mu.Lock()
-			ss.latencies = append(ss.latencies, time.Since(start))
+			ss.probes = append(ss.probes, probeResult{start, time.Since(start)})
 			ss.mu.Unlock()
 			select {
 			case <-ctx.Done():
@@ -93,14 +99,24 @@ func (s *Session) startStorm(ctx context.Context) *stormSampler {
 	return ss
 }
 
-func (ss *stormSampler) stop() stormStats {
+func (ss *stormSampler) stop() stormStats { return ss.stopSince(time.Time{}) }
+
+// stopSince stops sampling; the probe percentile counts only the probes
+// sent at or after since (after a restart: once the new apiserver is
+// ready, so that the time it takes to start is not counted as latency).
+func (ss *stormSampler) stopSince(since time.Time) stormStats {
 	ss.cancel()
 	ss.wg.Wait()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	st := ss.stats
-	if n := len(ss.latencies); n > 0 {
-		l := append([]time.Duration(nil), ss.latencies...)
+	var l []time.Duration
+	for _, p := range ss.probes {
+		if !p.at.Before(since) {
+			l = append(l, p.latency)
+		}
+	}
+	if n := len(l); n > 0 {
 		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
 		st.p99ms = float64(l[min(n-1, int(math.Ceil(0.99*float64(n)))-1)]) / float64(time.Millisecond)
 	}

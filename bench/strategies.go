@@ -36,6 +36,12 @@ type Strategy struct {
 	// figures are per agent, and running every agent would only measure the
 	// benchmark machine's collapse.
 	ClusterScoped bool
+	// FleetQPS is the request rate the strategy's whole fleet promises to
+	// stay within (fleetagent's --fleet-qps); 0 when it promises none.
+	FleetQPS float64
+	// NoAgents marks the no-agent baseline: no agent runs; it exists for
+	// the apiserver restart, whose admin probe it measures alone.
+	NoAgents bool
 	// New builds the agent of one node. cfg authenticates as that node's
 	// own user; env carries what the strategy may need.
 	New func(cfg *rest.Config, node string, env Env) (Agent, error)
@@ -68,7 +74,16 @@ func protobuf(cfg *rest.Config) *rest.Config {
 // DefaultStrategies are the strategies the main module can build. The
 // otel-k8sattributes strategy lives in the bench/k8sattr module.
 func DefaultStrategies() []Strategy {
-	return []Strategy{Incident(), ClusterInformer(), WatchList(), FleetAgent()}
+	return []Strategy{NoAgent(), Incident(), ClusterInformer(), WatchList(), FleetAgent()}
+}
+
+// NoAgent is the baseline for the apiserver restart: the same restart with
+// no agent running, so the admin probe's latency has something to be
+// compared with. It is measured only where the restart runs.
+func NoAgent() Strategy {
+	return Strategy{Name: "no-agent", NoAgents: true, New: func(*rest.Config, string, Env) (Agent, error) {
+		return nil, errors.New("bench: the no-agent baseline builds no agent")
+	}}
 }
 
 // Incident is the outage pattern: every node periodically LISTs every pod
