@@ -28,8 +28,8 @@ type stormSampler struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	stats     stormStats
+	mu     sync.Mutex
+	stats  stormStats
 	probes []probeResult
 }
 
