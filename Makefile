@@ -47,14 +47,15 @@ run: controlplane
 	$(GO) run ./cmd/fleetagent-sandbox $(RUN_FLAGS)
 
 
-## bench: apiserver cost per node for every strategy (~14 min on 2 cores); writes bench/RESULTS.md and
-## bench/results.svg. 1000 nodes: make bench BENCHFLAGS=-bench.nodes=1000
+## bench: apiserver cost per node for every strategy (~14 min on 2 cores); writes bench/RESULTS.md,
+## bench/results.svg and preflight/costmodel/costmodel.json. 1000 nodes: make bench BENCHFLAGS=-bench.nodes=1000
 BENCHFLAGS ?=
 bench: controlplane
 	rm -f bench/results.jsonl
 	cd bench/k8sattr && $(GO) test . -run '^$$' -bench APIServerLoad -benchtime=1x -timeout 60m -bench.json=$(CURDIR)/bench/results.jsonl $(BENCHFLAGS) > $(CURDIR)/bench/bench.log 2>&1 || { tail -n 40 $(CURDIR)/bench/bench.log; exit 1; }
 	@grep -E '^(Benchmark|ok|FAIL)' bench/bench.log
 	$(GO) run ./bench/cmd/report -in bench/results.jsonl -log bench/bench.log -md bench/RESULTS.md -svg bench/results.svg
+	$(MAKE) costmodel
 
 ## image: the container image (needs a container engine; `make build` builds the same binary)
 IMAGE ?= fleetagent:$(VERSION)
