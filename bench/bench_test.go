@@ -2,17 +2,25 @@ package bench_test
 
 import (
 	"context"
+	"flag"
 	"testing"
 	"time"
 
 	"github.com/fleetagent/fleetagent/bench"
 )
 
+// flagConfig reads the -bench.* flags.
+var flagConfig = bench.RegisterFlags(flag.CommandLine)
+
 // BenchmarkAPIServerLoad measures every strategy the main module builds at
 // the sizes given by -bench.nodes. `make bench` runs the bench/k8sattr
 // module's copy instead, which adds otel-k8sattributes.
 func BenchmarkAPIServerLoad(b *testing.B) {
-	bench.Run(b, bench.DefaultStrategies())
+	cfg, err := flagConfig()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bench.Run(b, cfg, bench.DefaultStrategies())
 }
 
 // TestAPIServerLoadSmall runs every strategy once on a 10-node cluster with

@@ -53,45 +53,47 @@ type Config struct {
 	SyncTimeout time.Duration
 }
 
-var (
-	flagNodes      = flag.String("bench.nodes", "10,100,300", "comma-separated cluster sizes (nodes); 1000 takes ~20 min on 2 cores, see RESULTS.md")
-	flagPods       = flag.Int("bench.pods", 30, "pods per node")
-	flagStrategies = flag.String("bench.strategies", "", "comma-separated strategy names (empty: all)")
-	flagWindow     = flag.Duration("bench.window", 15*time.Second, "steady-state window per strategy and size")
-	flagRepeats    = flag.Int("bench.repeats", 3, "sub-windows of the steady window (median and spread)")
-	flagSettle     = flag.Duration("bench.settle", 3*time.Second, "pause between sync and the steady window")
-	flagSample     = flag.Int("bench.sample", 20, "agents run by cluster-scoped strategies at sizes above this")
-	flagChurn      = flag.Float64("bench.churn", 0.25, "pod replacements per node per minute (status updates run at 2x)")
-	flagIncident   = flag.Duration("bench.incident-period", 20*time.Second, "incident strategy's mean relist period")
-	flagRestart    = flag.Int("bench.restart-nodes", 100, "size for the apiserver-restart storm (0: largest, -1: never); 100 keeps the default run within 15 minutes")
-	flagRestartObs = flag.Duration("bench.restart-observe", 20*time.Second, "shortest window observed after the restarted apiserver is ready (agents' requests per second, admin probe)")
-	flagRestartSt  = flag.String("bench.restart-strategies", "", "comma-separated strategies that get the restart storm (empty: all)")
-	flagJSON       = flag.String("bench.json", "", "append one JSON line per result to this file (for cmd/report)")
-	flagSync       = flag.Duration("bench.sync-timeout", 5*time.Minute, "bound on every agent syncing")
-)
+// RegisterFlags defines the -bench.* flags on fs and returns the function
+// that turns them into a Config once fs is parsed (inside a benchmark).
+// The library defines no flags of its own: only the benchmark binaries
+// that call this have them.
+func RegisterFlags(fs *flag.FlagSet) func() (Config, error) {
+	flagNodes := fs.String("bench.nodes", "10,100,300", "comma-separated cluster sizes (nodes); 1000 takes ~20 min on 2 cores, see RESULTS.md")
+	flagPods := fs.Int("bench.pods", 30, "pods per node")
+	flagStrategies := fs.String("bench.strategies", "", "comma-separated strategy names (empty: all)")
+	flagWindow := fs.Duration("bench.window", 15*time.Second, "steady-state window per strategy and size")
+	flagRepeats := fs.Int("bench.repeats", 3, "sub-windows of the steady window (median and spread)")
+	flagSettle := fs.Duration("bench.settle", 3*time.Second, "pause between sync and the steady window")
+	flagSample := fs.Int("bench.sample", 20, "agents run by cluster-scoped strategies at sizes above this")
+	flagChurn := fs.Float64("bench.churn", 0.25, "pod replacements per node per minute (status updates run at 2x)")
+	flagIncident := fs.Duration("bench.incident-period", 20*time.Second, "incident strategy's mean relist period")
+	flagRestart := fs.Int("bench.restart-nodes", 100, "size for the apiserver-restart storm (0: largest, -1: never); 100 keeps the default run within 15 minutes")
+	flagRestartObs := fs.Duration("bench.restart-observe", 20*time.Second, "shortest window observed after the restarted apiserver is ready (agents' requests per second, admin probe)")
+	flagRestartSt := fs.String("bench.restart-strategies", "", "comma-separated strategies that get the restart storm (empty: all)")
+	flagJSON := fs.String("bench.json", "", "append one JSON line per result to this file (for cmd/report)")
+	flagSync := fs.Duration("bench.sync-timeout", 5*time.Minute, "bound on every agent syncing")
 
-// FlagConfig is the Config the -bench.* flags describe. Call it after
-// flag.Parse (inside a benchmark).
-func FlagConfig() (Config, error) {
-	var nodes []int
-	for _, s := range strings.Split(*flagNodes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return Config{}, fmt.Errorf("-bench.nodes=%q: want comma-separated positive integers", *flagNodes)
+	return func() (Config, error) {
+		var nodes []int
+		for _, s := range strings.Split(*flagNodes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n <= 0 {
+				return Config{}, fmt.Errorf("-bench.nodes=%q: want comma-separated positive integers", *flagNodes)
+			}
+			nodes = append(nodes, n)
 		}
-		nodes = append(nodes, n)
+		var strategies, restartStrategies []string
+		if *flagStrategies != "" {
+			strategies = strings.Split(*flagStrategies, ",")
+		}
+		if *flagRestartSt != "" {
+			restartStrategies = strings.Split(*flagRestartSt, ",")
+		}
+		return Config{
+			Nodes: nodes, PodsPerNode: *flagPods, Strategies: strategies,
+			Window: *flagWindow, Repeats: max(1, *flagRepeats), Settle: *flagSettle, Sample: *flagSample,
+			ChurnPerNodeMinute: *flagChurn, IncidentPeriod: *flagIncident,
+			RestartNodes: *flagRestart, RestartObserve: *flagRestartObs, RestartStrategies: restartStrategies, JSON: *flagJSON, SyncTimeout: *flagSync,
+		}, nil
 	}
-	var strategies, restartStrategies []string
-	if *flagStrategies != "" {
-		strategies = strings.Split(*flagStrategies, ",")
-	}
-	if *flagRestartSt != "" {
-		restartStrategies = strings.Split(*flagRestartSt, ",")
-	}
-	return Config{
-		Nodes: nodes, PodsPerNode: *flagPods, Strategies: strategies,
-		Window: *flagWindow, Repeats: max(1, *flagRepeats), Settle: *flagSettle, Sample: *flagSample,
-		ChurnPerNodeMinute: *flagChurn, IncidentPeriod: *flagIncident,
-		RestartNodes: *flagRestart, RestartObserve: *flagRestartObs, RestartStrategies: restartStrategies, JSON: *flagJSON, SyncTimeout: *flagSync,
-	}, nil
 }

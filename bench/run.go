@@ -11,15 +11,11 @@ import (
 	"time"
 )
 
-// Run is BenchmarkAPIServerLoad: for each size in the -bench.* flags, one
+// Run is BenchmarkAPIServerLoad: for each size in cfg (the -bench.* flags), one
 // control plane and cluster, then each strategy measured on it as
 // sub-benchmark strategy=<name>/nodes=<n>. Modules that add strategies
 // (bench/k8sattr) call it with theirs appended.
-func Run(b *testing.B, strategies []Strategy) {
-	cfg, err := FlagConfig()
-	if err != nil {
-		b.Fatal(err)
-	}
+func Run(b *testing.B, cfg Config, strategies []Strategy) {
 	strategies = Select(strategies, cfg.Strategies)
 	if len(strategies) == 0 {
 		b.Fatalf("no strategy matches -bench.strategies=%v", cfg.Strategies)

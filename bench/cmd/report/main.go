@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/fleetagent/fleetagent/bench"
 	"io"
 	"math"
 	"os"
@@ -19,11 +18,13 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	benchresult "github.com/fleetagent/fleetagent/bench/result"
 )
 
 // result is one line of the -bench.json file. Decoding into the
 // benchmark's own type keeps the report from drifting from what it reads.
-type result = bench.Result
+type result = benchresult.Result
 
 func main() {
 	in := flag.String("in", "", "JSON lines from -bench.json")
