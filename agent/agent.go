@@ -359,7 +359,10 @@ func (a *Agent) startExport(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
 	}
-	product, err := exporter.New(ctx, a.exportConfig("exporter"))
+	pcfg := a.exportConfig("exporter")
+	pcfg.EntityKeys = collector.IsResourceAttribute
+	pcfg.SchemaURL = collector.SchemaURL
+	product, err := exporter.New(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("OTLP exporter: %w", err)
 	}
