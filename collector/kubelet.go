@@ -22,6 +22,10 @@ type kubeletCollector struct {
 	// take effect once the state is fresh again.
 	mu    sync.Mutex
 	known map[string]*corev1.Pod
+	// last and lastPods are the last good summary and its pods, whose
+	// counters a failed scrape observes again.
+	last     *Summary
+	lastPods map[string]*corev1.Pod
 }
 
 // NewKubeletCollector reports node, pod and container usage from the kubelet
@@ -51,10 +55,39 @@ func (c *kubeletCollector) RegisterMetrics(m metric.Meter) error { return c.clie
 func (c *kubeletCollector) Collect(ctx context.Context, r Recorder) error {
 	s, err := c.client.Summary(ctx)
 	if err != nil {
+		// The counters of the last good summary are observed again, so
+		// their series do not vanish for the failed interval: under delta
+		// temporality the SDK forgets a series' last value when a
+		// collection lacks it, and the next good scrape would then export
+		// the lifetime total as one interval's delta. Repeating a
+		// cumulative total is true (nothing is known to have been added);
+		// usage gauges are not repeated, they would claim a current value.
+		c.mu.Lock()
+		last, pods := c.last, c.lastPods
+		c.mu.Unlock()
+		if last != nil {
+			c.record(countersOnly{r}, last, pods)
+		}
 		return err
 	}
 	pods := c.pods(s)
+	c.mu.Lock()
+	c.last, c.lastPods = s, pods
+	c.mu.Unlock()
+	c.record(r, s, pods)
+	return nil
+}
 
+// countersOnly passes on the observations of Counter instruments only.
+type countersOnly struct{ r Recorder }
+
+func (f countersOnly) Record(d *Desc, v float64, attrs ...attribute.KeyValue) {
+	if d.Kind == Counter {
+		f.r.Record(d, v, attrs...)
+	}
+}
+
+func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev1.Pod) {
 	n := s.Node
 	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, nil)
 	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, nil)
@@ -82,7 +115,6 @@ func (c *kubeletCollector) Collect(ctx context.Context, r Recorder) error {
 			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ca)
 		}
 	}
-	return nil
 }
 
 // pods returns the pod object for each pod uid of s: the informers' when the

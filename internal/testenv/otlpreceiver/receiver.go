@@ -83,6 +83,9 @@ type Point struct {
 	Value float64
 	// Count is the histogram count (0 for gauges and sums).
 	Count uint64
+	// StartTime is the point's start time in Unix nanoseconds (0 when
+	// unset, as for gauges).
+	StartTime uint64
 }
 
 // Export is one request as it arrived.
@@ -494,6 +497,7 @@ func Flatten(req *colmetricpb.ExportMetricsServiceRequest) []Point {
 func numberPoint(base Point, dp *metricpb.NumberDataPoint) Point {
 	p := base
 	p.Attrs = attrMap(dp.GetAttributes())
+	p.StartTime = dp.GetStartTimeUnixNano()
 	switch v := dp.GetValue().(type) {
 	case *metricpb.NumberDataPoint_AsInt:
 		p.Value = float64(v.AsInt)
