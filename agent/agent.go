@@ -307,10 +307,11 @@ func (a *Agent) stopKube(ctx context.Context) error {
 
 func (a *Agent) exportConfig(name string) exporter.Config {
 	c := exporter.Config{
-		NodeName:       a.cfg.NodeName,
-		ServiceVersion: Version,
-		Interval:       a.cfg.CollectionInterval,
-		Logger:         a.log.With("component", name),
+		NodeName:         a.cfg.NodeName,
+		ServiceVersion:   Version,
+		Interval:         a.cfg.CollectionInterval,
+		CardinalityLimit: a.cfg.CardinalityLimit,
+		Logger:           a.log.With("component", name),
 	}
 	if a.opts.Export != nil {
 		a.opts.Export(&c)

@@ -3,6 +3,8 @@ package exporter
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,6 +14,10 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/grpc"
 
 	"github.com/fleetagent/fleetagent/collector"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -208,5 +214,49 @@ func TestSplitHTTPOverTLS(t *testing.T) {
 	// ForceFlush, then the final export of Shutdown.
 	if len(ex) != 2 || ex[0].Resources != 2 {
 		t.Fatalf("exports %+v, want requests with two pod resources each", ex)
+	}
+}
+
+// TestGRPCPartsRetriedOnce: a request split into parts by size is retried
+// from the first part not accepted; accepted parts are not sent again.
+func TestGRPCPartsRetriedOnce(t *testing.T) {
+	req := &colmetricpb.ExportMetricsServiceRequest{}
+	rm := &metricpb.ResourceMetrics{ScopeMetrics: []*metricpb.ScopeMetrics{{}}}
+	for i := 0; i < 6; i++ {
+		g := &metricpb.Gauge{}
+		for j := 0; j < 50; j++ {
+			g.DataPoints = append(g.DataPoints, &metricpb.NumberDataPoint{
+				Attributes: []*commonpb.KeyValue{{Key: "k8s.pod.uid", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("pod-%d", i)}}}},
+				Value:      &metricpb.NumberDataPoint_AsInt{AsInt: int64(j)},
+			})
+		}
+		rm.ScopeMetrics[0].Metrics = append(rm.ScopeMetrics[0].Metrics, &metricpb.Metric{Name: fmt.Sprintf("m%d", i), Data: &metricpb.Metric_Gauge{Gauge: g}})
+	}
+	req.ResourceMetrics = []*metricpb.ResourceMetrics{rm}
+	s := &splitter{isEntity: collector.IsResourceAttribute, maxGRPCBytes: 1200}
+	var sent []int
+	fail := 2
+	invoker := func(_ context.Context, _ string, r, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+		n := len(r.(*colmetricpb.ExportMetricsServiceRequest).GetResourceMetrics())
+		if len(sent) == fail {
+			fail = -1
+			return errors.New("unavailable")
+		}
+		sent = append(sent, n)
+		return nil
+	}
+	if err := s.unaryInterceptor(context.Background(), exportMethod, req, nil, nil, invoker); err == nil {
+		t.Fatal("the failing part's error was not returned")
+	}
+	first := len(sent)
+	if err := s.unaryInterceptor(context.Background(), exportMethod, req, nil, nil, invoker); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range sent {
+		total += n
+	}
+	if len(s.parts) < 3 || total != 6 || first != 2 || len(sent) != len(s.parts) {
+		t.Errorf("parts %d, sent %v (first attempt %d): want every pod resource sent exactly once", len(s.parts), sent, first)
 	}
 }

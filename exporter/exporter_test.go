@@ -243,11 +243,7 @@ func countMatching(pts []otlpreceiver.Point, match map[string]string) int {
 	for _, p := range pts {
 		ok := true
 		for k, v := range match {
-			got, on := p.Attrs[k]
-			if !on {
-				got = p.Resource[k]
-			}
-			if got != v {
+			if p.Get(k) != v {
 				ok = false
 			}
 		}
