@@ -42,10 +42,10 @@ type splitter struct {
 	// The gRPC exporter hands the same request to every retry attempt;
 	// its split, and which parts were accepted, are kept for them, so a
 	// retry resends only what was not accepted.
-	mu     sync.Mutex
-	last   *colmetricpb.ExportMetricsServiceRequest
-	parts  []*colmetricpb.ExportMetricsServiceRequest
-	sent   []bool
+	mu    sync.Mutex
+	last  *colmetricpb.ExportMetricsServiceRequest
+	parts []*colmetricpb.ExportMetricsServiceRequest
+	sent  []bool
 }
 
 // maxGRPCRequest keeps each gRPC request under the 4 MiB a gRPC server

@@ -88,6 +88,26 @@ type Point struct {
 	StartTime uint64
 }
 
+// Get returns the point's attribute k, or its resource's.
+func (p Point) Get(k string) string {
+	if v, ok := p.Attrs[k]; ok {
+		return v
+	}
+	return p.Resource[k]
+}
+
+// All returns the resource's attributes and the point's in one map.
+func (p Point) All() map[string]string {
+	m := make(map[string]string, len(p.Resource)+len(p.Attrs))
+	for k, v := range p.Resource {
+		m[k] = v
+	}
+	for k, v := range p.Attrs {
+		m[k] = v
+	}
+	return m
+}
+
 // Export is one request as it arrived.
 type Export struct {
 	Protocol string // "grpc" or "http"
@@ -292,11 +312,7 @@ func Find(points []Point, metric string, match map[string]string) []Point {
 		}
 		ok := true
 		for k, v := range match {
-			got, on := p.Attrs[k]
-			if !on {
-				got = p.Resource[k]
-			}
-			if got != v {
+			if p.Get(k) != v {
 				ok = false
 				break
 			}
