@@ -307,10 +307,11 @@ func (a *Agent) stopKube(ctx context.Context) error {
 
 func (a *Agent) exportConfig(name string) exporter.Config {
 	c := exporter.Config{
-		NodeName:       a.cfg.NodeName,
-		ServiceVersion: Version,
-		Interval:       a.cfg.CollectionInterval,
-		Logger:         a.log.With("component", name),
+		NodeName:         a.cfg.NodeName,
+		ServiceVersion:   Version,
+		Interval:         a.cfg.CollectionInterval,
+		CardinalityLimit: a.cfg.CardinalityLimit,
+		Logger:           a.log.With("component", name),
 	}
 	if a.opts.Export != nil {
 		a.opts.Export(&c)
@@ -359,7 +360,10 @@ func (a *Agent) startExport(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
 	}
-	product, err := exporter.New(ctx, a.exportConfig("exporter"))
+	pcfg := a.exportConfig("exporter")
+	pcfg.EntityKeys = collector.IsResourceAttribute
+	pcfg.SchemaURL = collector.SchemaURL
+	product, err := exporter.New(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("OTLP exporter: %w", err)
 	}

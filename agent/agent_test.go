@@ -102,23 +102,23 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if len(p.OwnerReferences) > 0 {
 			var hasWorkload bool
-			for k, v := range ph[0].Attrs {
-				if strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.pod.name" && k != "k8s.namespace.name" && k != "k8s.node.name" && v != "" {
+			for k, v := range ph[0].All() {
+				if strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.pod.name" && k != "k8s.namespace.name" && k != "k8s.node.name" && k != "k8s.cluster.name" && k != "k8s.container.name" && v != "" {
 					hasWorkload = true
 				}
 			}
 			if !hasWorkload {
-				t.Errorf("pod %s owned by %s has no workload attribute: %v", p.Name, p.OwnerReferences[0].Kind, ph[0].Attrs)
+				t.Errorf("pod %s owned by %s has no workload attribute: %v", p.Name, p.OwnerReferences[0].Kind, ph[0].All())
 			}
 		}
 	}
 	for _, pt := range otlpreceiver.Find(pts, "k8s.pod.status.phase", nil) {
 		found := false
 		for _, p := range want {
-			found = found || p.Name == pt.Attrs["k8s.pod.name"]
+			found = found || p.Name == pt.Get("k8s.pod.name")
 		}
 		if !found {
-			t.Errorf("exported a pod that is not on %s: %v", node, pt.Attrs)
+			t.Errorf("exported a pod that is not on %s: %v", node, pt.All())
 		}
 	}
 	// Node state from the node's own Node object.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/exporter"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -75,6 +76,9 @@ type Config struct {
 	AdminAddress string
 	// CollectionInterval is how often metrics are collected and exported.
 	CollectionInterval time.Duration
+	// CardinalityLimit is the most series one metric may have; the SDK
+	// folds the rest into one otel.metric.overflow series.
+	CardinalityLimit int
 	// SyncTimeout bounds the wait for the informers' first sync; after it
 	// the agent runs degraded rather than exiting.
 	SyncTimeout time.Duration
@@ -98,6 +102,7 @@ func DefaultConfig() Config {
 		KillSwitchFile:     "/etc/fleetagent/control/kill-switch",
 		AdminAddress:       ":9808",
 		CollectionInterval: 30 * time.Second,
+		CardinalityLimit:   exporter.DefaultCardinalityLimit,
 		SyncTimeout:        2 * time.Minute,
 		ShutdownTimeout:    20 * time.Second,
 		// Two minutes: at the default 30s interval, the start-up probe and
@@ -220,7 +225,26 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		"/readyz fails until a kubelet scrape has succeeded, for at most this long after the collectors start; then the agent is ready but degraded"})
 	str(&cfg.KillSwitchFile, flagSpec{"kill-switch-file", "FLEETAGENT_KILL_SWITCH_FILE", "file that, when present with content other than off/false/0/empty, stops all apiserver traffic; empty disables the switch"})
 	str(&cfg.AdminAddress, flagSpec{"admin-address", "FLEETAGENT_ADMIN_ADDRESS", "host:port serving /healthz, /readyz and /metrics"})
-	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics"})
+	// OTEL_METRIC_EXPORT_INTERVAL (milliseconds) is the interval when
+	// neither the flag nor FLEETAGENT_COLLECTION_INTERVAL gives one.
+	if v := getenv("OTEL_METRIC_EXPORT_INTERVAL"); v != "" && getenv("FLEETAGENT_COLLECTION_INTERVAL") == "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			errs = append(errs, fmt.Errorf("OTEL_METRIC_EXPORT_INTERVAL=%q is not a positive whole number of milliseconds: use e.g. 30000", v))
+		} else {
+			cfg.CollectionInterval = time.Duration(ms) * time.Millisecond
+		}
+	}
+	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics (default OTEL_METRIC_EXPORT_INTERVAL, then 30s)"})
+	if v := getenv("FLEETAGENT_CARDINALITY_LIMIT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLEETAGENT_CARDINALITY_LIMIT=%q is not a whole number: give the most series one metric may have", v))
+		} else {
+			cfg.CardinalityLimit = n
+		}
+	}
+	fs.IntVar(&cfg.CardinalityLimit, "cardinality-limit", cfg.CardinalityLimit, "most series one metric may have per export; more fold into one otel.metric.overflow series (env FLEETAGENT_CARDINALITY_LIMIT)")
 	dur(&cfg.SyncTimeout, flagSpec{"sync-timeout", "FLEETAGENT_SYNC_TIMEOUT", "how long to wait for the first informer sync before running degraded"})
 	dur(&cfg.ShutdownTimeout, flagSpec{"shutdown-timeout", "FLEETAGENT_SHUTDOWN_TIMEOUT", "bound on the stop sequence including the final export; keep below terminationGracePeriodSeconds"})
 	str(&cfg.InformerMode, flagSpec{"informer-mode", "FLEETAGENT_INFORMER_MODE", "list-watch (cache-served LIST then WATCH) or watch-list (streaming list)"})
@@ -302,6 +326,9 @@ func (c Config) Validate() error {
 		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 			bad("admin address %q has a bad port: use 0-65535", c.AdminAddress)
 		}
+	}
+	if c.CardinalityLimit < 1 {
+		bad("cardinality limit %d must be at least 1 (default %d: a 250-pod node with 10 containers per pod loses no series)", c.CardinalityLimit, exporter.DefaultCardinalityLimit)
 	}
 	if c.CollectionInterval < time.Second || c.CollectionInterval > time.Hour {
 		bad("collection interval %v is out of range: use between 1s and 1h (default 30s)", c.CollectionInterval)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"github.com/fleetagent/fleetagent/exporter"
 	"math"
 	"strings"
 	"testing"
@@ -221,5 +222,64 @@ func TestValidateKubeletReadyTimeout(t *testing.T) {
 	c.KubeletReadyTimeout = 0
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "kubelet ready timeout 0s must be positive") {
 		t.Fatalf("want a ready-timeout error, got %v", err)
+	}
+}
+
+// TestExportIntervalFromOTELVariable: OTEL_METRIC_EXPORT_INTERVAL (ms) sets
+// the collection interval unless --collection-interval or
+// FLEETAGENT_COLLECTION_INTERVAL does; a bad value is reported.
+func TestExportIntervalFromOTELVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+		err  string
+	}{
+		{"otel variable", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "15000"}, 15 * time.Second, ""},
+		{"flag wins", []string{"--collection-interval=10s"}, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "15000"}, 10 * time.Second, ""},
+		{"own variable wins", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "15000", "FLEETAGENT_COLLECTION_INTERVAL": "20s"}, 20 * time.Second, ""},
+		{"default", nil, nil, 30 * time.Second, ""},
+		{"bad", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "15s"}, 0, `OTEL_METRIC_EXPORT_INTERVAL="15s" is not a positive whole number of milliseconds`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := map[string]string{"NODE_NAME": "n1"}
+			for k, v := range tc.env {
+				e[k] = v
+			}
+			cfg, _, err := ParseFlags(tc.args, env(e), &bytes.Buffer{})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.CollectionInterval != tc.want {
+				t.Errorf("collection interval %v, want %v", cfg.CollectionInterval, tc.want)
+			}
+		})
+	}
+}
+
+// TestCardinalityLimitFlag: the default, the flag, the variable and a bad value.
+func TestCardinalityLimitFlag(t *testing.T) {
+	cfg, _, err := ParseFlags(nil, env(map[string]string{"NODE_NAME": "n1"}), &bytes.Buffer{})
+	if err != nil || cfg.CardinalityLimit != exporter.DefaultCardinalityLimit {
+		t.Fatalf("default %d, err %v", cfg.CardinalityLimit, err)
+	}
+	cfg, _, err = ParseFlags([]string{"--cardinality-limit=500"}, env(map[string]string{"NODE_NAME": "n1", "FLEETAGENT_CARDINALITY_LIMIT": "700"}), &bytes.Buffer{})
+	if err != nil || cfg.CardinalityLimit != 500 {
+		t.Fatalf("flag: %d, err %v", cfg.CardinalityLimit, err)
+	}
+	cfg, _, err = ParseFlags(nil, env(map[string]string{"NODE_NAME": "n1", "FLEETAGENT_CARDINALITY_LIMIT": "700"}), &bytes.Buffer{})
+	if err != nil || cfg.CardinalityLimit != 700 {
+		t.Fatalf("variable: %d, err %v", cfg.CardinalityLimit, err)
+	}
+	cfg.CardinalityLimit = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cardinality limit 0") {
+		t.Errorf("Validate(limit 0) = %v", err)
 	}
 }

@@ -74,8 +74,10 @@ const (
 	Counter
 )
 
-// Desc describes one metric.
+// Desc describes one metric; Metrics lists them all.
 type Desc struct {
+	// Source names the collector that reports it (pod, node, kubelet).
+	Source      string
 	Name        string
 	Unit        string
 	Description string

@@ -507,18 +507,75 @@ func (d describing) Name() string                            { return "describin
 func (d describing) Describe() []*Desc                       { return []*Desc{d.d} }
 func (d describing) Collect(context.Context, Recorder) error { return nil }
 
-// TestReadmeListsEveryMetric keeps the README's metric table honest.
-func TestReadmeListsEveryMetric(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+// TestMetricsTableIsComplete: the collectors describe exactly the metrics
+// of Metrics, each from the collector its Source names.
+func TestMetricsTableIsComplete(t *testing.T) {
+	inTable := map[*Desc]bool{}
+	for _, d := range Metrics {
+		if inTable[d] {
+			t.Errorf("%s listed twice in Metrics", d.Name)
+		}
+		inTable[d] = true
+	}
+	described := map[*Desc]bool{}
+	for _, c := range []Collector{NewPodCollector(nil, Config{}), NewNodeCollector(nil), NewKubeletCollector(nil, nil, Config{})} {
+		for _, d := range c.Describe() {
+			described[d] = true
+			if !inTable[d] {
+				t.Errorf("collector %s describes %s, which is not in Metrics", c.Name(), d.Name)
+			}
+			if d.Source != c.Name() {
+				t.Errorf("%s: Source %q, described by collector %s", d.Name, d.Source, c.Name())
+			}
+		}
+	}
+	for _, d := range Metrics {
+		if !described[d] {
+			t.Errorf("%s is in Metrics but no collector describes it", d.Name)
+		}
+	}
+}
+
+const (
+	tableStart = "<!-- metric table: generated from collector.Metrics by go test ./collector -update -->"
+	tableEnd   = "<!-- end of metric table -->"
+)
+
+// metricTable renders Metrics as the README's markdown table.
+func metricTable() string {
+	var b strings.Builder
+	b.WriteString("| collector | name | unit | instrument | description |\n|---|---|---|---|---|\n")
+	for _, d := range Metrics {
+		kind := map[Kind]string{Gauge: "gauge", UpDownCounter: "updowncounter", Counter: "counter"}[d.Kind]
+		num := "int"
+		if d.Float {
+			num = "double"
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | `%s` | %s %s | %s |\n", d.Source, d.Name, d.Unit, kind, num, d.Description)
+	}
+	return b.String()
+}
+
+// TestReadmeMetricTable keeps the README's metric table the one generated
+// from Metrics (go test ./collector -update rewrites it).
+func TestReadmeMetricTable(t *testing.T) {
+	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []Collector{NewPodCollector(nil, Config{}), NewNodeCollector(nil), NewKubeletCollector(nil, nil, Config{})} {
-		for _, d := range c.Describe() {
-			row := fmt.Sprintf("| %s | `%s` | `%s` |", c.Name(), d.Name, d.Unit)
-			if !strings.Contains(string(readme), row) {
-				t.Errorf("README.md has no row starting %q", row)
-			}
+	readme := string(b)
+	i, j := strings.Index(readme, tableStart), strings.Index(readme, tableEnd)
+	if i < 0 || j < i {
+		t.Fatalf("README.md lacks the markers %q ... %q", tableStart, tableEnd)
+	}
+	want := readme[:i] + tableStart + "\n" + metricTable() + readme[j:]
+	if *update {
+		if err := os.WriteFile("README.md", []byte(want), 0o644); err != nil {
+			t.Fatal(err)
 		}
+		return
+	}
+	if readme != want {
+		t.Errorf("README.md's metric table is not the one generated from collector.Metrics (run go test ./collector -update):\n%s", diff(readme[i:j], want[i:strings.Index(want, tableEnd)]))
 	}
 }

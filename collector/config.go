@@ -86,7 +86,10 @@ func newPodAttributer(cfg Config) *podAttributer {
 // WorkloadAttributes returns k8s.deployment.name, k8s.replicaset.name,
 // k8s.statefulset.name, k8s.daemonset.name, k8s.job.name and
 // k8s.cronjob.name for pod, derived from its owner reference and labels by
-// WorkloadOf (never by reading the owners from the apiserver).
+// WorkloadOf (never by reading the owners from the apiserver), and the uid
+// of the controller owner itself (k8s.replicaset.uid, k8s.statefulset.uid,
+// k8s.daemonset.uid or k8s.job.uid; the uid of a Deployment or CronJob is
+// not on the pod).
 // Names that do not apply are left out.
 func WorkloadAttributes(pod *corev1.Pod) map[string]string {
 	w := WorkloadOf(pod)
@@ -101,6 +104,11 @@ func WorkloadAttributes(pod *corev1.Pod) map[string]string {
 	} {
 		if v != "" {
 			out[k] = v
+		}
+	}
+	if owner := controllerOf(pod.OwnerReferences); owner != nil && owner.UID != "" {
+		if k, ok := ownerUIDKeys[owner.Kind]; ok {
+			out[k] = string(owner.UID)
 		}
 	}
 	return out

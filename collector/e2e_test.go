@@ -83,7 +83,7 @@ func TestEndToEnd(t *testing.T) {
 	defer func() { _ = recv.Shutdown(context.Background()) }()
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=e2e")
-	prov, err := exporter.New(ctx, exporter.Config{NodeName: "node-1", Interval: time.Hour})
+	prov, err := exporter.New(ctx, exporter.Config{NodeName: "node-1", Interval: time.Hour, EntityKeys: IsResourceAttribute, SchemaURL: SchemaURL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +168,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	after := recv.Last()
 	for _, p := range after {
-		if p.Attrs["k8s.pod.name"] == "web-5d8f7c6b9-abcde" {
-			t.Errorf("deleted pod still exported: %s %v", p.Metric, p.Attrs)
+		if p.Get("k8s.pod.name") == "web-5d8f7c6b9-abcde" {
+			t.Errorf("deleted pod still exported: %s %v", p.Metric, p.All())
 		}
 	}
 	if len(otlpreceiver.Find(after, "k8s.pod.cpu.usage", map[string]string{"k8s.pod.name": "postgres-0"})) != 1 {

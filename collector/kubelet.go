@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -12,6 +13,19 @@ type kubeletCollector struct {
 	client *KubeletClient
 	state  KubeState // optional: adds workload and label attributes
 	attrs  *podAttributer
+
+	// known is the last pod object the informers held for each pod uid of
+	// the last summary: while the state is stale (kill switch, apiserver
+	// unreachable) a pod keeps the workload, label and container attributes
+	// it had, so its series keep their identity through the incident. A pod's
+	// owner and name never change during its life; its labels may, and
+	// take effect once the state is fresh again.
+	mu    sync.Mutex
+	known map[string]*corev1.Pod
+	// last and lastPods are the last good summary and its pods, whose
+	// counters a failed scrape observes again.
+	last     *Summary
+	lastPods map[string]*corev1.Pod
 }
 
 // NewKubeletCollector reports node, pod and container usage from the kubelet
@@ -41,17 +55,39 @@ func (c *kubeletCollector) RegisterMetrics(m metric.Meter) error { return c.clie
 func (c *kubeletCollector) Collect(ctx context.Context, r Recorder) error {
 	s, err := c.client.Summary(ctx)
 	if err != nil {
+		// The counters of the last good summary are observed again, so
+		// their series do not vanish for the failed interval: under delta
+		// temporality the SDK forgets a series' last value when a
+		// collection lacks it, and the next good scrape would then export
+		// the lifetime total as one interval's delta. Repeating a
+		// cumulative total is true (nothing is known to have been added);
+		// usage gauges are not repeated, they would claim a current value.
+		c.mu.Lock()
+		last, pods := c.last, c.lastPods
+		c.mu.Unlock()
+		if last != nil {
+			c.record(countersOnly{r}, last, pods)
+		}
 		return err
 	}
-	var pods map[string]*corev1.Pod
-	if c.state != nil && c.state.HasSynced() {
-		all := c.state.Pods()
-		pods = make(map[string]*corev1.Pod, len(all))
-		for _, p := range all {
-			pods[string(p.UID)] = p
-		}
-	}
+	pods := c.pods(s)
+	c.mu.Lock()
+	c.last, c.lastPods = s, pods
+	c.mu.Unlock()
+	c.record(r, s, pods)
+	return nil
+}
 
+// countersOnly passes on the observations of Counter instruments only.
+type countersOnly struct{ r Recorder }
+
+func (f countersOnly) Record(d *Desc, v float64, attrs ...attribute.KeyValue) {
+	if d.Kind == Counter {
+		f.r.Record(d, v, attrs...)
+	}
+}
+
+func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev1.Pod) {
 	n := s.Node
 	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, nil)
 	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, nil)
@@ -65,20 +101,52 @@ func (c *kubeletCollector) Collect(ctx context.Context, r Recorder) error {
 			attribute.String("k8s.pod.name", p.PodRef.Name),
 			attribute.String("k8s.pod.uid", p.PodRef.UID),
 		}
-		base = append(base, c.attrs.extra(pods[p.PodRef.UID])...)
+		pod := pods[p.PodRef.UID]
+		base = append(base, c.attrs.extra(pod)...)
 		recordCPU(r, p.CPU, PodCPUUsage, PodCPUTime, base)
 		recordMemory(r, p.Memory, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS, base)
 		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, base)
 		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, base)
 		for j := range p.Containers {
 			ct := &p.Containers[j]
-			ca := with(base, attribute.String("k8s.container.name", ct.Name))
+			ca := with(base, containerAttrs(pod, ct.Name)...)
 			recordCPU(r, ct.CPU, ContainerCPUUsage, ContainerCPUTime, ca)
 			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, nil, ContainerMemoryRSS, ca)
 			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ca)
 		}
 	}
-	return nil
+}
+
+// pods returns the pod object for each pod uid of s: the informers' when the
+// state is fresh, else the last one known. Uids no longer in the summary are
+// forgotten.
+func (c *kubeletCollector) pods(s *Summary) map[string]*corev1.Pod {
+	if c.state == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[string]*corev1.Pod, len(s.Pods))
+	var fresh map[string]*corev1.Pod
+	if c.state.HasSynced() {
+		all := c.state.Pods()
+		fresh = make(map[string]*corev1.Pod, len(all))
+		for _, p := range all {
+			fresh[string(p.UID)] = p
+		}
+	}
+	for i := range s.Pods {
+		uid := s.Pods[i].PodRef.UID
+		if p, ok := fresh[uid]; ok {
+			next[uid] = p
+		} else if p, ok := c.known[uid]; ok {
+			// Stale state, or a synced cache that has not seen the pod
+			// yet or has seen its deletion first: keep what was known.
+			next[uid] = p
+		}
+	}
+	c.known = next
+	return next
 }
 
 func recordCPU(r Recorder, s *CPUStats, usage, cpuTime *Desc, attrs []attribute.KeyValue) {

@@ -8,28 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Node state metrics. Allocatable names follow the OpenTelemetry semantic
-// conventions v1.43; the conventions define no capacity metrics, so capacity
-// uses the same pattern with ".capacity".
-var (
-	NodeConditionStatus = &Desc{Name: "k8s.node.condition.status", Unit: "{node}", Kind: UpDownCounter,
-		Description: "1 for the node's current status of the condition named by k8s.node.condition.type, 0 for the other statuses (true, false, unknown)."}
-	NodeCPUAllocatable = &Desc{Name: "k8s.node.cpu.allocatable", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
-		Description: "CPU cores allocatable to pods."}
-	NodeMemoryAllocatable = &Desc{Name: "k8s.node.memory.allocatable", Unit: "By", Kind: UpDownCounter,
-		Description: "Memory allocatable to pods."}
-	NodePodAllocatable = &Desc{Name: "k8s.node.pod.allocatable", Unit: "{pod}", Kind: UpDownCounter,
-		Description: "Number of pods the node can run."}
-	NodeEphemeralStorageAllocatable = &Desc{Name: "k8s.node.ephemeral_storage.allocatable", Unit: "By", Kind: UpDownCounter,
-		Description: "Ephemeral storage allocatable to pods."}
-	NodeCPUCapacity = &Desc{Name: "k8s.node.cpu.capacity", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
-		Description: "CPU cores of the node."}
-	NodeMemoryCapacity = &Desc{Name: "k8s.node.memory.capacity", Unit: "By", Kind: UpDownCounter,
-		Description: "Memory of the node."}
-	NodePodCapacity = &Desc{Name: "k8s.node.pod.capacity", Unit: "{pod}", Kind: UpDownCounter,
-		Description: "Maximum number of pods of the node."}
-)
-
 var conditionStatuses = []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown}
 
 type nodeCollector struct{ state KubeState }

@@ -7,24 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Pod and container state metrics (OpenTelemetry semantic conventions v1.43, k8s).
-var (
-	PodStatusPhase = &Desc{Name: "k8s.pod.status.phase", Unit: "{pod}", Kind: UpDownCounter,
-		Description: "Whether the pod is in the phase named by k8s.pod.status.phase (1) or not (0); every phase is reported."}
-	ContainerRestartCount = &Desc{Name: "k8s.container.restart.count", Unit: "{restart}", Kind: UpDownCounter,
-		Description: "Number of times the container has been restarted, from the pod status."}
-	ContainerReady = &Desc{Name: "k8s.container.ready", Unit: "{container}", Kind: UpDownCounter,
-		Description: "Whether the container is ready according to its readiness probe (1 = ready, 0 = not ready)."}
-	ContainerCPURequest = &Desc{Name: "k8s.container.cpu.request.desired", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
-		Description: "CPU requested by the container spec, in cores."}
-	ContainerCPULimit = &Desc{Name: "k8s.container.cpu.limit.desired", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
-		Description: "CPU limit of the container spec, in cores."}
-	ContainerMemoryRequest = &Desc{Name: "k8s.container.memory.request.desired", Unit: "By", Kind: UpDownCounter,
-		Description: "Memory requested by the container spec."}
-	ContainerMemoryLimit = &Desc{Name: "k8s.container.memory.limit.desired", Unit: "By", Kind: UpDownCounter,
-		Description: "Memory limit of the container spec."}
-)
-
 var podPhases = []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown}
 
 type podCollector struct {
@@ -64,7 +46,7 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 			statuses[st.Name] = st
 		}
 		for _, ctr := range pod.Spec.Containers {
-			ca := with(base, attribute.String("k8s.container.name", ctr.Name))
+			ca := with(base, containerAttrs(pod, ctr.Name)...)
 			if st, ok := statuses[ctr.Name]; ok {
 				r.Record(ContainerRestartCount, float64(st.RestartCount), ca...)
 				r.Record(ContainerReady, b2f(st.Ready), ca...)

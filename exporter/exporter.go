@@ -10,6 +10,46 @@
 // OTEL_METRIC_EXPORT_TIMEOUT unless Config sets them; the resource from
 // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME plus k8s.node.name.
 //
+// # One resource per entity, one request per interval
+//
+// The product provider (Config.EntityKeys set) exports one OTLP Resource per
+// node, pod, container and volume, all in the one export request of each
+// interval. The SDK's exporters take one metricdata.ResourceMetrics per
+// Export and send one request for it, and a MeterProvider has one resource;
+// one provider or one Export per pod would be one request per pod (the
+// gateway sees hundreds per node per interval) and one SDK pipeline per pod.
+// So the collectors record entity attributes on the points of one provider,
+// and the request the SDK exporter has built is regrouped just before it goes
+// out: a gRPC unary interceptor (otlpmetricgrpc.WithDialOption) or an HTTP
+// RoundTripper (otlpmetrichttp.WithHTTPClient) moves the entity attributes of
+// each point onto a Resource of its own (go.opentelemetry.io/proto/otlp
+// types, already linked by the exporters). Everything else stays the SDK's:
+// aggregation, temporality, cardinality limits, the metricdata-to-protobuf
+// transform, OTEL_EXPORTER_OTLP_* handling, compression, retries and
+// partial-success handling. The one thing the HTTP path reads itself is the
+// TLS configuration (OTEL_EXPORTER_OTLP_CERTIFICATE, _CLIENT_CERTIFICATE,
+// _CLIENT_KEY) and _TIMEOUT, which the HTTP exporter applies only to a client
+// of its own (TestSplitHTTPOverTLS). The alternatives were worse: the
+// Collector's pdata brings the Collector's module graph and its own exporter
+// with its own configuration; encoding the request by hand repeats the SDK's
+// transform. The cost is a second pass over the request: on HTTP a decode,
+// regroup and re-encode (and gzip again) of the body per attempt; on gRPC a
+// regroup of the message, kept across retries. Figures are in the README
+// (BenchmarkCollectExport).
+//
+// Over gRPC, a request above 3 MiB goes out as a few requests of whole
+// resources each under it, because gRPC servers (the Collector's OTLP
+// receiver among them) refuse messages above 4 MiB by default, and one node
+// at 250 pods of 10 containers needs about 4.7 MB; a retry resends only the
+// parts not yet accepted (TestNothingLostAt250Pods, TestGRPCPartsRetriedOnce).
+// HTTP requests are not split (the Collector accepts 20 MiB bodies by
+// default).
+//
+// Product resources carry no service.* or telemetry.sdk.* attributes: those
+// describe the agent, whose own metrics are exported by a provider without
+// EntityKeys, on one resource with service.name, service.instance.id (the
+// node name: one agent per node) and service.version.
+//
 // Memory stays bounded while the collector is down: the agent's instruments
 // are asynchronous, so each export collects current state afresh and a failed
 // export is dropped after its bounded retries rather than queued.
@@ -34,6 +74,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
+	"google.golang.org/grpc"
 )
 
 // Protocols accepted in Config.Protocol and the OTEL_*_PROTOCOL variables.
@@ -89,13 +130,37 @@ type Config struct {
 	Logger *slog.Logger
 	// Getenv reads the protocol variables (default os.Getenv).
 	Getenv func(string) string
+	// EntityKeys, when set, marks the data-point attribute keys that
+	// identify an entity (collector.IsResourceAttribute): each export
+	// request then carries one Resource per entity (see the package
+	// documentation), and the provider's own resource is the node's, with
+	// no service.* or telemetry.sdk.* attributes, which describe the agent
+	// and stay on the self-metrics' resource.
+	EntityKeys func(key string) bool
+	// CardinalityLimit is the most series one instrument may have per
+	// collection (the SDK folds the rest into one series with
+	// otel.metric.overflow=true); 0 means DefaultCardinalityLimit.
+	CardinalityLimit int
+	// SchemaURL is the resource's schema URL (the semantic conventions the
+	// metric and attribute names follow); empty: none.
+	SchemaURL string
 }
+
+// DefaultCardinalityLimit is the default Config.CardinalityLimit: a node at
+// 250 pods with 10 containers each has 2,500 series of each container
+// metric and 1,250 of k8s.pod.status.phase, which the SDK's default (2,000)
+// would fold; this leaves room for 4 times that (TestNothingLostAt250Pods).
+// The limit caps memory; it does not reserve it.
+const DefaultCardinalityLimit = 10000
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Protocol != "" && c.Protocol != ProtocolGRPC && c.Protocol != ProtocolHTTPProtobuf {
 		errs = append(errs, fmt.Errorf("exporter: protocol %q is not supported; use grpc or http/protobuf", c.Protocol))
+	}
+	if c.CardinalityLimit < 0 {
+		errs = append(errs, fmt.Errorf("exporter: cardinality limit %d must not be negative", c.CardinalityLimit))
 	}
 	if c.Interval < 0 || c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("exporter: interval %v and timeout %v must not be negative", c.Interval, c.Timeout))
@@ -155,17 +220,33 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	retry.InitialInterval = orDefault(retry.InitialInterval, time.Second)
 	retry.MaxInterval = orDefault(retry.MaxInterval, 10*time.Second)
 	retry.MaxElapsedTime = orDefault(retry.MaxElapsedTime, 20*time.Second)
+	var split *splitter
+	if cfg.EntityKeys != nil {
+		split = &splitter{isEntity: cfg.EntityKeys}
+	}
 	switch protocol {
 	case ProtocolGRPC:
-		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{
+		opts := []otlpmetricgrpc.Option{otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{
 			Enabled: !retry.Disabled, InitialInterval: retry.InitialInterval,
 			MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
-		}))
+		})}
+		if split != nil {
+			opts = append(opts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(split.unaryInterceptor)))
+		}
+		exp, err = otlpmetricgrpc.New(ctx, opts...)
 	case ProtocolHTTPProtobuf:
-		exp, err = otlpmetrichttp.New(ctx, otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{
+		opts := []otlpmetrichttp.Option{otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{
 			Enabled: !retry.Disabled, InitialInterval: retry.InitialInterval,
 			MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
-		}))
+		})}
+		if split != nil {
+			hc, herr := httpClient(split, getenv)
+			if herr != nil {
+				return nil, herr
+			}
+			opts = append(opts, otlpmetrichttp.WithHTTPClient(hc))
+		}
+		exp, err = otlpmetrichttp.New(ctx, opts...)
 	default:
 		return nil, fmt.Errorf("exporter: protocol %q (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL) is not supported; use grpc or http/protobuf", protocol)
 	}
@@ -186,21 +267,41 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if cfg.Timeout > 0 {
 		ropts = append(ropts, sdkmetric.WithTimeout(cfg.Timeout))
 	}
-	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(sdkmetric.NewPeriodicReader(ce, ropts...))}
+	limit := cfg.CardinalityLimit
+	if limit == 0 {
+		limit = DefaultCardinalityLimit
+	}
+	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithCardinalityLimit(limit),
+		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(ce, ropts...))}
 	for _, r := range cfg.Readers {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}
 	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), exp: ce, protocol: protocol}, nil
 }
 
+// newResource is the agent's resource (service.name, service.instance.id,
+// service.version, telemetry.sdk.*, OTEL_RESOURCE_ATTRIBUTES and
+// k8s.node.name), or, with cfg.EntityKeys, the node's: only
+// OTEL_RESOURCE_ATTRIBUTES (such as k8s.cluster.name) and k8s.node.name.
 func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
-	defaults := []attribute.KeyValue{attribute.String("service.name", firstNonEmpty(cfg.ServiceName, "fleetagent"))}
-	if cfg.ServiceVersion != "" {
-		defaults = append(defaults, attribute.String("service.version", cfg.ServiceVersion))
+	var defaults []attribute.KeyValue
+	if cfg.EntityKeys == nil {
+		defaults = append(defaults, attribute.String("service.name", firstNonEmpty(cfg.ServiceName, "fleetagent")))
+		if cfg.ServiceVersion != "" {
+			defaults = append(defaults, attribute.String("service.version", cfg.ServiceVersion))
+		}
+		if cfg.NodeName != "" {
+			// One agent per node: the node names the instance.
+			defaults = append(defaults, attribute.String("service.instance.id", cfg.NodeName))
+		}
 	}
 	// Later options override earlier ones: the environment overrides the
 	// defaults, and the node name from the downward API is authoritative.
-	opts := []resource.Option{resource.WithAttributes(defaults...), resource.WithTelemetrySDK(), resource.WithFromEnv()}
+	opts := []resource.Option{resource.WithSchemaURL(cfg.SchemaURL), resource.WithAttributes(defaults...)}
+	if cfg.EntityKeys == nil {
+		opts = append(opts, resource.WithTelemetrySDK())
+	}
+	opts = append(opts, resource.WithFromEnv())
 	if cfg.NodeName != "" {
 		opts = append(opts, resource.WithAttributes(attribute.String("k8s.node.name", cfg.NodeName)))
 	}

@@ -87,6 +87,8 @@ func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)
 	t.Cleanup(k.Close)
 
 	cfg.NodeName = "node-1"
+	cfg.EntityKeys = collector.IsResourceAttribute // the product provider, as the agent builds it
+	cfg.SchemaURL = collector.SchemaURL
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Hour
 	}
@@ -157,10 +159,14 @@ func TestExportArrives(t *testing.T) {
 				t.Errorf("k8s.pod.cpu.usage = %+v, want gauge {cpu} 0.017349508", p)
 			}
 			for k, v := range map[string]string{"k8s.node.name": "node-1", "k8s.cluster.name": "test-cluster",
-				"deployment.environment.name": "ci", "service.name": "fleetagent", "telemetry.sdk.language": "go"} {
+				"deployment.environment.name": "ci", "k8s.pod.name": "web-5d8f7c6b9-abcde", "k8s.deployment.name": "web",
+				"service.name": "", "telemetry.sdk.language": ""} {
 				if p.Resource[k] != v {
 					t.Errorf("resource %s = %q, want %q (resource %v)", k, p.Resource[k], v, p.Resource)
 				}
+			}
+			if len(p.Attrs) != 0 {
+				t.Errorf("k8s.pod.cpu.usage point attributes %v, want none: the pod is the resource", p.Attrs)
 			}
 			p = one(t, pts, "k8s.pod.memory.working_set", web)
 			if p.Unit != "By" || p.Value != 41943040+50331648 {
@@ -230,12 +236,14 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 	}
 }
 
+// countMatching counts the points whose attributes, or their resource's,
+// include match.
 func countMatching(pts []otlpreceiver.Point, match map[string]string) int {
 	n := 0
 	for _, p := range pts {
 		ok := true
 		for k, v := range match {
-			if p.Attrs[k] != v {
+			if p.Get(k) != v {
 				ok = false
 			}
 		}

@@ -123,3 +123,20 @@ func (s *State) Grow(n int) {
 func New(pods []*corev1.Pod, node *corev1.Node) *State {
 	return &State{pods: append([]*corev1.Pod(nil), pods...), node: node}
 }
+
+// UpdatePod replaces the pod named name by a copy changed by f, as an
+// informer replaces an object on a watch event (the old object is never
+// modified). It reports whether the pod was there.
+func (s *State) UpdatePod(name string, f func(*corev1.Pod)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.pods {
+		if p.Name == name {
+			c := p.DeepCopy()
+			f(c)
+			s.pods[i] = c
+			return true
+		}
+	}
+	return false
+}

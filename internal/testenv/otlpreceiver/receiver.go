@@ -9,6 +9,7 @@ package otlpreceiver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,9 @@ type Options struct {
 	// GRPCAddr and HTTPAddr are the listen addresses; empty means
 	// 127.0.0.1:0 (a free loopback port).
 	GRPCAddr, HTTPAddr string
+	// HTTPTLS, when set, makes the HTTP endpoint https with this
+	// configuration (exports go to https://<addr>/v1/metrics).
+	HTTPTLS *tls.Config
 }
 
 // Failure tells the receiver to refuse export requests.
@@ -71,19 +75,46 @@ type Point struct {
 	Monotonic  bool
 	Cumulative bool
 	Resource   map[string]string
-	Scope      string
-	Attrs      map[string]string
+	// SchemaURL is the resource's schema URL.
+	SchemaURL string
+	Scope     string
+	Attrs     map[string]string
 	// Value holds the gauge/sum value (ints converted) or the histogram sum.
 	Value float64
 	// Count is the histogram count (0 for gauges and sums).
 	Count uint64
+	// StartTime is the point's start time in Unix nanoseconds (0 when
+	// unset, as for gauges).
+	StartTime uint64
+}
+
+// Get returns the point's attribute k, or its resource's.
+func (p Point) Get(k string) string {
+	if v, ok := p.Attrs[k]; ok {
+		return v
+	}
+	return p.Resource[k]
+}
+
+// All returns the resource's attributes and the point's in one map.
+func (p Point) All() map[string]string {
+	m := make(map[string]string, len(p.Resource)+len(p.Attrs))
+	for k, v := range p.Resource {
+		m[k] = v
+	}
+	for k, v := range p.Attrs {
+		m[k] = v
+	}
+	return m
 }
 
 // Export is one request as it arrived.
 type Export struct {
 	Protocol string // "grpc" or "http"
-	Points   []Point
-	Received time.Time
+	// Resources is the number of ResourceMetrics in the request.
+	Resources int
+	Points    []Point
+	Received  time.Time
 }
 
 // Stats is a snapshot of what the receiver has seen.
@@ -158,6 +189,9 @@ func (r *Receiver) Up() error {
 		return fmt.Errorf("otlpreceiver: listen HTTP on %s: %w", r.httpAddr, err)
 	}
 	r.grpcAddr, r.httpAddr = gl.Addr().String(), hl.Addr().String()
+	if r.opts.HTTPTLS != nil {
+		hl = tls.NewListener(hl, r.opts.HTTPTLS)
+	}
 
 	r.grpcSrv = grpc.NewServer()
 	colmetricpb.RegisterMetricsServiceServer(r.grpcSrv, &grpcService{r: r})
@@ -268,8 +302,8 @@ func (r *Receiver) signal() {
 	}
 }
 
-// Find returns the points named metric whose attributes include every
-// key=value of match.
+// Find returns the points named metric whose attributes, or their
+// resource's, include every key=value of match.
 func Find(points []Point, metric string, match map[string]string) []Point {
 	var out []Point
 	for _, p := range points {
@@ -278,7 +312,7 @@ func Find(points []Point, metric string, match map[string]string) []Point {
 		}
 		ok := true
 		for k, v := range match {
-			if p.Attrs[k] != v {
+			if p.Get(k) != v {
 				ok = false
 				break
 			}
@@ -330,7 +364,7 @@ func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
 func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsServiceRequest) {
 	pts := Flatten(req)
 	r.mu.Lock()
-	r.exports = append(r.exports, Export{Protocol: protocol, Points: pts, Received: time.Now()})
+	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Points: pts, Received: time.Now()})
 	if len(r.exports) > r.maxKeep {
 		r.exports = r.exports[len(r.exports)-r.maxKeep:]
 	}
@@ -345,14 +379,19 @@ func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsService
 
 func summaryLine(protocol string, req *colmetricpb.ExportMetricsServiceRequest, pts []Point) string {
 	var res []string
+	seen := map[string]bool{}
 	for _, rm := range req.GetResourceMetrics() {
 		for _, kv := range rm.GetResource().GetAttributes() {
 			if kv.GetKey() == "k8s.node.name" || kv.GetKey() == "service.name" {
-				res = append(res, kv.GetKey()+"="+anyString(kv.GetValue()))
+				s := kv.GetKey() + "=" + anyString(kv.GetValue())
+				if !seen[s] {
+					seen[s] = true
+					res = append(res, s)
+				}
 			}
 		}
 	}
-	return fmt.Sprintf("otlp %s export: %d points, %d metrics, resource %s", protocol, len(pts), len(MetricNames(pts)), strings.Join(res, ","))
+	return fmt.Sprintf("otlp %s export: %d points, %d metrics, %d resources, resource %s", protocol, len(pts), len(MetricNames(pts)), len(req.GetResourceMetrics()), strings.Join(res, ","))
 }
 
 type grpcService struct {
@@ -425,7 +464,7 @@ func Flatten(req *colmetricpb.ExportMetricsServiceRequest) []Point {
 		for _, sm := range rm.GetScopeMetrics() {
 			scope := sm.GetScope().GetName()
 			for _, m := range sm.GetMetrics() {
-				base := Point{Metric: m.GetName(), Unit: m.GetUnit(), Description: m.GetDescription(), Resource: res, Scope: scope}
+				base := Point{Metric: m.GetName(), Unit: m.GetUnit(), Description: m.GetDescription(), Resource: res, SchemaURL: rm.GetSchemaUrl(), Scope: scope}
 				switch d := m.GetData().(type) {
 				case *metricpb.Metric_Gauge:
 					base.Type = "gauge"
@@ -474,6 +513,7 @@ func Flatten(req *colmetricpb.ExportMetricsServiceRequest) []Point {
 func numberPoint(base Point, dp *metricpb.NumberDataPoint) Point {
 	p := base
 	p.Attrs = attrMap(dp.GetAttributes())
+	p.StartTime = dp.GetStartTimeUnixNano()
 	switch v := dp.GetValue().(type) {
 	case *metricpb.NumberDataPoint_AsInt:
 		p.Value = float64(v.AsInt)

@@ -128,7 +128,7 @@ func TestRecordsGRPCAndHTTP(t *testing.T) {
 	if s := r.Stats(); s.Accepted != 2 || s.Points != 4 || s.Refused != 0 {
 		t.Errorf("stats = %+v", s)
 	}
-	want := "otlp grpc export: 2 points, 2 metrics, resource k8s.node.name=n1\notlp http export: 2 points, 2 metrics, resource k8s.node.name=n1\n"
+	want := "otlp grpc export: 2 points, 2 metrics, 1 resources, resource k8s.node.name=n1\notlp http export: 2 points, 2 metrics, 1 resources, resource k8s.node.name=n1\n"
 	if summary.String() != want {
 		t.Errorf("summary lines = %q, want %q", summary.String(), want)
 	}

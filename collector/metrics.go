@@ -1,0 +1,130 @@
+package collector
+
+// SchemaURL is the OpenTelemetry schema of the metric and attribute names
+// below, set on every resource the agent exports.
+const SchemaURL = "https://opentelemetry.io/schemas/1.44.0"
+
+// The one table of every metric the collectors report: name, unit,
+// instrument and description, following the OpenTelemetry semantic
+// conventions v1.44.0 (model/k8s/metrics.yaml, model/container/metrics.yaml)
+// where they define the metric. The README tables are generated from it
+// (go test ./collector -update) and checked against it
+// (TestReadmeMetricTable); TestMetricsTableIsComplete checks every
+// collector describes only metrics of the table, and every metric of the
+// table is described by its collector.
+//
+// Deviations from the conventions, on purpose: k8s.node.{cpu,memory,pod}.capacity
+// have no convention (they follow the allocatable pattern).
+var (
+	// Pod and container state, from the informer view of this node's pods.
+	PodStatusPhase = &Desc{Source: "pod", Name: "k8s.pod.status.phase", Unit: "{pod}", Kind: UpDownCounter,
+		Description: "Whether the pod is in the phase named by k8s.pod.status.phase (1) or not (0); every phase is reported."}
+	ContainerRestartCount = &Desc{Source: "pod", Name: "k8s.container.restart.count", Unit: "{restart}", Kind: UpDownCounter,
+		Description: "Number of times the container has been restarted, from the pod status."}
+	ContainerReady = &Desc{Source: "pod", Name: "k8s.container.ready", Unit: "{container}", Kind: UpDownCounter,
+		Description: "Whether the container is ready according to its readiness probe (1 = ready, 0 = not ready)."}
+	ContainerCPURequest = &Desc{Source: "pod", Name: "k8s.container.cpu.request.desired", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
+		Description: "CPU requested by the container spec, in cores."}
+	ContainerCPULimit = &Desc{Source: "pod", Name: "k8s.container.cpu.limit.desired", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
+		Description: "CPU limit of the container spec, in cores."}
+	ContainerMemoryRequest = &Desc{Source: "pod", Name: "k8s.container.memory.request.desired", Unit: "By", Kind: UpDownCounter,
+		Description: "Memory requested by the container spec."}
+	ContainerMemoryLimit = &Desc{Source: "pod", Name: "k8s.container.memory.limit.desired", Unit: "By", Kind: UpDownCounter,
+		Description: "Memory limit of the container spec."}
+
+	// Node state, from the informer view of this node's Node.
+	NodeConditionStatus = &Desc{Source: "node", Name: "k8s.node.condition.status", Unit: "{node}", Kind: UpDownCounter,
+		Description: "1 for the node's current status of the condition named by k8s.node.condition.type, 0 for the other statuses (true, false, unknown)."}
+	NodeCPUAllocatable = &Desc{Source: "node", Name: "k8s.node.cpu.allocatable", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
+		Description: "CPU cores allocatable to pods."}
+	NodeMemoryAllocatable = &Desc{Source: "node", Name: "k8s.node.memory.allocatable", Unit: "By", Kind: UpDownCounter,
+		Description: "Memory allocatable to pods."}
+	NodePodAllocatable = &Desc{Source: "node", Name: "k8s.node.pod.allocatable", Unit: "{pod}", Kind: UpDownCounter,
+		Description: "Number of pods the node can run."}
+	NodeEphemeralStorageAllocatable = &Desc{Source: "node", Name: "k8s.node.ephemeral_storage.allocatable", Unit: "By", Kind: UpDownCounter,
+		Description: "Ephemeral storage allocatable to pods."}
+	NodeCPUCapacity = &Desc{Source: "node", Name: "k8s.node.cpu.capacity", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
+		Description: "CPU cores of the node."}
+	NodeMemoryCapacity = &Desc{Source: "node", Name: "k8s.node.memory.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Memory of the node."}
+	NodePodCapacity = &Desc{Source: "node", Name: "k8s.node.pod.capacity", Unit: "{pod}", Kind: UpDownCounter,
+		Description: "Maximum number of pods of the node."}
+
+	// Usage, from the kubelet summary API.
+	NodeCPUUsage = &Desc{Source: "kubelet", Name: "k8s.node.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
+		Description: "Node CPU usage in cores, averaged over the kubelet's sample window."}
+	NodeCPUTime = &Desc{Source: "kubelet", Name: "k8s.node.cpu.time", Unit: "s", Kind: Counter, Float: true,
+		Description: "Total CPU time consumed by the node."}
+	NodeMemoryUsage = &Desc{Source: "kubelet", Name: "k8s.node.memory.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Node memory in use, including page cache."}
+	NodeMemoryWorkingSet = &Desc{Source: "kubelet", Name: "k8s.node.memory.working_set", Unit: "By", Kind: UpDownCounter,
+		Description: "Node memory working set (usage minus inactive file cache)."}
+	NodeMemoryAvailable = &Desc{Source: "kubelet", Name: "k8s.node.memory.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Node memory available."}
+	NodeMemoryRSS = &Desc{Source: "kubelet", Name: "k8s.node.memory.rss", Unit: "By", Kind: UpDownCounter,
+		Description: "Node anonymous and swap cache memory."}
+	NodeNetworkIO = &Desc{Source: "kubelet", Name: "k8s.node.network.io", Unit: "By", Kind: Counter,
+		Description: "Node network bytes by interface and direction."}
+	NodeNetworkErrors = &Desc{Source: "kubelet", Name: "k8s.node.network.errors", Unit: "{error}", Kind: Counter,
+		Description: "Node network errors by interface and direction."}
+	NodeFilesystemUsage = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes used on the node's root filesystem."}
+	NodeFilesystemCapacity = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the node's root filesystem."}
+	NodeFilesystemAvailable = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the node's root filesystem."}
+
+	PodCPUUsage = &Desc{Source: "kubelet", Name: "k8s.pod.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
+		Description: "Pod CPU usage in cores."}
+	PodCPUTime = &Desc{Source: "kubelet", Name: "k8s.pod.cpu.time", Unit: "s", Kind: Counter, Float: true,
+		Description: "Total CPU time consumed by the pod."}
+	PodMemoryUsage = &Desc{Source: "kubelet", Name: "k8s.pod.memory.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod memory in use, including page cache."}
+	PodMemoryWorkingSet = &Desc{Source: "kubelet", Name: "k8s.pod.memory.working_set", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod memory working set."}
+	PodMemoryAvailable = &Desc{Source: "kubelet", Name: "k8s.pod.memory.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod memory available before its limit."}
+	PodMemoryRSS = &Desc{Source: "kubelet", Name: "k8s.pod.memory.rss", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod anonymous and swap cache memory."}
+	PodNetworkIO = &Desc{Source: "kubelet", Name: "k8s.pod.network.io", Unit: "By", Kind: Counter,
+		Description: "Pod network bytes by interface and direction."}
+	PodNetworkErrors = &Desc{Source: "kubelet", Name: "k8s.pod.network.errors", Unit: "{error}", Kind: Counter,
+		Description: "Pod network errors by interface and direction."}
+	PodFilesystemUsage = &Desc{Source: "kubelet", Name: "k8s.pod.filesystem.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Pod ephemeral storage used (container rootfs, logs and emptyDir volumes)."}
+	PodFilesystemCapacity = &Desc{Source: "kubelet", Name: "k8s.pod.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the filesystem holding the pod's ephemeral storage."}
+	PodFilesystemAvailable = &Desc{Source: "kubelet", Name: "k8s.pod.filesystem.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the filesystem holding the pod's ephemeral storage."}
+
+	ContainerCPUUsage = &Desc{Source: "kubelet", Name: "container.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
+		Description: "Container CPU usage in cores."}
+	ContainerCPUTime = &Desc{Source: "kubelet", Name: "container.cpu.time", Unit: "s", Kind: Counter, Float: true,
+		Description: "Total CPU time consumed by the container."}
+	ContainerMemoryUsage = &Desc{Source: "kubelet", Name: "container.memory.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Container memory in use, including page cache."}
+	ContainerMemoryWorkingSet = &Desc{Source: "kubelet", Name: "container.memory.working_set", Unit: "By", Kind: UpDownCounter,
+		Description: "Container memory working set."}
+	ContainerMemoryRSS = &Desc{Source: "kubelet", Name: "container.memory.rss", Unit: "By", Kind: UpDownCounter,
+		Description: "Container anonymous and swap cache memory."}
+	ContainerFilesystemUsage = &Desc{Source: "kubelet", Name: "container.filesystem.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes used by the container's writable layer."}
+	ContainerFilesystemCapacity = &Desc{Source: "kubelet", Name: "container.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the filesystem holding the container's writable layer."}
+	ContainerFilesystemAvailable = &Desc{Source: "kubelet", Name: "container.filesystem.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the filesystem holding the container's writable layer."}
+)
+
+// Metrics lists every metric, in the order of the README table.
+var Metrics = []*Desc{
+	PodStatusPhase, ContainerRestartCount, ContainerReady,
+	ContainerCPURequest, ContainerCPULimit, ContainerMemoryRequest, ContainerMemoryLimit,
+	NodeConditionStatus, NodeCPUAllocatable, NodeMemoryAllocatable, NodePodAllocatable,
+	NodeEphemeralStorageAllocatable, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity,
+	NodeCPUUsage, NodeCPUTime, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS,
+	NodeNetworkIO, NodeNetworkErrors, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable,
+	PodCPUUsage, PodCPUTime, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS,
+	PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable,
+	ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
+	ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
+}

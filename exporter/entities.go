@@ -1,0 +1,369 @@
+package exporter
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// splitter turns the one ResourceMetrics the SDK exporter puts into an
+// export request into one ResourceMetrics per entity: every data point whose
+// attributes include entity attributes (isEntity) moves, without them, under
+// a Resource made of the provider's resource attributes plus those entity
+// attributes. Points with no entity attributes stay under the provider's
+// resource. Scopes, metric names, units, descriptions, types, temporality
+// and every point field are kept; only attributes move. The result is one
+// request, however many entities; over gRPC, a request larger than
+// maxGRPCBytes goes out as a few requests each under it, whole resources
+// each.
+type splitter struct {
+	isEntity func(string) bool
+	// maxGRPCBytes bounds one gRPC request (0: maxGRPCRequest).
+	maxGRPCBytes int
+
+	// The gRPC exporter hands the same request to every retry attempt;
+	// its split, and which parts were accepted, are kept for them, so a
+	// retry resends only what was not accepted.
+	mu    sync.Mutex
+	last  *colmetricpb.ExportMetricsServiceRequest
+	parts []*colmetricpb.ExportMetricsServiceRequest
+	sent  []bool
+}
+
+// maxGRPCRequest keeps each gRPC request under the 4 MiB a gRPC server
+// (the Collector's OTLP receiver among them) accepts by default, with room
+// for framing: at 250 pods of 10 containers one node's request is about
+// 4.7 MB (TestNothingLostAt250Pods).
+const maxGRPCRequest = 3 << 20
+
+// exportMethod is the OTLP MetricsService Export method.
+const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+// unaryInterceptor splits the request the gRPC exporter sends.
+func (s *splitter) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	r, ok := req.(*colmetricpb.ExportMetricsServiceRequest)
+	if !ok || method != exportMethod {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last != r {
+		max := s.maxGRPCBytes
+		if max <= 0 {
+			max = maxGRPCRequest
+		}
+		s.last, s.parts = r, chunk(s.split(r), max)
+		s.sent = make([]bool, len(s.parts))
+	}
+	for i, part := range s.parts {
+		if s.sent[i] {
+			continue
+		}
+		if err := invoker(ctx, method, part, reply, cc, opts...); err != nil {
+			return err
+		}
+		s.sent[i] = true
+	}
+	return nil
+}
+
+// chunk splits req into requests of whole ResourceMetrics, each at most max
+// bytes unless one resource alone is larger.
+func chunk(req *colmetricpb.ExportMetricsServiceRequest, max int) []*colmetricpb.ExportMetricsServiceRequest {
+	if proto.Size(req) <= max {
+		return []*colmetricpb.ExportMetricsServiceRequest{req}
+	}
+	var out []*colmetricpb.ExportMetricsServiceRequest
+	cur, size := &colmetricpb.ExportMetricsServiceRequest{}, 0
+	for _, rm := range req.GetResourceMetrics() {
+		n := proto.Size(rm) + 8 // field tag and length
+		if size+n > max && len(cur.ResourceMetrics) > 0 {
+			out = append(out, cur)
+			cur, size = &colmetricpb.ExportMetricsServiceRequest{}, 0
+		}
+		cur.ResourceMetrics = append(cur.ResourceMetrics, rm)
+		size += n
+	}
+	return append(out, cur)
+}
+
+// roundTripper splits the request body the HTTP exporter posts (gzip
+// compressed or not) and re-encodes it the same way.
+type roundTripper struct {
+	s    *splitter
+	base http.RoundTripper
+}
+
+func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || req.Body == nil || req.Body == http.NoBody {
+		return t.base.RoundTrip(req)
+	}
+	body, err := io.ReadAll(req.Body)
+	_ = req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	gz := req.Header.Get("Content-Encoding") == "gzip"
+	raw := body
+	if gz {
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("exporter: split request: %w", err)
+		}
+		if raw, err = io.ReadAll(zr); err != nil {
+			return nil, fmt.Errorf("exporter: split request: %w", err)
+		}
+	}
+	var in colmetricpb.ExportMetricsServiceRequest
+	if err := proto.Unmarshal(raw, &in); err != nil {
+		return nil, fmt.Errorf("exporter: split request: %w", err)
+	}
+	out, err := proto.Marshal(t.s.split(&in))
+	if err != nil {
+		return nil, fmt.Errorf("exporter: split request: %w", err)
+	}
+	if gz {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		if _, err := zw.Write(out); err != nil {
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+		out = b.Bytes()
+	}
+	r2 := req.Clone(req.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(out))
+	r2.ContentLength = int64(len(out))
+	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(out)), nil }
+	return t.base.RoundTrip(r2)
+}
+
+// split returns a new request; in is not modified.
+func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetricpb.ExportMetricsServiceRequest {
+	out := &colmetricpb.ExportMetricsServiceRequest{}
+	for _, rm := range in.GetResourceMetrics() {
+		out.ResourceMetrics = append(out.ResourceMetrics, s.splitResource(rm)...)
+	}
+	return out
+}
+
+type entityGroup struct {
+	rm *metricpb.ResourceMetrics
+	// metrics maps (scope index, metric index) of the input to this
+	// group's copy.
+	metrics map[[2]int]*metricpb.Metric
+	scopes  map[int]*metricpb.ScopeMetrics
+}
+
+func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.ResourceMetrics {
+	// The SDK merges OTEL_SERVICE_NAME and any service.* of
+	// OTEL_RESOURCE_ATTRIBUTES into every provider's resource; they describe
+	// the agent, not the node, pod or container.
+	var base []*commonpb.KeyValue
+	for _, kv := range rm.GetResource().GetAttributes() {
+		if k := kv.GetKey(); !strings.HasPrefix(k, "service.") && !strings.HasPrefix(k, "telemetry.sdk.") {
+			base = append(base, kv)
+		}
+	}
+	var order []*entityGroup
+	groups := map[string]*entityGroup{}
+	var key strings.Builder
+	group := func(entity []*commonpb.KeyValue) *entityGroup {
+		key.Reset()
+		for _, kv := range entity {
+			key.WriteString(kv.GetKey())
+			key.WriteByte(0)
+			key.WriteString(kv.GetValue().GetStringValue())
+			key.WriteByte(0)
+		}
+		if g, ok := groups[key.String()]; ok {
+			return g
+		}
+		attrs := make([]*commonpb.KeyValue, 0, len(base)+len(entity))
+		attrs = append(attrs, base...)
+		attrs = append(attrs, entity...)
+		g := &entityGroup{
+			rm: &metricpb.ResourceMetrics{
+				Resource:  &resourcepb.Resource{Attributes: attrs},
+				SchemaUrl: rm.GetSchemaUrl(),
+			},
+			metrics: map[[2]int]*metricpb.Metric{},
+			scopes:  map[int]*metricpb.ScopeMetrics{},
+		}
+		groups[key.String()] = g
+		order = append(order, g)
+		return g
+	}
+	metricOf := func(g *entityGroup, si, mi int, sm *metricpb.ScopeMetrics, m *metricpb.Metric) *metricpb.Metric {
+		if c, ok := g.metrics[[2]int{si, mi}]; ok {
+			return c
+		}
+		sc, ok := g.scopes[si]
+		if !ok {
+			sc = &metricpb.ScopeMetrics{Scope: sm.GetScope(), SchemaUrl: sm.GetSchemaUrl()}
+			g.scopes[si] = sc
+			g.rm.ScopeMetrics = append(g.rm.ScopeMetrics, sc)
+		}
+		c := &metricpb.Metric{Name: m.GetName(), Description: m.GetDescription(), Unit: m.GetUnit(), Metadata: m.GetMetadata()}
+		switch d := m.GetData().(type) {
+		case *metricpb.Metric_Gauge:
+			c.Data = &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{}}
+		case *metricpb.Metric_Sum:
+			c.Data = &metricpb.Metric_Sum{Sum: &metricpb.Sum{AggregationTemporality: d.Sum.GetAggregationTemporality(), IsMonotonic: d.Sum.GetIsMonotonic()}}
+		case *metricpb.Metric_Histogram:
+			c.Data = &metricpb.Metric_Histogram{Histogram: &metricpb.Histogram{AggregationTemporality: d.Histogram.GetAggregationTemporality()}}
+		case *metricpb.Metric_ExponentialHistogram:
+			c.Data = &metricpb.Metric_ExponentialHistogram{ExponentialHistogram: &metricpb.ExponentialHistogram{AggregationTemporality: d.ExponentialHistogram.GetAggregationTemporality()}}
+		case *metricpb.Metric_Summary:
+			c.Data = &metricpb.Metric_Summary{Summary: &metricpb.Summary{}}
+		}
+		g.metrics[[2]int{si, mi}] = c
+		sc.Metrics = append(sc.Metrics, c)
+		return c
+	}
+	// partition returns the entity attributes (sorted by key) and the rest.
+	partition := func(attrs []*commonpb.KeyValue) (entity, rest []*commonpb.KeyValue) {
+		for _, kv := range attrs {
+			if s.isEntity(kv.GetKey()) {
+				entity = append(entity, kv)
+			} else {
+				rest = append(rest, kv)
+			}
+		}
+		sort.Slice(entity, func(i, j int) bool { return entity[i].GetKey() < entity[j].GetKey() })
+		return entity, rest
+	}
+	for si, sm := range rm.GetScopeMetrics() {
+		for mi, m := range sm.GetMetrics() {
+			switch d := m.GetData().(type) {
+			case *metricpb.Metric_Gauge:
+				for _, dp := range d.Gauge.GetDataPoints() {
+					entity, rest := partition(dp.GetAttributes())
+					c := metricOf(group(entity), si, mi, sm, m).GetGauge()
+					c.DataPoints = append(c.DataPoints, numberPoint(dp, rest))
+				}
+			case *metricpb.Metric_Sum:
+				for _, dp := range d.Sum.GetDataPoints() {
+					entity, rest := partition(dp.GetAttributes())
+					c := metricOf(group(entity), si, mi, sm, m).GetSum()
+					c.DataPoints = append(c.DataPoints, numberPoint(dp, rest))
+				}
+			case *metricpb.Metric_Histogram:
+				for _, dp := range d.Histogram.GetDataPoints() {
+					entity, rest := partition(dp.GetAttributes())
+					c := metricOf(group(entity), si, mi, sm, m).GetHistogram()
+					p := proto.Clone(dp).(*metricpb.HistogramDataPoint)
+					p.Attributes = rest
+					c.DataPoints = append(c.DataPoints, p)
+				}
+			case *metricpb.Metric_ExponentialHistogram:
+				for _, dp := range d.ExponentialHistogram.GetDataPoints() {
+					entity, rest := partition(dp.GetAttributes())
+					c := metricOf(group(entity), si, mi, sm, m).GetExponentialHistogram()
+					p := proto.Clone(dp).(*metricpb.ExponentialHistogramDataPoint)
+					p.Attributes = rest
+					c.DataPoints = append(c.DataPoints, p)
+				}
+			case *metricpb.Metric_Summary:
+				for _, dp := range d.Summary.GetDataPoints() {
+					entity, rest := partition(dp.GetAttributes())
+					c := metricOf(group(entity), si, mi, sm, m).GetSummary()
+					p := proto.Clone(dp).(*metricpb.SummaryDataPoint)
+					p.Attributes = rest
+					c.DataPoints = append(c.DataPoints, p)
+				}
+			}
+		}
+	}
+	out := make([]*metricpb.ResourceMetrics, 0, len(order))
+	for _, g := range order {
+		out = append(out, g.rm)
+	}
+	return out
+}
+
+func numberPoint(dp *metricpb.NumberDataPoint, attrs []*commonpb.KeyValue) *metricpb.NumberDataPoint {
+	p := &metricpb.NumberDataPoint{
+		Attributes:        attrs,
+		StartTimeUnixNano: dp.GetStartTimeUnixNano(),
+		TimeUnixNano:      dp.GetTimeUnixNano(),
+		Exemplars:         dp.GetExemplars(),
+		Flags:             dp.GetFlags(),
+	}
+	switch v := dp.GetValue().(type) {
+	case *metricpb.NumberDataPoint_AsInt:
+		p.Value = &metricpb.NumberDataPoint_AsInt{AsInt: v.AsInt}
+	case *metricpb.NumberDataPoint_AsDouble:
+		p.Value = &metricpb.NumberDataPoint_AsDouble{AsDouble: v.AsDouble}
+	}
+	return p
+}
+
+// httpClient is the client the HTTP exporter uses when requests are split:
+// the exporter builds its TLS settings from the OTEL_EXPORTER_OTLP_* variables
+// only for a client of its own, so the same variables are read here (the
+// CA certificate and the client key pair; CheckEnv reports them when they
+// do not load) and the export timeout is the client's, as it is the
+// exporter's own client's.
+func httpClient(s *splitter, getenv func(string) string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	env := func(k string) string {
+		if v := strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_METRICS_" + k)); v != "" {
+			return v
+		}
+		return strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_" + k))
+	}
+	var tcfg *tls.Config
+	if ca := env("CERTIFICATE"); ca != "" {
+		b, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("exporter: OTEL_EXPORTER_OTLP_CERTIFICATE %q: %w", ca, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("exporter: OTEL_EXPORTER_OTLP_CERTIFICATE %q holds no PEM certificate", ca)
+		}
+		tcfg = &tls.Config{RootCAs: pool}
+	}
+	if crt, key := env("CLIENT_CERTIFICATE"), env("CLIENT_KEY"); crt != "" && key != "" {
+		pair, err := tls.LoadX509KeyPair(crt, key)
+		if err != nil {
+			return nil, fmt.Errorf("exporter: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/KEY: %w", err)
+		}
+		if tcfg == nil {
+			tcfg = &tls.Config{}
+		}
+		tcfg.Certificates = []tls.Certificate{pair}
+	}
+	if tcfg != nil {
+		tcfg.MinVersion = tls.VersionTLS12
+		tr.TLSClientConfig = tcfg
+	}
+	timeout := 10 * time.Second // the exporter's default
+	if v := env("TIMEOUT"); v != "" {
+		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+			timeout = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return &http.Client{Transport: roundTripper{s: s, base: tr}, Timeout: timeout}, nil
+}

@@ -1,0 +1,262 @@
+package exporter
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/grpc"
+
+	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
+)
+
+// resourceKey renders a resource's attributes as one sortable string.
+func resourceKey(r map[string]string) string {
+	kv := make([]string, 0, len(r))
+	for k, v := range r {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
+}
+
+// TestOneRequestOneResourcePerEntity: one collection is one export request
+// over gRPC and HTTP/protobuf (gzip), holding one Resource for the node, one
+// per pod and one per container of the kubelet summary and the informer
+// state, each with the semantic-convention entity attributes; no data point
+// carries an entity attribute; the agent's service.* attributes stay off
+// these resources.
+func TestOneRequestOneResourcePerEntity(t *testing.T) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			t.Setenv("OTEL_SERVICE_NAME", "must-not-appear-on-pods")
+			e := setup(t, protocol, Config{})
+			if err := e.prov.ForceFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			exports := e.recv.Exports()
+			if len(exports) != 1 {
+				t.Fatalf("%d export requests for one collection, want 1", len(exports))
+			}
+			ex := exports[0]
+			resources := map[string]map[string]string{}
+			for _, p := range ex.Points {
+				resources[resourceKey(p.Resource)] = p.Resource
+				if p.SchemaURL != collector.SchemaURL {
+					t.Errorf("%s resource schema URL %q, want %q", p.Metric, p.SchemaURL, collector.SchemaURL)
+				}
+				for k := range p.Attrs {
+					if collector.IsResourceAttribute(k) {
+						t.Errorf("%s point carries entity attribute %s", p.Metric, k)
+					}
+				}
+			}
+			if len(resources) != ex.Resources {
+				t.Errorf("%d distinct resources among the points, %d ResourceMetrics in the request: one entity is split over several", len(resources), ex.Resources)
+			}
+			var nodes, pods, containers int
+			podsByUID := map[string]int{}
+			for _, r := range resources {
+				for _, k := range []string{"service.name", "service.instance.id", "telemetry.sdk.language"} {
+					if _, ok := r[k]; ok {
+						t.Errorf("resource %v carries the agent's %s", r, k)
+					}
+				}
+				if r["k8s.node.name"] != "node-1" || r["k8s.cluster.name"] != "test-cluster" {
+					t.Errorf("resource %v lacks k8s.node.name=node-1 or k8s.cluster.name from OTEL_RESOURCE_ATTRIBUTES", r)
+				}
+				switch {
+				case r["k8s.container.name"] != "":
+					containers++
+					if r["k8s.pod.uid"] == "" || r["k8s.pod.name"] == "" || r["k8s.namespace.name"] == "" {
+						t.Errorf("container resource %v lacks its pod", r)
+					}
+				case r["k8s.pod.uid"] != "":
+					pods++
+					podsByUID[r["k8s.pod.uid"]]++
+				default:
+					nodes++
+				}
+			}
+			// The fixture: 6 pods in the informer state (4 in the kubelet
+			// summary), 7 containers with a spec.
+			if nodes != 1 || pods != 6 || containers != 7 {
+				t.Errorf("resources: %d node, %d pod, %d container; want 1, 6, 7", nodes, pods, containers)
+			}
+			for uid, n := range podsByUID {
+				if n != 1 {
+					t.Errorf("pod %s has %d resources", uid, n)
+				}
+			}
+			nginx := map[string]string{"k8s.container.name": "nginx", "k8s.pod.name": "web-5d8f7c6b9-abcde"}
+			for _, metric := range []string{"container.cpu.time", "k8s.container.ready", "k8s.container.restart.count"} {
+				p := one(t, ex.Points, metric, nginx)
+				for k, v := range map[string]string{
+					"k8s.namespace.name": "shop", "k8s.pod.uid": "c3d4e5f6-0718-4293-a4b5-c6d7e8f90a1b",
+					"k8s.deployment.name": "web", "k8s.replicaset.name": "web-5d8f7c6b9", "k8s.replicaset.uid": "r2",
+					"k8s.pod.label.app": "web", "container.image.name": "nginx", "container.image.tag": "1.29",
+					"container.id": "77f005ca6d45fd6e0e89fe1bb69da387a126d08ab5a58040d05f16c803c2fc6b",
+				} {
+					if p.Resource[k] != v {
+						t.Errorf("%s nginx resource %s = %q, want %q", metric, k, p.Resource[k], v)
+					}
+				}
+			}
+			// kubelet and informer metrics of one pod share its resource.
+			a := one(t, ex.Points, "k8s.pod.cpu.usage", map[string]string{"k8s.pod.name": "postgres-0"})
+			b := one(t, ex.Points, "k8s.pod.status.phase", map[string]string{"k8s.pod.name": "postgres-0", "k8s.pod.status.phase": "Running"})
+			if resourceKey(a.Resource) != resourceKey(b.Resource) {
+				t.Errorf("postgres-0: kubelet resource %v, pod state resource %v", a.Resource, b.Resource)
+			}
+			if s := e.prov.Stats(); s.Exports != 1 {
+				t.Errorf("exporter stats %+v, want 1 export", s)
+			}
+		})
+	}
+}
+
+// TestAgentResourceUnsplit: a provider without EntityKeys (the agent's
+// self-metrics) exports one resource describing the agent.
+func TestAgentResourceUnsplit(t *testing.T) {
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Shutdown(context.Background())
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=c1")
+	p, err := New(context.Background(), Config{Protocol: ProtocolGRPC, Interval: time.Hour, NodeName: "n1", ServiceVersion: "v9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RegisterMetrics(p.Meter("self")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ex := recv.Exports()
+	if len(ex) != 1 || ex[0].Resources != 1 || len(ex[0].Points) == 0 {
+		t.Fatalf("exports %+v, want one request with one resource", ex)
+	}
+	got := ex[0].Points[0].Resource
+	for k, v := range map[string]string{"service.name": "fleetagent", "service.instance.id": "n1", "service.version": "v9",
+		"k8s.node.name": "n1", "k8s.cluster.name": "c1", "telemetry.sdk.language": "go"} {
+		if got[k] != v {
+			t.Errorf("agent resource %s = %q, want %q (%v)", k, got[k], v, got)
+		}
+	}
+}
+
+// TestSplitHTTPOverTLS: the HTTP exporter's client, which the split replaces,
+// still verifies the collector with OTEL_EXPORTER_OTLP_CERTIFICATE; without
+// it the export fails on the unknown authority.
+func TestSplitHTTPOverTLS(t *testing.T) {
+	ca, err := testpki.NewCA("otlp-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServingIP("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{HTTPTLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Shutdown(context.Background())
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, testpki.PEM(ca.Cert), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://"+recv.HTTPAddr())
+	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+	export := func() error {
+		p, err := New(context.Background(), Config{Protocol: ProtocolHTTPProtobuf, Interval: time.Hour, NodeName: "n1",
+			EntityKeys: collector.IsResourceAttribute, Retry: Retry{Disabled: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := p.Meter("m")
+		g, _ := m.Int64ObservableGauge("g")
+		if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			o.ObserveInt64(g, 1, metric.WithAttributes(attribute.String("k8s.pod.uid", "u1")))
+			o.ObserveInt64(g, 2, metric.WithAttributes(attribute.String("k8s.pod.uid", "u2")))
+			return nil
+		}, g); err != nil {
+			t.Fatal(err)
+		}
+		defer p.Shutdown(context.Background())
+		return p.ForceFlush(context.Background())
+	}
+	if err := export(); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("export without the CA = %v, want a certificate error", err)
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", caFile)
+	if err := export(); err != nil {
+		t.Fatalf("export with OTEL_EXPORTER_OTLP_CERTIFICATE: %v", err)
+	}
+	ex := recv.Exports()
+	// ForceFlush, then the final export of Shutdown.
+	if len(ex) != 2 || ex[0].Resources != 2 {
+		t.Fatalf("exports %+v, want requests with two pod resources each", ex)
+	}
+}
+
+// TestGRPCPartsRetriedOnce: a request split into parts by size is retried
+// from the first part not accepted; accepted parts are not sent again.
+func TestGRPCPartsRetriedOnce(t *testing.T) {
+	req := &colmetricpb.ExportMetricsServiceRequest{}
+	rm := &metricpb.ResourceMetrics{ScopeMetrics: []*metricpb.ScopeMetrics{{}}}
+	for i := 0; i < 6; i++ {
+		g := &metricpb.Gauge{}
+		for j := 0; j < 50; j++ {
+			g.DataPoints = append(g.DataPoints, &metricpb.NumberDataPoint{
+				Attributes: []*commonpb.KeyValue{{Key: "k8s.pod.uid", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("pod-%d", i)}}}},
+				Value:      &metricpb.NumberDataPoint_AsInt{AsInt: int64(j)},
+			})
+		}
+		rm.ScopeMetrics[0].Metrics = append(rm.ScopeMetrics[0].Metrics, &metricpb.Metric{Name: fmt.Sprintf("m%d", i), Data: &metricpb.Metric_Gauge{Gauge: g}})
+	}
+	req.ResourceMetrics = []*metricpb.ResourceMetrics{rm}
+	s := &splitter{isEntity: collector.IsResourceAttribute, maxGRPCBytes: 1200}
+	var sent []int
+	fail := 2
+	invoker := func(_ context.Context, _ string, r, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+		n := len(r.(*colmetricpb.ExportMetricsServiceRequest).GetResourceMetrics())
+		if len(sent) == fail {
+			fail = -1
+			return errors.New("unavailable")
+		}
+		sent = append(sent, n)
+		return nil
+	}
+	if err := s.unaryInterceptor(context.Background(), exportMethod, req, nil, nil, invoker); err == nil {
+		t.Fatal("the failing part's error was not returned")
+	}
+	first := len(sent)
+	if err := s.unaryInterceptor(context.Background(), exportMethod, req, nil, nil, invoker); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range sent {
+		total += n
+	}
+	if len(s.parts) < 3 || total != 6 || first != 2 || len(sent) != len(s.parts) {
+		t.Errorf("parts %d, sent %v (first attempt %d): want every pod resource sent exactly once", len(s.parts), sent, first)
+	}
+}
