@@ -313,7 +313,9 @@ func TestRetriesAreBounded(t *testing.T) {
 			var exportErrs []error
 			var mu sync.Mutex
 			e := setup(t, tc.protocol, Config{
-				Retry:    Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsedTime: 200 * time.Millisecond},
+				// MaxElapsedTime leaves room for a second attempt even when the first
+				// is slow (a loaded CI machine under -race took over 200 ms for it).
+				Retry:    Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsedTime: 3 * time.Second},
 				OnExport: func(err error) { mu.Lock(); exportErrs = append(exportErrs, err); mu.Unlock() },
 			})
 			e.recv.SetFailure(tc.failure)
