@@ -48,6 +48,9 @@ func NewSession(ctx context.Context, cfg Config, nodes int) (_ *Session, err err
 	}
 	cp, err := controlplane.Start(ctx, controlplane.Options{
 		Users: users, Audit: true,
+		// A loaded machine restarting an apiserver over 30,000 pods took
+		// over the harness's default 2 minutes to pass /readyz.
+		StartTimeout: 10 * time.Minute,
 		// PodSecurity admission is off: it keeps a pod informer inside the
 		// apiserver, one more loopback watcher of every churn event that
 		// costs the same at any fleet size. The apiserver's other loopback

@@ -87,8 +87,12 @@ type Stats struct {
 type Cluster struct {
 	opts   Options
 	client kubernetes.Interface
-	// randMu guards opts.Rand, which churn workers share.
+	// randMu guards opts.Rand, which churn workers share, and names.
 	randMu sync.Mutex
+	// names are the generated pod names handed out so far: a 5-character
+	// suffix collides among a few thousand pods of one base (5000 nodes'
+	// DaemonSet pods did), which the apiserver refuses as AlreadyExists.
+	names map[string]bool
 	stats  Stats
 
 	nodes      []string
@@ -270,7 +274,16 @@ func (c *Cluster) podName(s *podSlot) string {
 	default:
 		c.randMu.Lock()
 		defer c.randMu.Unlock()
-		return fmt.Sprintf("%s-%s", s.base, randSuffix(c.opts.Rand))
+		if c.names == nil {
+			c.names = map[string]bool{}
+		}
+		for {
+			name := fmt.Sprintf("%s-%s", s.base, randSuffix(c.opts.Rand))
+			if !c.names[name] {
+				c.names[name] = true
+				return name
+			}
+		}
 	}
 }
 
