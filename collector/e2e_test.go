@@ -83,7 +83,7 @@ func TestEndToEnd(t *testing.T) {
 	defer func() { _ = recv.Shutdown(context.Background()) }()
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=e2e")
-	prov, err := exporter.New(ctx, exporter.Config{NodeName: "node-1", Interval: time.Hour, EntityKeys: IsResourceAttribute, SchemaURL: SchemaURL})
+	prov, err := exporter.New(ctx, exporter.Config{NodeName: "node-1", Interval: time.Hour, EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
 	if err != nil {
 		t.Fatal(err)
 	}
