@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -141,6 +142,21 @@ func TestEndToEnd(t *testing.T) {
 	ws := otlpreceiver.Find(pts, "k8s.pod.memory.working_set", map[string]string{"k8s.pod.name": p0.PodRef.Name, "k8s.namespace.name": p0.PodRef.Namespace})
 	if len(ws) != 1 || ws[0].Unit != "By" || ws[0].Value != float64(*p0.Memory.WorkingSetBytes) {
 		t.Errorf("k8s.pod.memory.working_set for %s = %+v, want %d By", p0.PodRef.Name, ws, *p0.Memory.WorkingSetBytes)
+	}
+
+	// The kubelet serves the node's real pods (names and UIDs), so its
+	// usage joins the informers' pods by UID: every pod's kubelet series is
+	// on the same resource as its phase, workload attributes included.
+	for _, p := range want {
+		usage := otlpreceiver.Find(pts, "k8s.pod.cpu.usage", map[string]string{"k8s.pod.uid": string(p.UID)})
+		phase := otlpreceiver.Find(pts, "k8s.pod.status.phase", map[string]string{"k8s.pod.uid": string(p.UID), "k8s.pod.status.phase": "Running"})
+		if len(usage) != 1 || len(phase) != 1 {
+			t.Errorf("pod %s: %d kubelet usage and %d phase points, want 1 each", p.Name, len(usage), len(phase))
+			continue
+		}
+		if fmt.Sprint(usage[0].Resource) != fmt.Sprint(phase[0].Resource) {
+			t.Errorf("pod %s: kubelet resource %v, informer resource %v: the UID join did not run", p.Name, usage[0].Resource, phase[0].Resource)
+		}
 	}
 
 	// Admin endpoints.

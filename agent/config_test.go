@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"github.com/fleetagent/fleetagent/exporter"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/exporter"
 )
 
 func env(m map[string]string) func(string) (string, bool) {

@@ -12,9 +12,9 @@
 //
 // The one explicit list of collectors is Default.
 //
-// Kubelet responses are decoded with local types that mirror the JSON shape
-// of k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary; the recorded fixtures in
-// testdata/ follow that schema (see testdata/README.md).
+// Kubelet responses are decoded with the kubelet's own types,
+// k8s.io/kubelet/pkg/apis/stats/v1alpha1 (summary.go); the recorded fixtures
+// in testdata/ follow that schema (see testdata/README.md).
 package collector
 
 import (

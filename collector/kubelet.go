@@ -43,6 +43,8 @@ func (c *kubeletCollector) Describe() []*Desc {
 		NodeNetworkIO, NodeNetworkErrors, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable,
 		PodCPUUsage, PodCPUTime, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS,
 		PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable,
+		NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree, PodPagingFaults,
+		ContainerMemoryAvailable, ContainerPagingFaults,
 		ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
 		ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
 	}
@@ -93,6 +95,11 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, nil)
 	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, nil)
 	recordFs(r, n.Fs, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable, nil)
+	recordFaults(r, n.Memory, NodePagingFaults, nil)
+	if n.Fs != nil {
+		opt(r, NodeFilesystemInodeCount, n.Fs.Inodes, nil)
+		opt(r, NodeFilesystemInodeFree, n.Fs.InodesFree, nil)
+	}
 
 	for i := range s.Pods {
 		p := &s.Pods[i]
@@ -105,13 +112,15 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 		base = append(base, c.attrs.extra(pod)...)
 		recordCPU(r, p.CPU, PodCPUUsage, PodCPUTime, base)
 		recordMemory(r, p.Memory, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS, base)
+		recordFaults(r, p.Memory, PodPagingFaults, base)
 		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, base)
 		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, base)
 		for j := range p.Containers {
 			ct := &p.Containers[j]
 			ca := with(base, containerAttrs(pod, ct.Name)...)
 			recordCPU(r, ct.CPU, ContainerCPUUsage, ContainerCPUTime, ca)
-			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, nil, ContainerMemoryRSS, ca)
+			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryAvailable, ContainerMemoryRSS, ca)
+			recordFaults(r, ct.Memory, ContainerPagingFaults, ca)
 			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ca)
 		}
 	}
@@ -169,6 +178,16 @@ func recordMemory(r Recorder, s *MemoryStats, usage, ws, avail, rss *Desc, attrs
 	opt(r, ws, s.WorkingSetBytes, attrs)
 	opt(r, avail, s.AvailableBytes, attrs)
 	opt(r, rss, s.RSSBytes, attrs)
+}
+
+// recordFaults reports the kubelet's minor (pageFaults) and major page
+// fault totals by system.paging.fault.type.
+func recordFaults(r Recorder, s *MemoryStats, d *Desc, attrs []attribute.KeyValue) {
+	if s == nil {
+		return
+	}
+	opt(r, d, s.PageFaults, with(attrs, attribute.String("system.paging.fault.type", "minor")))
+	opt(r, d, s.MajorPageFaults, with(attrs, attribute.String("system.paging.fault.type", "major")))
 }
 
 func recordFs(r Recorder, s *FsStats, used, capacity, avail *Desc, attrs []attribute.KeyValue) {

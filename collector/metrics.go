@@ -74,6 +74,13 @@ var (
 	NodeFilesystemAvailable = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.available", Unit: "By", Kind: UpDownCounter,
 		Description: "Bytes available on the node's root filesystem."}
 
+	NodePagingFaults = &Desc{Source: "kubelet", Name: "k8s.node.paging.faults", Unit: "{fault}", Kind: Counter,
+		Description: "Node memory paging faults by system.paging.fault.type (minor, major)."}
+	NodeFilesystemInodeCount = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.inode.count", Unit: "{inode}", Kind: UpDownCounter,
+		Description: "Total inodes of the node's root filesystem."}
+	NodeFilesystemInodeFree = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.inode.free", Unit: "{inode}", Kind: UpDownCounter,
+		Description: "Free inodes of the node's root filesystem."}
+
 	PodCPUUsage = &Desc{Source: "kubelet", Name: "k8s.pod.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
 		Description: "Pod CPU usage in cores."}
 	PodCPUTime = &Desc{Source: "kubelet", Name: "k8s.pod.cpu.time", Unit: "s", Kind: Counter, Float: true,
@@ -97,6 +104,9 @@ var (
 	PodFilesystemAvailable = &Desc{Source: "kubelet", Name: "k8s.pod.filesystem.available", Unit: "By", Kind: UpDownCounter,
 		Description: "Bytes available on the filesystem holding the pod's ephemeral storage."}
 
+	PodPagingFaults = &Desc{Source: "kubelet", Name: "k8s.pod.paging.faults", Unit: "{fault}", Kind: Counter,
+		Description: "Pod memory paging faults by system.paging.fault.type (minor, major)."}
+
 	ContainerCPUUsage = &Desc{Source: "kubelet", Name: "container.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
 		Description: "Container CPU usage in cores."}
 	ContainerCPUTime = &Desc{Source: "kubelet", Name: "container.cpu.time", Unit: "s", Kind: Counter, Float: true,
@@ -107,6 +117,10 @@ var (
 		Description: "Container memory working set."}
 	ContainerMemoryRSS = &Desc{Source: "kubelet", Name: "container.memory.rss", Unit: "By", Kind: UpDownCounter,
 		Description: "Container anonymous and swap cache memory."}
+	ContainerMemoryAvailable = &Desc{Source: "kubelet", Name: "container.memory.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Container memory available before its limit."}
+	ContainerPagingFaults = &Desc{Source: "kubelet", Name: "container.paging.faults", Unit: "{fault}", Kind: Counter,
+		Description: "Container memory paging faults by system.paging.fault.type (minor, major)."}
 	ContainerFilesystemUsage = &Desc{Source: "kubelet", Name: "container.filesystem.usage", Unit: "By", Kind: UpDownCounter,
 		Description: "Bytes used by the container's writable layer."}
 	ContainerFilesystemCapacity = &Desc{Source: "kubelet", Name: "container.filesystem.capacity", Unit: "By", Kind: UpDownCounter,
@@ -123,8 +137,10 @@ var Metrics = []*Desc{
 	NodeEphemeralStorageAllocatable, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity,
 	NodeCPUUsage, NodeCPUTime, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS,
 	NodeNetworkIO, NodeNetworkErrors, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable,
+	NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree,
 	PodCPUUsage, PodCPUTime, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS,
-	PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable,
+	PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, PodPagingFaults,
 	ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
+	ContainerMemoryAvailable, ContainerPagingFaults,
 	ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
 }

@@ -17,7 +17,7 @@ import (
 
 // podsWithContainers is n copies of the fixture's web pod, each with c
 // containers, under new names and uids.
-func podsWithContainers(t *testing.T, n, c int) []*corev1.Pod {
+func podsWithContainers(t testing.TB, n, c int) []*corev1.Pod {
 	t.Helper()
 	var tmpl *corev1.Pod
 	for _, p := range loadState(t).Pods() {
@@ -66,6 +66,7 @@ func TestNothingLostAt250Pods(t *testing.T) {
 			}
 			defer recv.Shutdown(context.Background())
 			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+			t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "600000") // headroom for -race on a busy machine
 			prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,
 				EntityKeys: collector.IsResourceAttribute, CardinalityLimit: tc.limit,
 				Timeout: 10 * time.Minute}) // headroom for -race on a busy machine

@@ -60,6 +60,7 @@ const (
 	probeUser   = "fault-probe"
 	sigUser     = "fault-sig"
 	localUser   = "fault-local" // TestNodeLocalFirst, one subtest at a time
+	identUser   = "fault-ident" // TestSeriesKeepIdentityAcrossKillSwitch
 )
 
 func TestMain(m *testing.M) {
@@ -67,7 +68,7 @@ func TestMain(m *testing.M) {
 	for i := 0; i < fleetSize; i++ {
 		agents = append(agents, fleetUser(i))
 	}
-	agents = append(agents, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser, localUser)
+	agents = append(agents, goneUser, apfUser, slowUser, otlpUser, kubeletUser, probeUser, sigUser, localUser, identUser)
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{hogUser, norbac}, Audit: true},
 		Agents:  agents,

@@ -113,8 +113,10 @@ type Export struct {
 	Protocol string // "grpc" or "http"
 	// Resources is the number of ResourceMetrics in the request.
 	Resources int
-	Points    []Point
-	Received  time.Time
+	// Bytes is the request's protobuf size, uncompressed.
+	Bytes    int
+	Points   []Point
+	Received time.Time
 }
 
 // Stats is a snapshot of what the receiver has seen.
@@ -364,7 +366,7 @@ func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
 func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsServiceRequest) {
 	pts := Flatten(req)
 	r.mu.Lock()
-	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Points: pts, Received: time.Now()})
+	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Bytes: proto.Size(req), Points: pts, Received: time.Now()})
 	if len(r.exports) > r.maxKeep {
 		r.exports = r.exports[len(r.exports)-r.maxKeep:]
 	}

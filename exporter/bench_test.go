@@ -1,0 +1,70 @@
+package exporter
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
+)
+
+// BenchmarkCollectExport measures one collection and export of a node, as
+// the agent does it each interval: the informer state and a kubelet summary
+// of 110 (the kubelet's default maximum) and 250 pods of 3 containers, all
+// collectors, the SDK, the regrouping into one resource per entity, and the
+// gRPC export to a real OTLP receiver on loopback. It reports allocations,
+// data points, resources, requests and the request's protobuf size per
+// interval (uncompressed; gzip, OTEL_EXPORTER_OTLP_COMPRESSION=gzip, sends
+// less).
+func BenchmarkCollectExport(b *testing.B) {
+	for _, n := range []int{110, 250} {
+		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
+			pods := podsWithContainers(b, n, 3)
+			k, err := fakekubelet.StartForPods("../collector/testdata/summary.json", "", podValues(pods))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer k.Close()
+			recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer recv.Shutdown(context.Background())
+			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
+			prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,
+				EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer prov.Shutdown(context.Background())
+			cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
+				Kubelet: collector.KubeletConfig{Endpoint: k.URL(), MinInterval: -1}}, fakestate.New(pods, nil))
+			if err != nil {
+				b.Fatal(err)
+			}
+			runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer runner.Shutdown(context.Background())
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := prov.ForceFlush(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			ex := recv.Exports()
+			last := ex[len(ex)-1]
+			b.ReportMetric(float64(len(last.Points)), "points/interval")
+			b.ReportMetric(float64(last.Resources), "resources/interval")
+			b.ReportMetric(float64(last.Bytes), "request-bytes/interval")
+			b.ReportMetric(float64(len(ex))/float64(b.N), "requests/interval")
+		})
+	}
+}
