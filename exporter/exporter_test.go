@@ -313,7 +313,10 @@ func TestRetriesAreBounded(t *testing.T) {
 			var exportErrs []error
 			var mu sync.Mutex
 			e := setup(t, tc.protocol, Config{
-				Retry:    Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsedTime: 200 * time.Millisecond},
+				// One attempt (collection, regrouping into resources,
+				// export) can take a few hundred ms under -race on a busy
+				// machine; the bound leaves room for several.
+				Retry:    Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsedTime: time.Second},
 				OnExport: func(err error) { mu.Lock(); exportErrs = append(exportErrs, err); mu.Unlock() },
 			})
 			e.recv.SetFailure(tc.failure)
