@@ -60,7 +60,7 @@ fmtcheck:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
-SUBMODULES := deploy charts tools/sbom
+SUBMODULES := deploy charts tools/sbom tools/image
 
 vet:
 	$(GO) vet ./...
@@ -101,6 +101,7 @@ image: $(BIN)/imagebuild
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-amd64/fleetagent ./cmd/fleetagent
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-arm64/fleetagent ./cmd/fleetagent
 	$(BIN)/imagebuild -name $(IMAGE) -out $(IMAGE_TAR) -ca-bundle $(CA_BUNDLE) -user 65532:65532 \
+	  -label org.opencontainers.image.title=fleetagent -label org.opencontainers.image.licenses=Apache-2.0 \
 	  -label org.opencontainers.image.version=$(VERSION) -label org.opencontainers.image.revision=$(COMMIT) \
 	  -binary linux/amd64=dist/linux-amd64/fleetagent -binary linux/arm64=dist/linux-arm64/fleetagent
 
