@@ -83,14 +83,14 @@ func TestRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("node Ready in %s", time.Since(t0).Round(time.Second))
-	nodeDir := node.Dir()
+	nodeDir, cpDir := node.Dir(), node.CP.Dir()
 	t.Cleanup(func() {
 		t1 := time.Now()
 		if err := node.Stop(); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 		t.Logf("teardown took %s", time.Since(t1).Round(100*time.Millisecond))
-		checkNothingLeft(t, binDir, nodeDir)
+		checkNothingLeft(t, binDir, nodeDir, cpDir)
 	})
 	defer func() {
 		if t.Failed() {
@@ -370,6 +370,8 @@ func readyz(t *testing.T) string {
 
 // metricSum adds the agent's /metrics samples of name whose labels contain
 // every given label pair (as written in the exposition, e.g. result="ok").
+// It fails the test when no such sample is served, so a renamed metric
+// cannot pass as zero.
 func metricSum(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
 	_, body, err := httpGet(adminURL + "/metrics")
@@ -377,6 +379,7 @@ func metricSum(t *testing.T, name string, labels ...string) float64 {
 		t.Fatalf("agent /metrics: %v", err)
 	}
 	var sum float64
+	found := false
 	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
@@ -388,9 +391,12 @@ func metricSum(t *testing.T, name string, labels ...string) float64 {
 		var v float64
 		if f := strings.Fields(line); match && len(f) >= 2 {
 			if _, err := fmt.Sscan(f[len(f)-1], &v); err == nil {
-				sum += v
+				sum, found = sum+v, true
 			}
 		}
+	}
+	if !found {
+		t.Fatalf("the agent's /metrics serves no %s sample with %v", name, labels)
 	}
 	return sum
 }
@@ -484,6 +490,9 @@ func checkWorkload(ctx context.Context, t *testing.T, cs kubernetes.Interface, n
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
+					// The node has no pod network (realnode): only
+					// hostNetwork sandboxes get one.
+					HostNetwork:                  true,
 					AutomountServiceAccountToken: &no,
 					Containers: []corev1.Container{{
 						Name: workName, Image: "fleetagent.local/burn:e2e", ImagePullPolicy: corev1.PullNever,
@@ -552,18 +561,28 @@ func abs(x float64) float64 {
 	return x
 }
 
-// lastPodUsage is the newest exported pod working set and cpu usage for pod.
+// lastPodUsage is the newest exported pod working set and cpu usage for
+// pod, with the attributes of the working set's point and its Resource.
 func lastPodUsage(recv *otlpreceiver.Receiver, pod string) (mem, cpu float64, attrs map[string]string, found bool) {
 	var haveMem, haveCPU bool
 	ex := recv.Exports()
 	for i := len(ex) - 1; i >= 0 && !(haveMem && haveCPU); i-- {
 		for _, p := range ex[i].Points {
-			if p.Resource["k8s.pod.name"] != pod {
+			// Entity attributes on the Resource or on the point: the
+			// test checks the values, not where the exporter puts them.
+			all := map[string]string{}
+			for k, v := range p.Resource {
+				all[k] = v
+			}
+			for k, v := range p.Attrs {
+				all[k] = v
+			}
+			if all["k8s.pod.name"] != pod {
 				continue
 			}
 			switch {
 			case p.Metric == "k8s.pod.memory.working_set" && !haveMem:
-				mem, haveMem, attrs = p.Value, true, p.Resource
+				mem, haveMem, attrs = p.Value, true, all
 			case p.Metric == "k8s.pod.cpu.usage" && !haveCPU:
 				cpu, haveCPU = p.Value, true
 			}
@@ -627,8 +646,8 @@ func checkForbidden(ctx context.Context, t *testing.T, cs kubernetes.Interface) 
 		t.Fatalf("with nodes/stats removed from the ClusterRole, /readyz says %q within 90s; want a degraded reason naming the kubelet's 403", body)
 	}
 	t.Logf("degraded reason: %s", body)
-	if n := metricSum(t, "fleetagent_collector_kubelet_up", `error_type="forbidden"`); n != 0 {
-		t.Errorf(`fleetagent_collector_kubelet_up{error_type="forbidden"} = %v, want 0 while forbidden`, n)
+	if n := metricSum(t, "fleetagent_collector_kubelet_up_ratio", `error_type="forbidden"`); n != 0 {
+		t.Errorf(`fleetagent_collector_kubelet_up_ratio{error_type="forbidden"} = %v, want 0 while forbidden`, n)
 	}
 	pod, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=fleetagent"})
 	if err != nil {
@@ -689,8 +708,8 @@ func checkKillSwitch(ctx context.Context, t *testing.T, cs kubernetes.Interface,
 	if !exportedSince(recv, quiet, "k8s.node.cpu.usage") {
 		t.Errorf("no kubelet metrics exported while the kill switch was on; node-local telemetry must go on")
 	}
-	if n := metricSum(t, "fleetagent_limiter_killswitch_active"); n != 1 {
-		t.Errorf("fleetagent_limiter_killswitch_active = %v, want 1", n)
+	if n := metricSum(t, "fleetagent_limiter_killswitch_active_ratio"); n != 1 {
+		t.Errorf("fleetagent_limiter_killswitch_active_ratio = %v, want 1", n)
 	}
 	set("off")
 	if !waitUntil(ctx, 2*time.Minute, func() bool { body = readyz(t); return body == "ok" }) {
@@ -698,15 +717,26 @@ func checkKillSwitch(ctx context.Context, t *testing.T, cs kubernetes.Interface,
 	}
 }
 
-// checkNothingLeft asserts the teardown left no process from bin/, no
-// kubelet or containerd mount, no kubepods cgroup and no node directory.
-func checkNothingLeft(t *testing.T, binDir, nodeDir string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+// checkNothingLeft asserts the teardown left no process of the node (any
+// kubelet, containerd, shim, runc, controller-manager or scheduler from
+// bin/, and the etcd and apiserver of this node's directories: other test
+// packages may run their own control planes from the same bin/), no kubelet
+// or containerd mount, no kubepods cgroup and no node or host directory.
+func checkNothingLeft(t *testing.T, binDir, nodeDir, cpDir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		exe, err := os.Readlink(p)
-		if err == nil && strings.HasPrefix(exe, binDir+"/") && !strings.HasSuffix(exe, "/imagebuild") {
-			t.Errorf("teardown left process %s running %s", filepath.Dir(p), exe)
+		exe, err := os.Readlink(p + "/exe")
+		if err != nil || !strings.HasPrefix(exe, binDir+"/") {
+			continue
 		}
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		switch filepath.Base(exe) {
+		case "etcd", "kube-apiserver", "imagebuild":
+			if !strings.Contains(string(cmdline), nodeDir) && !strings.Contains(string(cmdline), cpDir) {
+				continue
+			}
+		}
+		t.Errorf("teardown left process %s running %s", filepath.Base(p), exe)
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mounts), "\n") {

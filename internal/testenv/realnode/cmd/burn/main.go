@@ -34,22 +34,32 @@ func main() {
 	fmt.Printf("burn: holding %d MiB, burning %.2f of a CPU\n", *mib, *share)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	const period = 100 * time.Millisecond
-	busy := time.Duration(float64(period) * *share)
-	next := time.Now()
+	// Spin while the process's CPU time is behind share x elapsed time,
+	// sleep otherwise: the share holds on average even when the machine is
+	// busy and a spin is preempted (a wall-clock duty cycle would then burn
+	// less than asked).
+	begin, cpu0 := time.Now(), cpuTime()
 	for n := 0; ; n++ {
 		select {
 		case <-stop:
 			return
 		default:
 		}
-		start := time.Now()
-		for time.Since(start) < busy {
-		}
-		if n%50 == 0 {
+		if n%1000 == 0 {
 			touch()
 		}
-		next = next.Add(period)
-		time.Sleep(time.Until(next))
+		if float64(cpuTime()-cpu0) < *share*float64(time.Since(begin)) {
+			for i := 0; i < 100000; i++ {
+			}
+			continue
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
