@@ -65,6 +65,10 @@ func TestRealNode(t *testing.T) {
 	if binDir == "" {
 		binDir = filepath.Join(root, "bin")
 	}
+	// Resolved: processes are recognised by /proc/PID/exe.
+	if d, err := filepath.EvalSymlinks(binDir); err == nil {
+		binDir = d
+	}
 	images := t.TempDir()
 	pauseTar := buildImage(t, root, binDir, images, "pause", realnode.PauseImage)
 	burnTar := buildImage(t, root, binDir, images, "burn", "fleetagent.local/burn:e2e")

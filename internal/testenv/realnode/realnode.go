@@ -267,6 +267,10 @@ func findBinDir(dir string) (string, error) {
 	if dir == "" {
 		dir = filepath.Join(controlplane.ModuleRoot(), "bin")
 	}
+	// Resolved, so that processes are recognised by /proc/PID/exe.
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
 	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
 		"containerd", "containerd-shim-runc-v2", "ctr", "runc", "cni/loopback"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
