@@ -15,10 +15,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +98,25 @@ func TestRealNode(t *testing.T) {
 		t.Logf("teardown took %s", time.Since(t1).Round(100*time.Millisecond))
 		checkNothingLeft(t, binDir, nodeDir, cpDir)
 	})
+	// The trap: an interrupt (Ctrl-C, a CI job cancelled with SIGTERM)
+	// tears the node down too; a SIGKILL cannot be caught, and the next
+	// Start sweeps what it leaves.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	stopTrap := make(chan struct{})
+	defer close(stopTrap)
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "e2e: %v: tearing the node down\n", s)
+			if err := node.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: teardown:", err)
+			}
+			os.Exit(1)
+		case <-stopTrap:
+			signal.Stop(sigs)
+		}
+	}()
 	defer func() {
 		if t.Failed() {
 			for _, p := range []string{"kubelet", "containerd"} {
