@@ -177,6 +177,10 @@ func TestRealNode(t *testing.T) {
 		checkWorkload(ctx, t, cs, node, recv)
 	})
 
+	t.Run("NothingDialsInternalIPOrClusterIP", func(t *testing.T) {
+		checkLoopbackOnly(ctx, t, cs)
+	})
+
 	t.Run("OnlyNodeScopedRequests", func(t *testing.T) {
 		events, err := node.CP.AuditEvents()
 		if err != nil {
@@ -777,4 +781,44 @@ func checkNothingLeft(t *testing.T, binDir, nodeDir, cpDir string) {
 			t.Errorf("teardown left %s", d)
 		}
 	}
+}
+
+// checkLoopbackOnly looks at every TCP connection on the host (the agent
+// and the workload share its network namespace) for one to the node's
+// InternalIP or the kubernetes Service's ClusterIP, which nothing may dial.
+// A snapshot, taken after the agent has scraped and exported for a while.
+func checkLoopbackOnly(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
+	n, err := cs.CoreV1().Nodes().Get(ctx, realnode.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cs.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := map[string]string{svc.Spec.ClusterIP: "the kubernetes Service's ClusterIP"}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			forbidden[a.Address] = "the node's InternalIP"
+		}
+	}
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || len(f[2]) != 13 {
+			continue
+		}
+		var ip [4]byte
+		for i := 0; i < 4; i++ {
+			fmt.Sscanf(f[2][2*i:2*i+2], "%02X", &ip[3-i])
+		}
+		remote := fmt.Sprintf("%d.%d.%d.%d", ip[0], ip[1], ip[2], ip[3])
+		if what, bad := forbidden[remote]; bad {
+			t.Errorf("a TCP connection (state %s) goes to %s, %s: %s", f[3], remote, what, line)
+		}
+	}
+	t.Logf("no TCP connection to %v", forbidden)
 }
