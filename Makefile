@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/fleetagent/fleetagent/agent.Version=$(VERSION) -X
 # Integration tests find the control plane here.
 export FLEETAGENT_BIN_DIR := $(BIN)
 
-.PHONY: all controlplane build test vet fmtcheck run bench image sbom costmodel clean
+.PHONY: all controlplane node build test vet fmtcheck run bench image e2e sbom costmodel clean
 
 all: build
 
@@ -20,6 +20,37 @@ $(BIN)/etcd: tools/go.mod tools/go.sum
 $(BIN)/kube-apiserver: tools/go.mod tools/go.sum
 	cd tools && CGO_ENABLED=0 $(GO) build -trimpath -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 
+## node: the rest of a real node for `make e2e` (no-op when current): kubelet,
+## kube-controller-manager and kube-scheduler from the same pinned tools module as
+## kube-apiserver; containerd (+ its runc shim and ctr), runc and the CNI loopback plugin
+## from the pinned tools/runtime module. Cold on 2 busy cores: kubelet ~8 min,
+## controller-manager ~3 min, scheduler and the runtime ~1-2 min each.
+NODE_BINS    := $(BIN)/kubelet $(BIN)/kube-controller-manager $(BIN)/kube-scheduler
+RUNTIME_BINS := $(BIN)/containerd $(BIN)/containerd-shim-runc-v2 $(BIN)/ctr $(BIN)/runc $(BIN)/cni/loopback
+node: controlplane $(NODE_BINS) $(RUNTIME_BINS) $(BIN)/imagebuild
+
+$(NODE_BINS): tools/go.mod tools/go.sum
+	cd tools && CGO_ENABLED=0 $(GO) build -trimpath -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
+
+$(BIN)/containerd: tools/runtime/go.mod tools/runtime/go.sum
+	cd tools/runtime && CGO_ENABLED=1 $(GO) build -trimpath -tags no_btrfs,no_devmapper,no_zfs -o $@ github.com/containerd/containerd/v2/cmd/containerd
+
+$(BIN)/containerd-shim-runc-v2 $(BIN)/ctr: tools/runtime/go.mod tools/runtime/go.sum
+	cd tools/runtime && CGO_ENABLED=0 $(GO) build -trimpath -o $@ github.com/containerd/containerd/v2/cmd/$(notdir $@)
+
+# runc needs cgo and libseccomp's headers for seccomp (the agent's pod asks for
+# the RuntimeDefault profile): Debian's libseccomp-dev, installed when missing.
+$(BIN)/runc: tools/runtime/go.mod tools/runtime/go.sum
+	@pkg-config --exists libseccomp 2>/dev/null || { echo "runc: installing libseccomp-dev and pkg-config (Debian) for seccomp support"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libseccomp-dev pkg-config; }
+	cd tools/runtime && CGO_ENABLED=1 $(GO) build -trimpath -tags seccomp -o $@ github.com/opencontainers/runc
+
+$(BIN)/cni/loopback: tools/runtime/go.mod tools/runtime/go.sum
+	cd tools/runtime && CGO_ENABLED=0 $(GO) build -trimpath -o $@ github.com/containernetworking/plugins/plugins/main/loopback
+
+$(BIN)/imagebuild: tools/image/go.mod tools/image/go.sum $(wildcard tools/image/*.go)
+	cd tools/image && CGO_ENABLED=0 $(GO) build -trimpath -o $@ .
+
 ## build: the static agent binary, built as the Dockerfile builds it
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetagent ./cmd/fleetagent
@@ -29,7 +60,7 @@ fmtcheck:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
-SUBMODULES := deploy charts tools/sbom
+SUBMODULES := deploy charts tools/sbom tools/image
 # Modules with no tests of their own, only vetted (which builds them) so they cannot rot:
 # bench/k8sattr holds the otel-k8sattributes strategy that only `make bench` runs.
 VETMODULES := bench/k8sattr
@@ -60,12 +91,30 @@ bench: controlplane
 	$(GO) run ./bench/cmd/report -in bench/results.jsonl -log bench/bench.log -md bench/RESULTS.md -svg bench/results.svg
 	$(MAKE) costmodel
 
-## image: the container image (needs a container engine; `make build` builds the same binary)
-IMAGE ?= fleetagent:$(VERSION)
-image:
-	@command -v docker >/dev/null 2>&1 || { echo "make image: no docker CLI found; install docker or podman-docker. The same static binary is built by 'make build'."; exit 1; }
-	@docker info >/dev/null 2>&1 || { echo "make image: docker CLI found but no container engine is reachable (docker info failed); start one or set DOCKER_HOST. 'make build' builds the same binary."; exit 1; }
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+## image: the agent's image for linux/amd64 and linux/arm64 as an OCI image layout tarball,
+## dist/fleetagent-image.tar, with no container engine and no registry (tools/image):
+## the static binary, a CA bundle, non-root user 65532, OCI labels. Load it with
+## `ctr -n k8s.io images import`, `skopeo copy oci-archive:...` or `docker load` (engines that
+## read OCI archives). With an engine, `docker buildx build --platform linux/amd64,linux/arm64 .`
+## builds the same from the Dockerfile.
+IMAGE     ?= fleetagent.local/fleetagent:$(VERSION)
+IMAGE_TAR ?= dist/fleetagent-image.tar
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+image: $(BIN)/imagebuild
+	@mkdir -p dist/linux-amd64 dist/linux-arm64
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-amd64/fleetagent ./cmd/fleetagent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-arm64/fleetagent ./cmd/fleetagent
+	$(BIN)/imagebuild -name $(IMAGE) -out $(IMAGE_TAR) -ca-bundle $(CA_BUNDLE) -user 65532:65532 \
+	  -label org.opencontainers.image.title=fleetagent -label org.opencontainers.image.licenses=Apache-2.0 \
+	  -label org.opencontainers.image.version=$(VERSION) -label org.opencontainers.image.revision=$(COMMIT) \
+	  -binary linux/amd64=dist/linux-amd64/fleetagent -binary linux/arm64=dist/linux-arm64/fleetagent
+
+## e2e: the agent as a DaemonSet pod on a real node on loopback (root; see README, "Run it on a
+## real node"): builds the node's parts and the image, then runs deploy/e2e.
+E2E_IMAGE := fleetagent.local/fleetagent:e2e
+e2e: node
+	$(MAKE) image IMAGE=$(E2E_IMAGE) IMAGE_TAR=dist/fleetagent-e2e-image.tar
+	cd deploy && FLEETAGENT_E2E_IMAGE_TAR=$(CURDIR)/dist/fleetagent-e2e-image.tar $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 ## costmodel: rewrite preflight/costmodel/costmodel.json (what `fleetagent preflight` scales to a
 ## cluster) from bench/results.jsonl; run after make bench. make test fails while they disagree.

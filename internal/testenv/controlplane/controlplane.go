@@ -6,8 +6,10 @@
 // measured against this control plane, so it runs with the features that
 // shape that load switched on as in production: RBAC authorization, API
 // Priority and Fairness, the watch cache, protobuf storage. There is no
-// controller-manager, so the ServiceAccount admission plugin is disabled and
-// nothing garbage-collects or schedules: tests create what they need.
+// controller-manager, so the ServiceAccount admission plugin is disabled
+// (Options.ServiceAccountAdmission turns it on for a harness that adds one,
+// internal/testenv/realnode) and nothing garbage-collects or schedules: tests
+// create what they need.
 //
 // Users authenticate with static bearer tokens. The admin is in
 // system:masters; every other user named in Options.Users is put in
@@ -59,6 +61,15 @@ type Options struct {
 	StartTimeout time.Duration
 	// LogWriter, if set, also receives the apiserver's and etcd's logs.
 	LogWriter io.Writer
+	// ServiceAccountAdmission turns the ServiceAccount admission plugin on,
+	// so pods get projected service-account tokens. Only with a
+	// kube-controller-manager (given SAKeyPath and CACertPath) do they also
+	// get kube-root-ca.crt and default service accounts.
+	ServiceAccountAdmission bool
+	// APIServerPort is the apiserver's secure port; zero picks a free one.
+	// A fixed port is for manifests that must name it (a real node's
+	// pods reach the apiserver at 127.0.0.1:<port>).
+	APIServerPort int
 }
 
 // AdminUser is the name of the system:masters user every control plane has.
@@ -104,7 +115,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		if err == nil {
 			return cp, nil
 		}
-		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") || ctx.Err() != nil {
+		if attempt == 5 || opts.APIServerPort != 0 || !strings.Contains(err.Error(), "address already in use") || ctx.Err() != nil {
 			return nil, err
 		}
 	}
@@ -229,8 +240,10 @@ func (cp *ControlPlane) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	if cp.apiPort, err = freePort(); err != nil {
-		return err
+	if cp.apiPort = cp.opts.APIServerPort; cp.apiPort == 0 {
+		if cp.apiPort, err = freePort(); err != nil {
+			return err
+		}
 	}
 	cp.url = fmt.Sprintf("https://127.0.0.1:%d", cp.apiPort)
 	cp.etcdClientURL = fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
@@ -261,12 +274,14 @@ func (cp *ControlPlane) writeConfig() error {
 		"--service-account-key-file=" + filepath.Join(cp.dir, "sa.key"),
 		"--service-account-signing-key-file=" + filepath.Join(cp.dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/16",
-		// No controller-manager creates service account tokens.
-		"--disable-admission-plugins=ServiceAccount",
 		// The loopback advertise address cannot back a kubernetes Service.
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"-v=1",
+	}
+	if !cp.opts.ServiceAccountAdmission {
+		// No controller-manager creates service accounts for namespaces.
+		cp.apiArgs = append(cp.apiArgs, "--disable-admission-plugins=ServiceAccount")
 	}
 	if cp.opts.Audit {
 		cp.apiArgs = append(cp.apiArgs,
@@ -280,6 +295,17 @@ func (cp *ControlPlane) writeConfig() error {
 	cp.apiArgs = append(cp.apiArgs, cp.opts.APIServerFlags...)
 	return nil
 }
+
+// SAKeyPath is the service-account signing key (a controller-manager's
+// --service-account-private-key-file).
+func (cp *ControlPlane) SAKeyPath() string { return filepath.Join(cp.dir, "sa.key") }
+
+// CACertPath is the apiserver's self-signed serving certificate, the CA
+// clients verify it with (a controller-manager's --root-ca-file).
+func (cp *ControlPlane) CACertPath() string { return filepath.Join(cp.dir, "certs", "apiserver.crt") }
+
+// Port is the apiserver's secure port on 127.0.0.1.
+func (cp *ControlPlane) Port() int { return cp.apiPort }
 
 // Dir is the control plane's temporary directory (logs, etcd data, certs).
 func (cp *ControlPlane) Dir() string { return cp.dir }
