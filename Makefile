@@ -69,10 +69,12 @@ vet:
 	$(GO) vet ./...
 	for m in $(SUBMODULES) $(VETMODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
-## test: build what the tests need, then gofmt, vet, and every test with the race detector
+## test: build what the tests need, then gofmt, vet, every test with the race detector, and the
+## end-to-end test on a real node (make e2e; needs root)
 test: controlplane build fmtcheck vet
 	$(GO) test -race -count=1 -timeout 45m ./...
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || exit 1; done
+	$(MAKE) e2e E2E_ARCHS=$$($(GO) env GOARCH)
 
 ## run: the main job (see README)
 ## run: the main job: local control plane, a simulated 100-node cluster with churn, one agent, OTLP out.
@@ -100,20 +102,23 @@ bench: controlplane
 IMAGE     ?= fleetagent.local/fleetagent:$(VERSION)
 IMAGE_TAR ?= dist/fleetagent-image.tar
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+IMAGE_ARCHS ?= amd64 arm64
 image: $(BIN)/imagebuild
-	@mkdir -p dist/linux-amd64 dist/linux-arm64
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-amd64/fleetagent ./cmd/fleetagent
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-arm64/fleetagent ./cmd/fleetagent
+	@set -e; for a in $(IMAGE_ARCHS); do mkdir -p dist/linux-$$a; \
+	  echo "building dist/linux-$$a/fleetagent"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/linux-$$a/fleetagent ./cmd/fleetagent; done
 	$(BIN)/imagebuild -name $(IMAGE) -out $(IMAGE_TAR) -ca-bundle $(CA_BUNDLE) -user 65532:65532 \
 	  -label org.opencontainers.image.title=fleetagent -label org.opencontainers.image.licenses=Apache-2.0 \
 	  -label org.opencontainers.image.version=$(VERSION) -label org.opencontainers.image.revision=$(COMMIT) \
-	  -binary linux/amd64=dist/linux-amd64/fleetagent -binary linux/arm64=dist/linux-arm64/fleetagent
+	  $(foreach a,$(IMAGE_ARCHS),-binary linux/$(a)=dist/linux-$(a)/fleetagent)
 
 ## e2e: the agent as a DaemonSet pod on a real node on loopback (root; see README, "Run it on a
 ## real node"): builds the node's parts and the image, then runs deploy/e2e.
 E2E_IMAGE := fleetagent.local/fleetagent:e2e
+# The node runs one architecture; `make test` builds only that one (E2E_ARCHS=host).
+E2E_ARCHS ?= amd64 arm64
 e2e: node
-	$(MAKE) image IMAGE=$(E2E_IMAGE) IMAGE_TAR=dist/fleetagent-e2e-image.tar
+	$(MAKE) image IMAGE=$(E2E_IMAGE) IMAGE_TAR=dist/fleetagent-e2e-image.tar IMAGE_ARCHS="$(E2E_ARCHS)"
 	cd deploy && FLEETAGENT_E2E_IMAGE_TAR=$(CURDIR)/dist/fleetagent-e2e-image.tar $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 ## costmodel: rewrite preflight/costmodel/costmodel.json (what `fleetagent preflight` scales to a
