@@ -26,7 +26,7 @@ func (s *Session) Measure(ctx context.Context, st Strategy) (*Result, error) {
 	}
 	idx := s.agentNodes(st)
 	k := len(idx)
-	env := Env{IncidentPeriod: s.cfg.IncidentPeriod, Rand: rand.New(rand.NewPCG(uint64(k), 7)), RandMu: &sync.Mutex{}, FleetSizeHintPath: s.hintPath}
+	env := Env{IncidentPeriod: s.cfg.IncidentPeriod, Rand: rand.New(rand.NewPCG(uint64(k), 7)), RandMu: &sync.Mutex{}, FleetSizeHintPath: s.hintPath, SyncTimeout: s.cfg.SyncTimeout}
 	agents := make([]Agent, k)
 	for j, i := range idx {
 		a, err := st.New(s.cp.UserConfig(agentUser(i)), s.cluster.NodeNames()[i], env)

@@ -57,6 +57,10 @@ type Env struct {
 	// FleetSizeHintPath is the fleet-size hint file as an install writes it
 	// (the control ConfigMap's key): the number of agents in the cluster.
 	FleetSizeHintPath string
+	// SyncTimeout is how long an agent may take to sync (the bench's
+	// -bench.sync-timeout): a 5000-agent start at the default budget takes
+	// longer than the agent's own default.
+	SyncTimeout time.Duration
 }
 
 // protobuf makes the client cheaper: every agent runs in this process on
