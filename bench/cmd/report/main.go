@@ -212,6 +212,15 @@ func modVersion(gomod, module string) string {
 	return "?"
 }
 
+// opt is a figure that older runs did not measure: "–" when absent.
+func opt(r result, key string) string {
+	v, ok := r.Metrics[key]
+	if !ok {
+		return "–"
+	}
+	return num(v)
+}
+
 // budget is the fleet's per-second bound, --fleet-qps plus the allowance,
 // for strategies that promise one.
 func budget(r result) string {
@@ -305,7 +314,7 @@ func writeMarkdown(w io.Writer, all []result, root, benchLog, svgName, note stri
 			continue
 		}
 		p("| %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Strategy, r.Nodes, r.Agents, r.Synced, num(r.Metrics["storm-sync-s"]),
-			num(r.Metrics["start-req-max-1s"]), num(r.Metrics["start-req-p99-1s"]), budget(r),
+			opt(r, "start-req-max-1s"), opt(r, "start-req-p99-1s"), budget(r),
 			num(r.Metrics["storm-peak-inflight"]), num(r.Metrics["storm-peak-executing"]), num(r.Metrics["storm-429s"]), num(r.Metrics["storm-probe-p99-ms"]))
 	}
 	var restarts []result
@@ -320,7 +329,7 @@ func writeMarkdown(w io.Writer, all []result, root, benchLog, svgName, note stri
 		p("| strategy | nodes | agents | reached | ready s | all reached s | req/s max | req/s p99 | budget/s | req/node | peak in flight | peak executing | 429s | admin probe p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range restarts {
 			p("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Strategy, r.Nodes, r.Agents, num(r.Metrics["restart-reached"]), num(r.Metrics["restart-ready-s"]), num(r.Metrics["restart-resync-s"]),
-				num(r.Metrics["restart-req-max-1s"]), num(r.Metrics["restart-req-p99-1s"]), budget(r), num(r.Metrics["restart-req/node"]),
+				opt(r, "restart-req-max-1s"), opt(r, "restart-req-p99-1s"), budget(r), opt(r, "restart-req/node"),
 				num(r.Metrics["restart-peak-inflight"]), num(r.Metrics["restart-peak-executing"]), num(r.Metrics["restart-429s"]), num(r.Metrics["restart-probe-p99-ms"]))
 		}
 	}
