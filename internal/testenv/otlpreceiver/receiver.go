@@ -114,7 +114,10 @@ type Export struct {
 	// Resources is the number of ResourceMetrics in the request.
 	Resources int
 	// Bytes is the request's protobuf size, uncompressed.
-	Bytes    int
+	Bytes int
+	// Encoding is how the request arrived on the wire: "gzip" or
+	// "identity" (HTTP Content-Encoding, gRPC grpc-encoding).
+	Encoding string
 	Points   []Point
 	Received time.Time
 }
@@ -363,10 +366,10 @@ func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
 	return f, true
 }
 
-func (r *Receiver) record(protocol string, req *colmetricpb.ExportMetricsServiceRequest) {
+func (r *Receiver) record(protocol, encoding string, req *colmetricpb.ExportMetricsServiceRequest) {
 	pts := Flatten(req)
 	r.mu.Lock()
-	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Bytes: proto.Size(req), Points: pts, Received: time.Now()})
+	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Bytes: proto.Size(req), Encoding: encoding, Points: pts, Received: time.Now()})
 	if len(r.exports) > r.maxKeep {
 		r.exports = r.exports[len(r.exports)-r.maxKeep:]
 	}
@@ -415,7 +418,13 @@ func (s *grpcService) Export(ctx context.Context, req *colmetricpb.ExportMetrics
 		}
 		return nil, st.Err()
 	}
-	s.r.record("grpc", req)
+	// grpc-go keeps grpc-encoding out of the metadata; its server stream
+	// reports it.
+	enc := "identity"
+	if rc, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ RecvCompress() string }); ok && rc.RecvCompress() != "" {
+		enc = rc.RecvCompress()
+	}
+	s.r.record("grpc", enc, req)
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil
 }
 
@@ -452,7 +461,11 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "otlpreceiver: decode ExportMetricsServiceRequest: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	r.record("http", &msg)
+	enc := req.Header.Get("Content-Encoding")
+	if enc == "" {
+		enc = "identity"
+	}
+	r.record("http", enc, &msg)
 	out, _ := proto.Marshal(&colmetricpb.ExportMetricsServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	_, _ = w.Write(out)
