@@ -105,6 +105,11 @@ func TestAPIServerLoadSmall(t *testing.T) {
 	if v := fa.Metrics["restart-req/node"]; v < 2 {
 		t.Errorf("fleetagent restart-req/node = %v: each agent re-opens at least its two watches", v)
 	}
+	// The steady window starts after every agent's watches are open: with
+	// no churn on its node, an agent sends nothing in it.
+	if _, ok := fa.Metrics["start-watches-s"]; !ok || len(fa.SteadyRequests) != 0 {
+		t.Errorf("fleetagent: watches open after %v s (measured: %v), steady requests %v: want none", fa.Metrics["start-watches-s"], ok, fa.SteadyRequests)
+	}
 	if na := results["no-agent"]; na == nil || na.Agents != 0 || na.Metrics["restart-probe-p99-ms"] <= 0 {
 		t.Errorf("no-agent baseline: %+v, want a restart with no agent and its admin probe p99", na)
 	}

@@ -31,7 +31,7 @@ const (
 // fleet-size hint an install writes (deploy/base) and refined from the
 // agent's DaemonSet.
 func FleetAgent() Strategy {
-	return Strategy{Name: "fleetagent", FleetQPS: agent.DefaultConfig().FleetQPS, New: func(cfg *rest.Config, node string, env Env) (Agent, error) {
+	return Strategy{Name: "fleetagent", Watches: 2, FleetQPS: agent.DefaultConfig().FleetQPS, New: func(cfg *rest.Config, node string, env Env) (Agent, error) {
 		k, err := agent.NewKube(cfg, limiter.Config{DaemonSetNamespace: fleetNamespace, DaemonSetName: fleetDaemonSet, FleetSizeHintPath: env.FleetSizeHintPath},
 			informer.Options{NodeName: node}, max(env.SyncTimeout, agent.DefaultConfig().SyncTimeout))
 		if err != nil {

@@ -39,6 +39,10 @@ type Strategy struct {
 	// FleetQPS is the request rate the strategy's whole fleet promises to
 	// stay within (fleetagent's --fleet-qps); 0 when it promises none.
 	FleetQPS float64
+	// Watches is how many WATCH requests each agent opens after its sync
+	// (fleetagent: pods and its Node). The steady window starts once the
+	// audit log shows them all, so it never holds the start-up's tail.
+	Watches int
 	// NoAgents marks the no-agent baseline: no agent runs; it exists for
 	// the apiserver restart, whose admin probe it measures alone.
 	NoAgents bool
