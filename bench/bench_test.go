@@ -106,7 +106,7 @@ func TestAPIServerLoadSmall(t *testing.T) {
 		t.Errorf("fleetagent restart-req/node = %v: each agent re-opens at least its two watches", v)
 	}
 	// The steady window starts after every agent's watches are open: with
-	// no churn on its node, an agent sends nothing in it.
+	// churn arriving over its open watches, an agent sends nothing in it.
 	if _, ok := fa.Metrics["start-watches-s"]; !ok || len(fa.SteadyRequests) != 0 {
 		t.Errorf("fleetagent: watches open after %v s (measured: %v), steady requests %v: want none", fa.Metrics["start-watches-s"], ok, fa.SteadyRequests)
 	}
