@@ -33,7 +33,7 @@ const (
 func FleetAgent() Strategy {
 	return Strategy{Name: "fleetagent", Watches: 2, FleetQPS: agent.DefaultConfig().FleetQPS, New: func(cfg *rest.Config, node string, env Env) (Agent, error) {
 		k, err := agent.NewKube(cfg, limiter.Config{DaemonSetNamespace: fleetNamespace, DaemonSetName: fleetDaemonSet, FleetSizeHintPath: env.FleetSizeHintPath},
-			informer.Options{NodeName: node}, max(env.SyncTimeout, agent.DefaultConfig().SyncTimeout))
+			informer.Options{NodeName: node, SyncTimeout: max(env.SyncTimeout, informer.DefaultSyncTimeout)}, max(env.SyncTimeout, agent.DefaultConfig().SyncTimeout))
 		if err != nil {
 			return nil, fmt.Errorf("fleetagent %s: %w", node, err)
 		}
