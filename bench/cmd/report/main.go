@@ -245,7 +245,7 @@ func opt(r result, key string) string {
 func budget(r result) string {
 	q, ok := r.Metrics["fleet-qps"]
 	if !ok {
-		return "-"
+		return "–"
 	}
 	return num(q + r.Metrics["fleet-allowance-1s"])
 }
