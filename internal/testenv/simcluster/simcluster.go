@@ -93,7 +93,7 @@ type Cluster struct {
 	// suffix collides among a few thousand pods of one base (5000 nodes'
 	// DaemonSet pods did), which the apiserver refuses as AlreadyExists.
 	names map[string]bool
-	stats  Stats
+	stats Stats
 
 	nodes      []string
 	namespaces []string
