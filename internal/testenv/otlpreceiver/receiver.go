@@ -8,6 +8,9 @@
 package otlpreceiver
 
 import (
+	// gzip-compressed gRPC requests are decoded as a real Collector decodes
+	// them, also when the exporter runs in another process (the agent
+	// binary, the real node), which is what registers gzip in-process.
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	_ "google.golang.org/grpc/encoding/gzip"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
