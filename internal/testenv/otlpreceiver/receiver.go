@@ -8,9 +8,6 @@
 package otlpreceiver
 
 import (
-	// gzip-compressed gRPC requests are decoded as a real Collector decodes
-	// them, also when the exporter runs in another process (the agent
-	// binary, the real node), which is what registers gzip in-process.
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,6 +22,9 @@ import (
 	"sync"
 	"time"
 
+	// gzip-compressed gRPC requests are decoded as a real Collector decodes
+	// them, also when the exporter runs in another process (the agent
+	// binary, the real node): the exporter is what registers gzip in-process.
 	_ "google.golang.org/grpc/encoding/gzip"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
