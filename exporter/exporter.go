@@ -225,7 +225,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		split = &splitter{isEntity: cfg.EntityKeys}
 	}
 	// gzip unless the user chose: a node's export is mostly repeated
-	// attribute strings, which gzip shrinks several-fold for little CPU.
+	// attribute strings, which compress well.
 	gzipDefault := getenv("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION") == "" && getenv("OTEL_EXPORTER_OTLP_COMPRESSION") == ""
 	switch protocol {
 	case ProtocolGRPC:

@@ -12,23 +12,15 @@ func costModel(in string) ([]byte, error) {
 	// One model needs one pod density: the most common among the
 	// fleetagent rows (the default run's); a run made for another purpose
 	// (the 5000-agent start at 1 pod per node) is left out.
-	density := map[int]int{}
+	var fleet []result
 	for _, r := range results {
 		if r.Strategy == "fleetagent" {
-			density[r.PodsPerNode]++
-		}
-	}
-	pods := 0
-	for p, n := range density {
-		if n > density[pods] || (n == density[pods] && p > pods) {
-			pods = p
+			fleet = append(fleet, r)
 		}
 	}
 	var rows []costmodel.Measurement
-	for _, r := range results {
-		if r.Strategy == "fleetagent" && r.PodsPerNode == pods {
-			rows = append(rows, costmodel.Measurement{Nodes: r.Nodes, Agents: r.Agents, PodsPerNode: r.PodsPerNode, Metrics: r.Metrics})
-		}
+	for _, r := range mainDensity(fleet) {
+		rows = append(rows, costmodel.Measurement{Nodes: r.Nodes, Agents: r.Agents, PodsPerNode: r.PodsPerNode, Metrics: r.Metrics})
 	}
 	m, err := costmodel.Derive("bench/results.jsonl (make bench), fleetagent rows", rows)
 	if err != nil {
