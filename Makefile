@@ -62,8 +62,10 @@ fmtcheck:
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
 SUBMODULES := deploy charts tools/sbom tools/image
 # Modules with no tests of their own, only vetted (which builds them) so they cannot rot:
-# bench/k8sattr holds the otel-k8sattributes strategy that only `make bench` runs.
-VETMODULES := bench/k8sattr
+# bench/k8sattr holds the otel-k8sattributes strategy that only `make bench` runs; bench/footprint
+# the side-by-side footprint benchmark against the Collector that bench/footprint/otelcol builds
+# (its own module: contrib v0.149.0 needs an older client-go than the agent's).
+VETMODULES := bench/k8sattr bench/footprint bench/footprint/otelcol
 
 vet:
 	$(GO) vet ./...
@@ -83,14 +85,20 @@ run: controlplane
 	$(GO) run ./cmd/fleetagent-sandbox $(RUN_FLAGS)
 
 
-## bench: apiserver cost per node for every strategy (~14 min on 2 cores); writes bench/RESULTS.md,
-## bench/results.svg and preflight/costmodel/costmodel.json. 1000 nodes: make bench BENCHFLAGS=-bench.nodes=1000
+## bench: apiserver cost per node for every strategy (~14 min on 2 cores), then the node footprint of
+## fleetagent and the OpenTelemetry Collector side by side (bench/footprint, ~12 min with the Collector's
+## first build); writes bench/RESULTS.md, bench/results.svg, bench/footprint.md and
+## preflight/costmodel/costmodel.json. 1000 nodes: make bench BENCHFLAGS=-bench.nodes=1000;
+## a shorter footprint: FOOTPRINTFLAGS="-footprint.window=1m -footprint.windows=1"
 BENCHFLAGS ?=
+FOOTPRINTFLAGS ?=
 bench: controlplane
 	rm -f bench/results.jsonl
 	cd bench/k8sattr && $(GO) test . -run '^$$' -bench APIServerLoad -benchtime=1x -timeout 60m -bench.json=$(CURDIR)/bench/results.jsonl $(BENCHFLAGS) > $(CURDIR)/bench/bench.log 2>&1 || { tail -n 40 $(CURDIR)/bench/bench.log; exit 1; }
 	@grep -E '^(Benchmark|ok|FAIL)' bench/bench.log
-	$(GO) run ./bench/cmd/report -in bench/results.jsonl -log bench/bench.log -md bench/RESULTS.md -svg bench/results.svg
+	cd bench/footprint && $(GO) test . -run '^$$' -bench Footprint -benchtime=1x -timeout 60m -footprint.md=$(CURDIR)/bench/footprint.md $(FOOTPRINTFLAGS) > $(CURDIR)/bench/footprint.log 2>&1 || { tail -n 40 $(CURDIR)/bench/footprint.log; exit 1; }
+	@grep -E '^(Benchmark|ok|FAIL)' bench/footprint.log
+	$(GO) run ./bench/cmd/report -in bench/results.jsonl -log bench/bench.log -md bench/RESULTS.md -svg bench/results.svg -include bench/footprint.md
 	$(MAKE) costmodel
 
 ## image: the agent's image for linux/amd64 and linux/arm64 as an OCI image layout tarball,

@@ -33,6 +33,7 @@ func main() {
 	benchLog := flag.String("log", "", "the `go test -bench` output, for its total duration (optional)")
 	root := flag.String("root", ".", "repository root, for the pinned versions in go.mod files")
 	note := flag.String("note", "", "a line added to the header, e.g. how results from more than one run were combined")
+	include := flag.String("include", "", "a markdown section written by another benchmark (bench/footprint.md), appended as it is")
 	flag.Parse()
 	if *in == "" {
 		fmt.Fprintln(os.Stderr, "report: -in is required: the file given to -bench.json")
@@ -49,6 +50,10 @@ func main() {
 	}
 	var out strings.Builder
 	writeMarkdown(&out, results, *root, *benchLog, filepath.Base(*svg), *note)
+	if err := appendSection(&out, *include); err != nil {
+		fmt.Fprintf(os.Stderr, "report: %v\n", err)
+		os.Exit(1)
+	}
 	if err := os.WriteFile(*md, []byte(out.String()), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "report: %v\n", err)
 		os.Exit(1)
@@ -57,6 +62,23 @@ func main() {
 		fmt.Fprintf(os.Stderr, "report: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// appendSection appends the markdown file at path (nothing when path is
+// empty), after a blank line.
+func appendSection(out *strings.Builder, path string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("-include: %w (make bench writes it with bench/footprint's -footprint.md)", err)
+	}
+	if !strings.HasSuffix(out.String(), "\n\n") {
+		out.WriteString("\n")
+	}
+	out.Write(b)
+	return nil
 }
 
 func read(path string) ([]result, error) {

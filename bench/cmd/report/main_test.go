@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -42,5 +44,26 @@ func TestReport(t *testing.T) {
 	svg := chart(rs)
 	if strings.Count(svg, "<polyline") != 3*2 {
 		t.Errorf("chart: want one line per strategy in each of 3 panels, got %d", strings.Count(svg, "<polyline"))
+	}
+}
+
+// TestAppendSection checks that -include's file ends the report as it is,
+// and that a missing one is an error naming the flag.
+func TestAppendSection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "footprint.md")
+	section := "## Node footprint\n\n| a | b |\n"
+	if err := os.WriteFile(path, []byte(section), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("# Report\n")
+	if err := appendSection(&b, path); err != nil {
+		t.Fatal(err)
+	}
+	if want := "# Report\n\n" + section; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+	if err := appendSection(&b, filepath.Join(t.TempDir(), "missing.md")); err == nil || !strings.Contains(err.Error(), "-include") {
+		t.Errorf("missing file: got %v, want an error naming -include", err)
 	}
 }

@@ -1,0 +1,411 @@
+package footprint_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/fleetagent/fleetagent/bench/footprint"
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
+)
+
+var (
+	window   = flag.Duration("footprint.window", 3*time.Minute, "length of one steady window")
+	windows  = flag.Int("footprint.windows", 3, "number of consecutive steady windows (the figures are their median)")
+	warmup   = flag.Duration("footprint.warmup", 30*time.Second, "wait after both agents' second export before the first window")
+	interval = flag.Duration("footprint.interval", 10*time.Second, "collection and export interval of both agents")
+	pods     = flag.Int("footprint.pods", 30, "pods on the node")
+	mdOut    = flag.String("footprint.md", "", "write the results section (markdown) here, for bench/cmd/report -include")
+)
+
+// collectorVersion is the contrib release bench/footprint/otelcol builds.
+const collectorVersion = "v0.149.0"
+
+// Heap and allocation metrics each process serves about itself.
+const (
+	faHeap, faAlloc = "go_memstats_heap_alloc_bytes", "go_memstats_alloc_bytes_total"
+	ocHeap, ocAlloc = "otelcol_process_runtime_heap_alloc_bytes", "otelcol_process_runtime_total_alloc_bytes_total"
+)
+
+// BenchmarkFootprint runs fleetagent and the Collector side by side on one
+// node and reports each one's RSS, CPU, heap, allocation rate, OTLP
+// requests, payload and wire bytes per minute, and their ratios.
+func BenchmarkFootprint(b *testing.B) {
+	if *windows < 1 || *window <= 0 || *interval <= 0 || *pods < 1 {
+		b.Fatalf("-footprint.windows (%d), -footprint.window (%v), -footprint.interval (%v) and -footprint.pods (%d) must be positive", *windows, *window, *interval, *pods)
+	}
+	ctx := context.Background()
+	root := controlplane.ModuleRoot()
+	dir := b.TempDir()
+	faBin, ocBin := filepath.Join(dir, "fleetagent"), filepath.Join(dir, "otelcol-footprint")
+	build(b, root, faBin, "./cmd/fleetagent")
+	build(b, filepath.Join(root, "bench", "footprint", "otelcol"), ocBin, ".")
+
+	cp, err := controlplane.Start(ctx, controlplane.Options{Users: []string{"fleetagent", "otelcol"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cp.Stop() })
+	if err := cp.GrantAgent(ctx, "fleetagent"); err != nil {
+		b.Fatal(err)
+	}
+	grantCollector(b, cp, "otelcol")
+	cluster, err := simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 1, PodsPerNode: *pods, Namespaces: 5})
+	if err != nil {
+		b.Fatal(err)
+	}
+	node := cluster.NodeNames()[0]
+	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	podList, err := admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		b.Fatal(err)
+	}
+	kub, err := fakekubelet.StartForPods(filepath.Join(root, "collector", "testdata", "summary.json"), node, podList.Items)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(kub.Close)
+
+	faRecv, err := footprint.StartReceiver()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(faRecv.Stop)
+	ocRecv, err := footprint.StartReceiver()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(ocRecv.Stop)
+
+	faPort, ocPort := freePort(b), freePort(b)
+	fa := start(b, faBin, []string{"--kubeconfig=" + kubeconfig(b, cp, "fleetagent"), "--collection-interval=" + interval.String()},
+		"NODE_NAME="+node, "FLEETAGENT_FLEET_QPS=20", "FLEETAGENT_FLEET_SIZE=1",
+		"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
+		"FLEETAGENT_KILL_SWITCH_FILE=", fmt.Sprintf("FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:%d", faPort),
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+faRecv.Addr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
+	cfg := filepath.Join(dir, "otelcol.yaml")
+	if err := os.WriteFile(cfg, []byte(collectorConfig(kub.URL(), ocRecv.Addr(), ocPort, *interval)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	oc := start(b, ocBin, []string{"--config=file:" + cfg},
+		"K8S_NODE_NAME="+node, "KUBECONFIG="+kubeconfig(b, cp, "otelcol"))
+
+	agents := []*footprint.Agent{
+		{Name: "fleetagent", PID: fa.cmd.Process.Pid, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", faPort), HeapMetric: faHeap, AllocMetric: faAlloc, Recv: faRecv},
+		{Name: "collector", PID: oc.cmd.Process.Pid, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ocPort), HeapMetric: ocHeap, AllocMetric: ocAlloc, Recv: ocRecv},
+	}
+	procs := []*proc{fa, oc}
+	// Both must be exporting the node's pods before anything counts.
+	deadline := time.Now().Add(3 * time.Minute)
+	for faRecv.Counts().Requests-faRecv.Counts().SelfRequests < 2 || ocRecv.Counts().Requests < 2 {
+		for _, p := range procs {
+			if p.exited() {
+				b.Fatalf("%s exited before exporting:\n%s", p.name, p.log.String())
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("no two exports from both within 3m (fleetagent %+v, collector %+v)\nfleetagent:\n%s\ncollector:\n%s", faRecv.Counts(), ocRecv.Counts(), fa.log.String(), oc.log.String())
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(*warmup)
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	results := make([][]footprint.Window, len(agents))
+	b.ResetTimer()
+	for w := 0; w < *windows; w++ {
+		first := make([]footprint.Point, len(agents))
+		last := make([]footprint.Point, len(agents))
+		rss := make([][]float64, len(agents))
+		heap := make([][]float64, len(agents))
+		sample := func(into []footprint.Point) {
+			for i, a := range agents {
+				p, r, h, err := a.Read(client)
+				if err != nil {
+					b.Fatalf("window %d: %v\n%s", w+1, err, procs[i].log.String())
+				}
+				into[i] = p
+				rss[i] = append(rss[i], r)
+				heap[i] = append(heap[i], h)
+			}
+		}
+		sample(first)
+		end := time.Now().Add(*window)
+		for time.Now().Before(end) {
+			time.Sleep(min(2*time.Second, time.Until(end)))
+			sample(last)
+		}
+		for i := range agents {
+			if procs[i].exited() {
+				b.Fatalf("%s exited during window %d:\n%s", procs[i].name, w+1, procs[i].log.String())
+			}
+			results[i] = append(results[i], footprint.Summarise(first[i], last[i], rss[i], heap[i]))
+		}
+		b.Logf("window %d: fleetagent %+v; collector %+v", w+1, results[0][w], results[1][w])
+	}
+	b.StopTimer()
+
+	rows := footprint.Rows(results[0], results[1])
+	units := []string{"rss-MiB", "cpu-s/min", "heap-MiB", "alloc-MiB/min", "otlp-req/min", "payload-KiB/min", "wire-KiB/min"}
+	for i, r := range rows {
+		b.ReportMetric(r.Fleetagent, "fleetagent-"+units[i])
+		b.ReportMetric(r.Collector, "collector-"+units[i])
+		if r.Collector > 0 {
+			b.ReportMetric(r.Fleetagent/r.Collector, "ratio-"+units[i])
+		}
+	}
+	if *mdOut != "" {
+		var md bytes.Buffer
+		footprint.WriteMarkdown(&md, footprint.Setup{
+			Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(),
+			FleetagentCommit: commit(root), CollectorVersion: collectorVersion,
+			Node: node, Pods: len(podList.Items), Interval: interval.String(),
+			Window: window.String(), Windows: *windows, Warmup: warmup.String(),
+		}, rows)
+		if err := os.WriteFile(*mdOut, md.Bytes(), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// build builds a static, stripped binary as release images ship it.
+func build(b *testing.B, dir, out, pkg string) {
+	b.Helper()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build %s in %s: %v\n%s", pkg, dir, err, o)
+	}
+}
+
+// collectorConfig is the Helm chart's kubeletMetrics and
+// kubernetesAttributes presets (DaemonSet mode) with the chart's batch
+// processor and an OTLP exporter, pointed at the stand-in kubelet (plain
+// HTTP, so auth_type none) and the receiver, and its own telemetry served
+// for pull on a loopback port as the chart serves it on the pod's.
+func collectorConfig(kubelet, otlp string, telemetryPort int, interval time.Duration) string {
+	return fmt.Sprintf(`receivers:
+  kubeletstats:
+    collection_interval: %s
+    auth_type: none
+    endpoint: %s
+processors:
+  batch: {}
+  k8sattributes:
+    auth_type: kubeConfig
+    filter:
+      node_from_env_var: K8S_NODE_NAME
+    passthrough: false
+    pod_association:
+    - sources:
+      - from: resource_attribute
+        name: k8s.pod.ip
+    - sources:
+      - from: resource_attribute
+        name: k8s.pod.uid
+    - sources:
+      - from: connection
+    extract:
+      otel_annotations: true
+      metadata:
+        - k8s.namespace.name
+        - k8s.pod.name
+        - k8s.pod.uid
+        - k8s.node.name
+        - k8s.pod.start_time
+        - k8s.deployment.name
+        - k8s.replicaset.name
+        - k8s.replicaset.uid
+        - k8s.daemonset.name
+        - k8s.daemonset.uid
+        - k8s.job.name
+        - k8s.job.uid
+        - k8s.container.name
+        - k8s.cronjob.name
+        - k8s.statefulset.name
+        - k8s.statefulset.uid
+        - container.image.tag
+        - container.image.name
+        - k8s.cluster.uid
+        - service.namespace
+        - service.name
+        - service.version
+        - service.instance.id
+exporters:
+  otlp:
+    endpoint: %s
+    tls:
+      insecure: true
+service:
+  telemetry:
+    metrics:
+      level: normal
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: %d
+  pipelines:
+    metrics:
+      receivers: [kubeletstats]
+      processors: [k8sattributes, batch]
+      exporters: [otlp]
+`, interval, kubelet, otlp, telemetryPort)
+}
+
+// grantCollector gives user the Helm chart's ClusterRole rules for the
+// kubeletMetrics and kubernetesAttributes presets.
+func grantCollector(b *testing.B, cp *controlplane.ControlPlane, user string) {
+	b.Helper()
+	c := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	ctx := context.Background()
+	read := []string{"get", "list", "watch"}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "otelcol-footprint"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes", "nodes/stats", "nodes/proxy"}, Verbs: read},
+		{APIGroups: []string{"apps"}, Resources: []string{"replicasets"}, Verbs: read},
+		{APIGroups: []string{"extensions"}, Resources: []string{"replicasets"}, Verbs: read},
+	}}
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	bind := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "otelcol-footprint"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: user}}}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, bind, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func kubeconfig(b *testing.B, cp *controlplane.ControlPlane, user string) string {
+	b.Helper()
+	uc := cp.UserConfig(user)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["footprint"] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: uc.TLSClientConfig.CAData}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: uc.BearerToken}
+	kc.Contexts["footprint"] = &clientcmdapi.Context{Cluster: "footprint", AuthInfo: user}
+	kc.CurrentContext = "footprint"
+	path := filepath.Join(b.TempDir(), user+".kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+func freePort(b *testing.B) int {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a started agent process with its output kept for failures.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *tail
+	done chan struct{}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func start(b *testing.B, bin string, args []string, env ...string) *proc {
+	b.Helper()
+	p := &proc{name: filepath.Base(bin), cmd: exec.Command(bin, args...), log: &tail{}, done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	b.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// tail keeps the last 64 KiB written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 64<<10 {
+		t.buf = t.buf[len(t.buf)-64<<10:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d CPUs, %s", model, runtime.NumCPU(), runtime.Version())
+}
+
+// commit is the fleetagent commit measured, marked when the agent's code
+// differed from it.
+func commit(root string) string {
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "(unknown commit)"
+	}
+	c := strings.TrimSpace(string(out))
+	if err := exec.Command("git", "-C", root, "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench").Run(); err != nil {
+		c += " with uncommitted changes"
+	}
+	return c
+}
