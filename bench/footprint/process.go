@@ -99,7 +99,11 @@ func Scrape(client *http.Client, url string, names ...string) (map[string]float6
 		if end < 0 || !want[line[:end]] {
 			continue
 		}
-		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		rest := line[end:]
+		if rest[0] == '{' {
+			rest = rest[strings.LastIndexByte(rest, '}')+1:]
+		}
+		f := strings.Fields(rest)
 		if len(f) == 0 {
 			continue
 		}

@@ -1,0 +1,81 @@
+package footprint
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestProcReadings reads this process's own CPU time and RSS.
+func TestProcReadings(t *testing.T) {
+	// Burn a little CPU so the reading cannot be zero.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = fmt.Sprint(x)
+	}
+	cpu, err := CPUSeconds(os.Getpid())
+	if err != nil || cpu <= 0 {
+		t.Errorf("CPUSeconds = %v, %v; want > 0", cpu, err)
+	}
+	rss, err := RSSBytes(os.Getpid())
+	if err != nil || rss < 1<<20 {
+		t.Errorf("RSSBytes = %v, %v; want at least 1 MiB", rss, err)
+	}
+	if _, err := CPUSeconds(-1); err == nil {
+		t.Error("CPUSeconds(-1): want an error")
+	}
+}
+
+// TestScrape sums a metric's samples over its label sets and fails on a
+// metric that is not served.
+func TestScrape(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "# HELP a_total x\n# TYPE a_total counter\na_total{k=\"v 1\"} 2\na_total{k=\"w\"} 3.5\nb 1e3\na_total_other 9\n")
+	}))
+	defer srv.Close()
+	got, err := Scrape(srv.Client(), srv.URL, "a_total", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["a_total"] != 5.5 || got["b"] != 1000 {
+		t.Errorf("Scrape = %v, want a_total 5.5 and b 1000", got)
+	}
+	if _, err := Scrape(srv.Client(), srv.URL, "missing"); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("missing metric: got %v, want an error naming it", err)
+	}
+}
+
+// TestRows computes per-minute figures, medians and ratios, and explains a
+// row where fleetagent is above the Collector by its self-metrics.
+func TestRows(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	first := Point{At: t0, CPU: 1, Alloc: 0}
+	last := Point{At: t0.Add(2 * time.Minute), CPU: 2, Alloc: 4 << 20, Counts: Counts{Requests: 24, SelfRequests: 12, Payload: 20 << 10, SelfPayload: 4 << 10, Wire: 8 << 10, Gzip: 24}}
+	fa := Summarise(first, last, []float64{10 << 20, 30 << 20, 20 << 20}, []float64{3 << 20, 2 << 20})
+	if fa.RSSMiB != 20 || fa.HeapMiB != 2 || fa.CPUsPerMin != 0.5 || fa.AllocMiBPerMin != 2 || fa.ReqPerMin != 12 || fa.SelfReqPerMin != 6 || fa.WireKiBPerMin != 4 || fa.GzipShare != 1 {
+		t.Errorf("Summarise = %+v", fa)
+	}
+	oc := Window{RSSMiB: 40, HeapMiB: 8, CPUsPerMin: 1, AllocMiBPerMin: 20, ReqPerMin: 6, PayloadKiBMin: 20, WireKiBPerMin: 5}
+	rows := Rows([]Window{fa}, []Window{oc})
+	if len(rows) != 7 {
+		t.Fatalf("%d rows, want 7", len(rows))
+	}
+	for i, r := range rows {
+		above := i == 4
+		if (r.Why != "") != above {
+			t.Errorf("row %q: why %q, want one only where fleetagent is above", r.Name, r.Why)
+		}
+	}
+	if !strings.Contains(rows[4].Why, "6.0 of fleetagent's requests/min carry only its self-metrics") {
+		t.Errorf("requests row: why %q", rows[4].Why)
+	}
+	var b strings.Builder
+	WriteMarkdown(&b, Setup{Windows: 1}, rows)
+	if !strings.Contains(b.String(), "| OTLP requests (/min) | 12.0 | 6.00 | 2.00 |") {
+		t.Errorf("markdown lacks the requests row:\n%s", b.String())
+	}
+}
