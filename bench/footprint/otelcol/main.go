@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/batchprocessor"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
 // Version is the contrib release the components come from.
@@ -36,6 +37,9 @@ func components() (otelcol.Factories, error) {
 	f.Receivers, err1 = otelcol.MakeFactoryMap[receiver.Factory](kubeletstatsreceiver.NewFactory())
 	f.Processors, err2 = otelcol.MakeFactoryMap[processor.Factory](k8sattributesprocessor.NewFactory(), batchprocessor.NewFactory())
 	f.Exporters, err3 = otelcol.MakeFactoryMap[exporter.Factory](otlpexporter.NewFactory())
+	// The Collector's own telemetry (logs, and metrics served for pull),
+	// as the contrib distribution configures it.
+	f.Telemetry = otelconftelemetry.NewFactory()
 	for _, err := range []error{err1, err2, err3} {
 		if err != nil {
 			return f, err
