@@ -170,6 +170,8 @@ type Window struct {
 	SelfPayloadKiB  float64
 	WireKiBPerMin   float64
 	GzipShare       float64
+	PointsPerMin    float64
+	SelfPointsMin   float64
 }
 
 // Summarise turns a window's first and last Points and its samples into
@@ -187,6 +189,8 @@ func Summarise(first, last Point, rss, heap []float64) Window {
 		PayloadKiBMin:  float64(d.Payload) / 1024 / min,
 		SelfPayloadKiB: float64(d.SelfPayload) / 1024 / min,
 		WireKiBPerMin:  float64(d.Wire) / 1024 / min,
+		PointsPerMin:   float64(d.Points) / min,
+		SelfPointsMin:  float64(d.SelfPoints) / min,
 	}
 	if d.Requests > 0 {
 		w.GzipShare = float64(d.Gzip) / float64(d.Requests)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 )
 
 // SelfScope is the instrumentation scope of fleetagent's self-metrics; the
@@ -33,11 +34,14 @@ type Counts struct {
 	Wire int64
 	// Gzip counts requests that arrived gzip-compressed.
 	Gzip int64
+	// Points are the data points in the requests, SelfPoints those in
+	// SelfScope's metrics.
+	Points, SelfPoints int64
 }
 
 // Sub is c minus an earlier snapshot.
 func (c Counts) Sub(o Counts) Counts {
-	return Counts{c.Requests - o.Requests, c.SelfRequests - o.SelfRequests, c.Payload - o.Payload, c.SelfPayload - o.SelfPayload, c.Wire - o.Wire, c.Gzip - o.Gzip}
+	return Counts{c.Requests - o.Requests, c.SelfRequests - o.SelfRequests, c.Payload - o.Payload, c.SelfPayload - o.SelfPayload, c.Wire - o.Wire, c.Gzip - o.Gzip, c.Points - o.Points, c.SelfPoints - o.SelfPoints}
 }
 
 // Receiver is a real OTLP/gRPC metrics receiver on loopback for one agent,
@@ -85,12 +89,15 @@ type service struct {
 
 func (s *service) Export(ctx context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
 	size := int64(proto.Size(req))
-	var self int64
+	var self, points, selfPoints int64
 	onlySelf := true
 	for _, rm := range req.GetResourceMetrics() {
 		for _, sm := range rm.GetScopeMetrics() {
+			n := dataPoints(sm)
+			points += n
 			if sm.GetScope().GetName() == SelfScope {
 				self += int64(proto.Size(sm))
+				selfPoints += n
 			} else {
 				onlySelf = false
 			}
@@ -104,6 +111,8 @@ func (s *service) Export(ctx context.Context, req *colmetricpb.ExportMetricsServ
 	s.r.c.Requests++
 	s.r.c.Payload += size
 	s.r.c.SelfPayload += self
+	s.r.c.Points += points
+	s.r.c.SelfPoints += selfPoints
 	if onlySelf && self > 0 {
 		s.r.c.SelfRequests++
 	}
@@ -112,6 +121,15 @@ func (s *service) Export(ctx context.Context, req *colmetricpb.ExportMetricsServ
 	}
 	s.r.mu.Unlock()
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil
+}
+
+func dataPoints(sm *metricpb.ScopeMetrics) int64 {
+	var n int
+	for _, m := range sm.GetMetrics() {
+		n += len(m.GetGauge().GetDataPoints()) + len(m.GetSum().GetDataPoints()) + len(m.GetHistogram().GetDataPoints()) +
+			len(m.GetExponentialHistogram().GetDataPoints()) + len(m.GetSummary().GetDataPoints())
+	}
+	return int64(n)
 }
 
 // countingListener counts the bytes read from every accepted connection.

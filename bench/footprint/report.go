@@ -58,7 +58,8 @@ func Rows(fa, oc []Window) []Row {
 			s := self(func(w Window) float64 { return w.SelfPayloadKiB })
 			r.Why = fmt.Sprintf("fleetagent's self-metrics are %.1f KiB/min of its payload (the Collector pushes none of its own telemetry)", s)
 			if i == 5 && r.Fleetagent-s > r.Collector {
-				r.Why += fmt.Sprintf("; its product metrics alone are %.1f KiB/min, still above", r.Fleetagent-s)
+				fp, sp, cp := self(func(w Window) float64 { return w.PointsPerMin }), self(func(w Window) float64 { return w.SelfPointsMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
+				r.Why += fmt.Sprintf("; its product metrics alone are %.1f KiB/min, still above: %.0f data points/min against the Collector's %.0f", r.Fleetagent-s, fp-sp, cp)
 			}
 		default:
 			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
