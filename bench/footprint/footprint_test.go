@@ -396,15 +396,21 @@ func machine() string {
 	return fmt.Sprintf("%s, %d CPUs, %s", model, runtime.NumCPU(), runtime.Version())
 }
 
-// commit is the fleetagent commit measured, marked when the agent's code
-// differed from it.
+// agentSources are the paths the agent binary is built from.
+var agentSources = []string{"go.mod", "go.sum", "cmd", "agent", "collector", "exporter", "informer", "limiter", "internal", "preflight"}
+
+// commit is the commit measured and the newest commit that changed the
+// agent's sources, marked when they differed from it.
 func commit(root string) string {
 	out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
 		return "(unknown commit)"
 	}
 	c := strings.TrimSpace(string(out))
-	if err := exec.Command("git", "-C", root, "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench").Run(); err != nil {
+	if src, err := exec.Command("git", append([]string{"-C", root, "log", "-1", "--format=%h", "--abbrev=12", "--"}, agentSources...)...).Output(); err == nil {
+		c += " (agent sources as of " + strings.TrimSpace(string(src)) + ")"
+	}
+	if err := exec.Command("git", append([]string{"-C", root, "diff", "--quiet", "HEAD", "--"}, agentSources...)...).Run(); err != nil {
 		c += " with uncommitted changes"
 	}
 	return c
