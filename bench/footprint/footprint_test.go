@@ -56,6 +56,7 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	ctx := context.Background()
 	root := controlplane.ModuleRoot()
+	measured := commit(root) // before the run: the tree may change while it runs
 	dir := b.TempDir()
 	faBin, ocBin := filepath.Join(dir, "fleetagent"), filepath.Join(dir, "otelcol-footprint")
 	build(b, root, faBin, "./cmd/fleetagent")
@@ -178,7 +179,7 @@ func BenchmarkFootprint(b *testing.B) {
 		var md bytes.Buffer
 		footprint.WriteMarkdown(&md, footprint.Setup{
 			Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(),
-			FleetagentCommit: commit(root), CollectorVersion: collectorVersion,
+			FleetagentCommit: measured, CollectorVersion: collectorVersion,
 			Node: node, Pods: len(podList.Items), Interval: interval.String(),
 			Window: window.String(), Windows: *windows, Warmup: warmup.String(),
 		}, rows)
