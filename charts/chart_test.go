@@ -355,8 +355,8 @@ func TestApplyChart(t *testing.T) {
 	defer cancel()
 	objs := mustRender(t, releaseNS, "namespace: {create: true}\nfleet: {sizeHint: 1200}")
 	a := newApplier(t, cp.AdminConfig())
-	live := a.apply(ctx, t, objs)
-	if w := a.warn.take(); len(w) > 0 {
+	live := a.Apply(ctx, t, objs)
+	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the chart drew warnings from the apiserver (Pod Security or deprecation):\n%s", strings.Join(w, "\n"))
 	}
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema", "PriorityLevelConfiguration", "ConfigMap", "DaemonSet", "Deployment", "Service"} {

@@ -78,15 +78,15 @@ configMapGenerator:
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a := newApplier(t)
-	a.warn.take()
-	live := a.apply(ctx, t, render(t, dir))
+	a.Warnings()
+	live := a.Apply(ctx, t, render(t, dir))
 	// Later tests expect the fleet overlay as it is.
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
-		a.apply(cctx, t, render(t, "overlays/fleet"))
+		a.Apply(cctx, t, render(t, "overlays/fleet"))
 	})
-	if w := a.warn.take(); len(w) > 0 {
+	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the fleet overlay with components/kubelet-ca drew warnings (Pod Security?):\n%s", strings.Join(w, "\n"))
 	}
 	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
