@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
 
@@ -234,7 +235,7 @@ func normalize(o *unstructured.Unstructured) *unstructured.Unstructured {
 // variables defined earlier in the list, so the chart's order matters.
 func TestEnvReferencesComeFirst(t *testing.T) {
 	objs := mustRender(t, "fleetagent", "kubeletTLS: {mode: caConfigMap}\nextraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]")
-	ds := find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
+	ds := apply.Find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
 	seen := map[string]bool{}
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		for _, ref := range envRef(e.Value) {
@@ -364,11 +365,11 @@ func TestApplyChart(t *testing.T) {
 			t.Errorf("the chart has no %s", kind)
 		}
 	}
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 	if cm.Data["fleet-size-hint"] != "1200" || cm.Data["kill-switch"] != "off" {
 		t.Errorf("control ConfigMap data = %v, want kill-switch off and fleet-size-hint 1200", cm.Data)
 	}
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", "fleetagent")
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", "fleetagent")
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" && e.Value != "http://fleetagent-otel-gateway."+releaseNS+".svc:4317" {
 			t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q, want the gateway in %s", e.Value, releaseNS)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -131,26 +129,6 @@ func renderKustomize(t testing.TB, dir string) []*unstructured.Unstructured {
 		objs = append(objs, o)
 	}
 	return objs
-}
-
-// find returns the typed object of kind and name among objs.
-func find[T any](t testing.TB, objs []*unstructured.Unstructured, kind, name string) *T {
-	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() == kind && o.GetName() == name {
-			v := new(T)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
-				t.Fatalf("convert %s %s: %v", kind, name, err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s %q among the objects", kind, name)
-	return nil
-}
-
-func has(objs []*unstructured.Unstructured, kind, name string) bool {
-	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
 }
 
 func mustJSON(v any) string {

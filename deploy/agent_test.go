@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
@@ -42,7 +43,7 @@ func TestAgentRunsWithTheManifests(t *testing.T) {
 	// loaded machine, so it runs before the test's own deadline starts.
 	bin := buildAgent(t)
 	live := applyFleet(t)
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const node = "node-1"

@@ -22,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -115,26 +114,6 @@ func newApplier(t *testing.T) *apply.Applier {
 
 func ptrTo[T any](v T) *T { return &v }
 
-// find returns the typed object of kind and name among objs.
-func find[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
-	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() == kind && o.GetName() == name {
-			v := new(T)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
-				t.Fatalf("convert %s %s: %v", kind, name, err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s %q among the applied objects", kind, name)
-	return nil
-}
-
-func has(objs []*unstructured.Unstructured, kind, name string) bool {
-	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
-}
-
 // applyFleet applies the full-fleet overlay: the state the RBAC and APF
 // tests need. Server-side apply makes it idempotent.
 func applyFleet(t *testing.T) []*unstructured.Unstructured {
@@ -166,11 +145,11 @@ func TestApplyEveryOverlay(t *testing.T) {
 					t.Errorf("%s has no %s", dir, kind)
 				}
 			}
-			ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+			ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 			templates[dir] = ds.Spec.Template
 			checkDaemonSet(t, ds, dir == "overlays/upgrade")
 			checkKillSwitch(t, dir, ds, live)
-			checkSelfRole(t, ds, find[rbacv1.Role](t, live, "Role", "fleetagent-self"))
+			checkSelfRole(t, ds, apply.Find[rbacv1.Role](t, live, "Role", "fleetagent-self"))
 
 			aff := ds.Spec.Template.Spec.Affinity
 			canary := aff != nil && aff.NodeAffinity != nil && aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil
@@ -326,7 +305,7 @@ func checkKillSwitch(t *testing.T, dir string, ds *appsv1.DaemonSet, live []*uns
 		if vol.ConfigMap == nil || vol.ConfigMap.Name != "fleetagent-control" {
 			t.Fatalf("%s: kill switch %s in volume %s, want the fleetagent-control ConfigMap", dir, file, mustJSON(vol))
 		}
-		cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+		cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 		if v, ok := cm.Data[path.Base(file)]; !ok || v != "off" {
 			t.Errorf("%s: ConfigMap fleetagent-control key %q = %q (present %v), want \"off\"", dir, path.Base(file), v, ok)
 		}
@@ -351,9 +330,9 @@ func checkSelfRole(t *testing.T, ds *appsv1.DaemonSet, role *rbacv1.Role) {
 func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstructured) {
 	t.Helper()
 	const name = "fleetagent-otel-gateway"
-	svc := find[corev1.Service](t, live, "Service", name)
-	dep := find[appsv1.Deployment](t, live, "Deployment", name)
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", name)
+	svc := apply.Find[corev1.Service](t, live, "Service", name)
+	dep := apply.Find[appsv1.Deployment](t, live, "Deployment", name)
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", name)
 	var endpoint string
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" {
@@ -703,7 +682,7 @@ func TestFleetSizeHintSurvivesReapply(t *testing.T) {
 		}
 	})
 	live := applyFleet(t)
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 	if got := cm.Data[fleetSizeHintKey]; got != "1200" {
 		t.Errorf("after re-applying the fleet overlay %s = %q, want the operator's 1200", fleetSizeHintKey, got)
 	}
@@ -730,7 +709,7 @@ func TestTolerateAllTaintsComponent(t *testing.T) {
 	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the component drew warnings:\n%s", strings.Join(w, "\n"))
 	}
-	ps := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec
+	ps := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec
 	if want := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}; !equalJSON(ps.Tolerations, want) {
 		t.Errorf("tolerations = %s, want only %s", mustJSON(ps.Tolerations), mustJSON(want))
 	}

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
@@ -89,7 +90,7 @@ configMapGenerator:
 	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the fleet overlay with components/kubelet-ca drew warnings (Pod Security?):\n%s", strings.Join(w, "\n"))
 	}
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 	prepareNode(ctx, t, ds, node)
 	c := ds.Spec.Template.Spec.Containers[0]
 	env := containerEnv(t, c, map[string]string{"spec.nodeName": node, "status.hostIP": "127.0.0.1", "metadata.namespace": namespace})
@@ -136,7 +137,7 @@ func mountedConfigMap(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.U
 				if v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
 					t.Errorf("volume %s: the kubelet CA ConfigMap is optional; a pod without it would start with nothing to verify against", v.Name)
 				}
-				return find[corev1.ConfigMap](t, live, "ConfigMap", v.ConfigMap.Name)
+				return apply.Find[corev1.ConfigMap](t, live, "ConfigMap", v.ConfigMap.Name)
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -108,4 +109,25 @@ func (a *Applier) Apply(ctx context.Context, t testing.TB, objs []*unstructured.
 		out = append(out, got)
 	}
 	return out
+}
+
+// Find returns the object of kind and name among objs, converted to T.
+func Find[T any](t testing.TB, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			v := new(T)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
+				t.Fatalf("convert %s %s: %v", kind, name, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s %q among the objects", kind, name)
+	return nil
+}
+
+// Has reports whether objs hold an object of kind and name.
+func Has(objs []*unstructured.Unstructured, kind, name string) bool {
+	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
 }
