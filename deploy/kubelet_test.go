@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
@@ -40,7 +41,7 @@ import (
 // only, no IP). The agent verifies it, becomes ready, and exports the
 // kubelet's usage.
 func TestKubeletCAComponent(t *testing.T) {
-	bin := buildAgent(t)
+	bin := agentbin.Build(t)
 	const node = "node-1"
 	cert, kubeletCrt, err := testpki.KubeletSelfSigned(node)
 	if err != nil {
@@ -248,8 +249,8 @@ func runWithKubelet(ctx context.Context, t *testing.T, bin string, ds *appsv1.Da
 	env["FLEETAGENT_KUBELET_ENDPOINT"] = strings.Replace(kubeletStandIn(t, cert, token), "127.0.0.1", env["NODE_IP"], 1)
 	env["FLEETAGENT_KUBELET_TOKEN_FILE"] = filepath.Join(dir, "token")
 	writeFile(t, env["FLEETAGENT_KUBELET_TOKEN_FILE"], []byte(token))
-	env["KUBECONFIG"] = writeKubeconfig(t, dir, agentUser)
-	p := &agentProcess{t: t, admin: "127.0.0.1:" + freePort(t), ready: c.ReadinessProbe, logs: &bytes.Buffer{}, killFile: killFile,
+	env["KUBECONFIG"] = cp.Kubeconfig(t, agentUser)
+	p := &agentProcess{t: t, admin: "127.0.0.1:" + agentbin.FreePort(t), ready: c.ReadinessProbe, logs: &bytes.Buffer{}, killFile: killFile,
 		grace: time.Duration(*ds.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second}
 	env["FLEETAGENT_ADMIN_ADDRESS"] = p.admin
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{})

@@ -35,9 +35,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/proc"
 )
@@ -528,4 +531,22 @@ func ModuleRoot() string {
 		panic(err)
 	}
 	return d
+}
+
+// Kubeconfig writes a kubeconfig file for user (a name from Options.Users,
+// or "admin") against this control plane into a directory of t's, as a
+// process under test reads it with --kubeconfig, and returns its path.
+func (cp *ControlPlane) Kubeconfig(t testing.TB, user string) string {
+	t.Helper()
+	rc := cp.UserConfig(user)
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: user}
+	cfg.CurrentContext = "test"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
