@@ -23,6 +23,12 @@ var (
 		Description: "Number of times the container has been restarted, from the pod status."}
 	ContainerReady = &Desc{Source: "pod", Name: "k8s.container.ready", Unit: "{container}", Kind: UpDownCounter,
 		Description: "Whether the container is ready according to its readiness probe (1 = ready, 0 = not ready)."}
+	ContainerStatusState = &Desc{Source: "pod", Name: "k8s.container.status.state", Unit: "{container}", Kind: UpDownCounter,
+		Description: "1 for the container's current state named by k8s.container.status.state, 0 for the other states (running, waiting, terminated)."}
+	ContainerStatusReason = &Desc{Source: "pod", Name: "k8s.container.status.reason", Unit: "{container}", Kind: UpDownCounter,
+		Description: "1 for the reason of a waiting or terminated container, named by k8s.container.status.reason (a fixed set; others are _OTHER); only the current reason is reported."}
+	ContainerLastTerminatedReason = &Desc{Source: "pod", Name: "k8s.container.status.last_terminated_reason", Unit: "{container}", Kind: UpDownCounter,
+		Description: "1 with k8s.container.status.last_terminated_reason set to why the container's previous instance terminated (same fixed set as the reason), when it has terminated before."}
 	ContainerCPURequest = &Desc{Source: "pod", Name: "k8s.container.cpu.request.desired", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
 		Description: "CPU requested by the container spec, in cores."}
 	ContainerCPULimit = &Desc{Source: "pod", Name: "k8s.container.cpu.limit.desired", Unit: "{cpu}", Kind: UpDownCounter, Float: true,
@@ -31,6 +37,10 @@ var (
 		Description: "Memory requested by the container spec."}
 	ContainerMemoryLimit = &Desc{Source: "pod", Name: "k8s.container.memory.limit.desired", Unit: "By", Kind: UpDownCounter,
 		Description: "Memory limit of the container spec."}
+	ContainerEphemeralStorageRequest = &Desc{Source: "pod", Name: "k8s.container.ephemeral_storage.request", Unit: "By", Kind: UpDownCounter,
+		Description: "Ephemeral storage requested by the container spec."}
+	ContainerEphemeralStorageLimit = &Desc{Source: "pod", Name: "k8s.container.ephemeral_storage.limit", Unit: "By", Kind: UpDownCounter,
+		Description: "Ephemeral storage limit of the container spec."}
 
 	// Node state, from the informer view of this node's Node.
 	NodeConditionStatus = &Desc{Source: "node", Name: "k8s.node.condition.status", Unit: "{node}", Kind: UpDownCounter,
@@ -132,7 +142,9 @@ var (
 // Metrics lists every metric, in the order of the README table.
 var Metrics = []*Desc{
 	PodStatusPhase, ContainerRestartCount, ContainerReady,
+	ContainerStatusState, ContainerStatusReason, ContainerLastTerminatedReason,
 	ContainerCPURequest, ContainerCPULimit, ContainerMemoryRequest, ContainerMemoryLimit,
+	ContainerEphemeralStorageRequest, ContainerEphemeralStorageLimit,
 	NodeConditionStatus, NodeCPUAllocatable, NodeMemoryAllocatable, NodePodAllocatable,
 	NodeEphemeralStorageAllocatable, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity,
 	NodeCPUUsage, NodeCPUTime, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS,
