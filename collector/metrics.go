@@ -59,6 +59,12 @@ var (
 		Description: "Memory of the node."}
 	NodePodCapacity = &Desc{Source: "node", Name: "k8s.node.pod.capacity", Unit: "{pod}", Kind: UpDownCounter,
 		Description: "Maximum number of pods of the node."}
+	NodeUnschedulable = &Desc{Source: "node", Name: "k8s.node.unschedulable", Unit: "{node}", Kind: UpDownCounter,
+		Description: "1 when the node is cordoned (spec.unschedulable), else 0."}
+	NodeTaint = &Desc{Source: "node", Name: "k8s.node.taint", Unit: "{taint}", Kind: UpDownCounter,
+		Description: "1 for each taint of the node, with k8s.node.taint.key, k8s.node.taint.value and k8s.node.taint.effect."}
+	NodeInfo = &Desc{Source: "node", Name: "k8s.node.info", Unit: "1", Kind: Gauge,
+		Description: "Always 1; its attributes carry the node's versions from status.nodeInfo: k8s.kubelet.version, container.runtime.name, container.runtime.version, os.type, os.description, os.version, host.arch."}
 
 	// Usage, from the kubelet summary API.
 	NodeCPUUsage = &Desc{Source: "kubelet", Name: "k8s.node.cpu.usage", Unit: "{cpu}", Kind: Gauge, Float: true,
@@ -147,6 +153,7 @@ var Metrics = []*Desc{
 	ContainerEphemeralStorageRequest, ContainerEphemeralStorageLimit,
 	NodeConditionStatus, NodeCPUAllocatable, NodeMemoryAllocatable, NodePodAllocatable,
 	NodeEphemeralStorageAllocatable, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity,
+	NodeUnschedulable, NodeTaint, NodeInfo,
 	NodeCPUUsage, NodeCPUTime, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS,
 	NodeNetworkIO, NodeNetworkErrors, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable,
 	NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree,
