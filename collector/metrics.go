@@ -90,6 +90,8 @@ var (
 	NodeFilesystemAvailable = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.available", Unit: "By", Kind: UpDownCounter,
 		Description: "Bytes available on the node's root filesystem."}
 
+	NodeUptime = &Desc{Source: "kubelet", Name: "k8s.node.uptime", Unit: "s", Kind: Gauge, Float: true,
+		Description: "Time since the node started, from the kubelet summary's node startTime."}
 	NodePagingFaults = &Desc{Source: "kubelet", Name: "k8s.node.paging.faults", Unit: "{fault}", Kind: Counter,
 		Description: "Node memory paging faults by system.paging.fault.type (minor, major)."}
 	NodeFilesystemInodeCount = &Desc{Source: "kubelet", Name: "k8s.node.filesystem.inode.count", Unit: "{inode}", Kind: UpDownCounter,
@@ -120,6 +122,28 @@ var (
 	PodFilesystemAvailable = &Desc{Source: "kubelet", Name: "k8s.pod.filesystem.available", Unit: "By", Kind: UpDownCounter,
 		Description: "Bytes available on the filesystem holding the pod's ephemeral storage."}
 
+	PodUptime = &Desc{Source: "kubelet", Name: "k8s.pod.uptime", Unit: "s", Kind: Gauge, Float: true,
+		Description: "Time since the pod started, from the kubelet summary's pod startTime."}
+	PodCPURequestUtilization = &Desc{Source: "kubelet", Name: "k8s.pod.cpu_request_utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Pod CPU usage as a ratio of the sum of its containers' CPU requests (sidecars included); not reported when a container has no request."}
+	PodCPULimitUtilization = &Desc{Source: "kubelet", Name: "k8s.pod.cpu_limit_utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Pod CPU usage as a ratio of the sum of its containers' CPU limits (sidecars included); not reported when a container has no limit."}
+	PodMemoryRequestUtilization = &Desc{Source: "kubelet", Name: "k8s.pod.memory_request_utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Pod memory usage as a ratio of the sum of its containers' memory requests (sidecars included); not reported when a container has no request."}
+	PodMemoryLimitUtilization = &Desc{Source: "kubelet", Name: "k8s.pod.memory_limit_utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Pod memory usage as a ratio of the sum of its containers' memory limits (sidecars included); not reported when a container has no limit."}
+	PodVolumeUsage = &Desc{Source: "kubelet", Name: "k8s.pod.volume.usage", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes used on the pod volume named by k8s.volume.name."}
+	PodVolumeCapacity = &Desc{Source: "kubelet", Name: "k8s.pod.volume.capacity", Unit: "By", Kind: UpDownCounter,
+		Description: "Capacity of the filesystem of the pod volume named by k8s.volume.name."}
+	PodVolumeAvailable = &Desc{Source: "kubelet", Name: "k8s.pod.volume.available", Unit: "By", Kind: UpDownCounter,
+		Description: "Bytes available on the filesystem of the pod volume named by k8s.volume.name."}
+	PodVolumeInodeCount = &Desc{Source: "kubelet", Name: "k8s.pod.volume.inode.count", Unit: "{inode}", Kind: UpDownCounter,
+		Description: "Total inodes of the filesystem of the pod volume named by k8s.volume.name."}
+	PodVolumeInodeUsed = &Desc{Source: "kubelet", Name: "k8s.pod.volume.inode.used", Unit: "{inode}", Kind: UpDownCounter,
+		Description: "Inodes used by the pod volume named by k8s.volume.name."}
+	PodVolumeInodeFree = &Desc{Source: "kubelet", Name: "k8s.pod.volume.inode.free", Unit: "{inode}", Kind: UpDownCounter,
+		Description: "Free inodes of the filesystem of the pod volume named by k8s.volume.name."}
 	PodPagingFaults = &Desc{Source: "kubelet", Name: "k8s.pod.paging.faults", Unit: "{fault}", Kind: Counter,
 		Description: "Pod memory paging faults by system.paging.fault.type (minor, major)."}
 
@@ -135,6 +159,16 @@ var (
 		Description: "Container anonymous and swap cache memory."}
 	ContainerMemoryAvailable = &Desc{Source: "kubelet", Name: "container.memory.available", Unit: "By", Kind: UpDownCounter,
 		Description: "Container memory available before its limit."}
+	ContainerUptime = &Desc{Source: "kubelet", Name: "container.uptime", Unit: "s", Kind: Gauge, Float: true,
+		Description: "Time since the container started, from the kubelet summary's container startTime."}
+	ContainerCPURequestUtilization = &Desc{Source: "kubelet", Name: "k8s.container.cpu.request.utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Container CPU usage as a ratio of its CPU request (the applied one of the container status, else the spec's); not reported without a request."}
+	ContainerCPULimitUtilization = &Desc{Source: "kubelet", Name: "k8s.container.cpu.limit.utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Container CPU usage as a ratio of its CPU limit (the applied one of the container status, else the spec's); not reported without a limit."}
+	ContainerMemoryRequestUtilization = &Desc{Source: "kubelet", Name: "k8s.container.memory_request_utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Container memory usage as a ratio of its memory request; not reported without a request."}
+	ContainerMemoryLimitUtilization = &Desc{Source: "kubelet", Name: "k8s.container.memory_limit_utilization", Unit: "1", Kind: Gauge, Float: true,
+		Description: "Container memory usage as a ratio of its memory limit; not reported without a limit."}
 	ContainerPagingFaults = &Desc{Source: "kubelet", Name: "container.paging.faults", Unit: "{fault}", Kind: Counter,
 		Description: "Container memory paging faults by system.paging.fault.type (minor, major)."}
 	ContainerFilesystemUsage = &Desc{Source: "kubelet", Name: "container.filesystem.usage", Unit: "By", Kind: UpDownCounter,
@@ -156,10 +190,14 @@ var Metrics = []*Desc{
 	NodeUnschedulable, NodeTaint, NodeInfo,
 	NodeCPUUsage, NodeCPUTime, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS,
 	NodeNetworkIO, NodeNetworkErrors, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable,
-	NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree,
+	NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree, NodeUptime,
 	PodCPUUsage, PodCPUTime, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS,
 	PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, PodPagingFaults,
+	PodUptime, PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization,
+	PodVolumeUsage, PodVolumeCapacity, PodVolumeAvailable, PodVolumeInodeCount, PodVolumeInodeUsed, PodVolumeInodeFree,
 	ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
 	ContainerMemoryAvailable, ContainerPagingFaults,
 	ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
+	ContainerUptime, ContainerCPURequestUtilization, ContainerCPULimitUtilization,
+	ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization,
 }
