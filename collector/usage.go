@@ -52,9 +52,8 @@ func requirementsOf(pod *corev1.Pod, name string) (corev1.ResourceRequirements, 
 type podTotals struct{ cpuReq, cpuLim, memReq, memLim float64 }
 
 func totalsOf(pod *corev1.Pod) podTotals {
-	var t podTotals
 	if pod == nil {
-		return t
+		return podTotals{}
 	}
 	var names []string
 	for _, c := range pod.Spec.InitContainers {
@@ -65,30 +64,28 @@ func totalsOf(pod *corev1.Pod) podTotals {
 	for _, c := range pod.Spec.Containers {
 		names = append(names, c.Name)
 	}
-	if len(names) == 0 {
-		return t
-	}
-	ok := podTotals{1, 1, 1, 1} // 1 while every container has the bound
+	var t podTotals
+	all := podBounds{true, true, true, true} // while every container has the bound
 	for _, n := range names {
-		res, _ := requirementsOf(pod, n)
-		sum := func(rl corev1.ResourceList, name corev1.ResourceName, total, has *float64, cpu bool) {
-			q, found := rl[name]
-			if !found {
-				*has = 0
-				return
-			}
-			if cpu {
-				*total += q.AsApproximateFloat64()
-			} else {
-				*total += float64(q.Value())
-			}
-		}
-		sum(res.Requests, corev1.ResourceCPU, &t.cpuReq, &ok.cpuReq, true)
-		sum(res.Limits, corev1.ResourceCPU, &t.cpuLim, &ok.cpuLim, true)
-		sum(res.Requests, corev1.ResourceMemory, &t.memReq, &ok.memReq, false)
-		sum(res.Limits, corev1.ResourceMemory, &t.memLim, &ok.memLim, false)
+		c := containerTotals(pod, n)
+		t.cpuReq, all.cpuReq = t.cpuReq+c.cpuReq, all.cpuReq && c.cpuReq > 0
+		t.cpuLim, all.cpuLim = t.cpuLim+c.cpuLim, all.cpuLim && c.cpuLim > 0
+		t.memReq, all.memReq = t.memReq+c.memReq, all.memReq && c.memReq > 0
+		t.memLim, all.memLim = t.memLim+c.memLim, all.memLim && c.memLim > 0
 	}
-	return podTotals{t.cpuReq * ok.cpuReq, t.cpuLim * ok.cpuLim, t.memReq * ok.memReq, t.memLim * ok.memLim}
+	if len(names) == 0 {
+		return podTotals{}
+	}
+	return podTotals{only(all.cpuReq, t.cpuReq), only(all.cpuLim, t.cpuLim), only(all.memReq, t.memReq), only(all.memLim, t.memLim)}
+}
+
+type podBounds struct{ cpuReq, cpuLim, memReq, memLim bool }
+
+func only(ok bool, v float64) float64 {
+	if ok {
+		return v
+	}
+	return 0
 }
 
 // recordUtilization reports CPU usage (cores) and memory usage (bytes, the
