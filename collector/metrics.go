@@ -13,8 +13,13 @@ const SchemaURL = "https://opentelemetry.io/schemas/1.44.0"
 // collector describes only metrics of the table, and every metric of the
 // table is described by its collector.
 //
-// Deviations from the conventions, on purpose: k8s.node.{cpu,memory,pod}.capacity
-// have no convention (they follow the allocatable pattern).
+// Names the conventions do not define, on purpose (README "Metrics"):
+// k8s.node.{cpu,memory,pod}.capacity follow the allocatable pattern; the
+// pod utilizations and the container memory utilizations are the
+// Collector's kubeletstats receiver's names; the metric
+// k8s.container.status.last_terminated_reason is named after the
+// conventions' attribute; k8s.node.unschedulable, k8s.node.taint and
+// k8s.node.info are the agent's own.
 var (
 	// Pod and container state, from the informer view of this node's pods.
 	PodStatusPhase = &Desc{Source: "pod", Name: "k8s.pod.status.phase", Unit: "{pod}", Kind: UpDownCounter,
