@@ -1,0 +1,308 @@
+package otelcol_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+)
+
+// deviationHeading opens the section of collector/README.md whose table
+// lists the deliberate deviations from the kubeletstats receiver.
+const deviationHeading = "## Deviations from the Collector's kubeletstats receiver"
+
+// The aspects compared for every metric both sides emit.
+const (
+	aspectUnit       = "unit"
+	aspectInstrument = "instrument"
+	aspectResource   = "resource attributes"
+)
+
+// none stands for an empty set of resource attribute keys in the table.
+const none = "—"
+
+// shape is what one side emits for one metric name: its units, its
+// instruments and the union of the resource attribute keys of the
+// resources that carry it.
+type shape struct {
+	units, instruments, keys map[string]bool
+}
+
+// shapes summarises md by metric name.
+func shapes(md pmetric.Metrics) map[string]*shape {
+	out := map[string]*shape{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				s := out[m.Name()]
+				if s == nil {
+					s = &shape{units: map[string]bool{}, instruments: map[string]bool{}, keys: map[string]bool{}}
+					out[m.Name()] = s
+				}
+				s.units[m.Unit()] = true
+				s.instruments[instrument(m)] = true
+				for k := range rm.Resource().Attributes().All() {
+					s.keys[k] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// instrument names a metric's data type as the table does: "gauge", or
+// "sum" with its monotonicity and temporality, or the OTLP type.
+func instrument(m pmetric.Metric) string {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		return "gauge"
+	case pmetric.MetricTypeSum:
+		mono := "non-monotonic"
+		if m.Sum().IsMonotonic() {
+			mono = "monotonic"
+		}
+		return fmt.Sprintf("sum %s %s", mono, strings.ToLower(m.Sum().AggregationTemporality().String()))
+	case pmetric.MetricTypeHistogram:
+		return "histogram " + strings.ToLower(m.Histogram().AggregationTemporality().String())
+	default:
+		return strings.ToLower(m.Type().String())
+	}
+}
+
+// deviation is one difference in one aspect of one metric: what
+// fleetagent emits and what the Collector emits (for resource attributes:
+// the keys only that side has).
+type deviation struct {
+	metric, aspect, fleetagent, collector string
+}
+
+func (d deviation) row() string {
+	return fmt.Sprintf("| `%s` | %s | %s | %s | <reason> |", d.metric, d.aspect, cell(d.aspect, d.fleetagent), cell(d.aspect, d.collector))
+}
+
+func cell(aspect, v string) string {
+	if aspect == aspectResource {
+		if v == none {
+			return none
+		}
+		parts := strings.Split(v, ", ")
+		for i, p := range parts {
+			parts[i] = "`" + p + "`"
+		}
+		return strings.Join(parts, ", ")
+	}
+	return "`" + v + "`"
+}
+
+func joinSorted(set map[string]bool) string {
+	var l []string
+	for k := range set {
+		l = append(l, k)
+	}
+	if len(l) == 0 {
+		return none
+	}
+	sort.Strings(l)
+	return strings.Join(l, ", ")
+}
+
+func minus(a, b map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		if !b[k] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// compare returns the metric names both emit and every difference among
+// them, sorted.
+func compare(fa, col map[string]*shape) (common []string, devs []deviation) {
+	for name := range fa {
+		if col[name] != nil {
+			common = append(common, name)
+		}
+	}
+	sort.Strings(common)
+	for _, name := range common {
+		f, c := fa[name], col[name]
+		if u, v := joinSorted(f.units), joinSorted(c.units); u != v {
+			devs = append(devs, deviation{name, aspectUnit, u, v})
+		}
+		if u, v := joinSorted(f.instruments), joinSorted(c.instruments); u != v {
+			devs = append(devs, deviation{name, aspectInstrument, u, v})
+		}
+		extra, missing := minus(f.keys, c.keys), minus(c.keys, f.keys)
+		if len(extra) > 0 || len(missing) > 0 {
+			devs = append(devs, deviation{name, aspectResource, joinSorted(extra), joinSorted(missing)})
+		}
+	}
+	return common, devs
+}
+
+// listed is one row of the deviation table. metric is a path.Match
+// pattern (k8s.pod.* covers every k8s.pod. metric); the first row whose
+// pattern and aspect match a deviation is the one that must state it.
+type listed struct {
+	line                                       int
+	metric, aspect, fleetagent, collector, why string
+}
+
+// readDeviations parses the table under deviationHeading in the README at
+// path.
+func readDeviations(p string) ([]listed, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var (
+		rows             []listed
+		inSection, table bool
+		header           bool
+	)
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case !inSection:
+			inSection = line == deviationHeading
+			continue
+		case strings.HasPrefix(line, "## "):
+			inSection = false
+			continue
+		case !strings.HasPrefix(line, "|"):
+			if table {
+				inSection = false // the table ended
+			}
+			continue
+		}
+		table = true
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if !header {
+			want := []string{"metric", "aspect", "fleetagent", "Collector", "reason"}
+			if !slices.Equal(cells, want) {
+				return nil, fmt.Errorf("%s:%d: the deviation table's header must be | %s |, not %q", p, n, strings.Join(want, " | "), line)
+			}
+			header = true
+			continue
+		}
+		if strings.Trim(strings.Join(cells, ""), "-: ") == "" {
+			continue // the separator row
+		}
+		if len(cells) != 5 {
+			return nil, fmt.Errorf("%s:%d: a deviation row has 5 cells (metric, aspect, fleetagent, Collector, reason), this one %d", p, n, len(cells))
+		}
+		r := listed{line: n, metric: strings.Trim(cells[0], "`"), aspect: cells[1],
+			fleetagent: normalise(cells[1], cells[2]), collector: normalise(cells[1], cells[3]), why: cells[4]}
+		if _, err := path.Match(r.metric, ""); err != nil {
+			return nil, fmt.Errorf("%s:%d: metric %q is not a valid pattern: %v", p, n, r.metric, err)
+		}
+		if r.aspect != aspectUnit && r.aspect != aspectInstrument && r.aspect != aspectResource {
+			return nil, fmt.Errorf("%s:%d: aspect %q is none of %q, %q, %q", p, n, r.aspect, aspectUnit, aspectInstrument, aspectResource)
+		}
+		if r.why == "" {
+			return nil, fmt.Errorf("%s:%d: the deviation of %s (%s) gives no reason", p, n, r.metric, r.aspect)
+		}
+		rows = append(rows, r)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if !header {
+		return nil, fmt.Errorf("%s: no table under %q", p, deviationHeading)
+	}
+	return rows, nil
+}
+
+// normalise reads a value cell: backticks dropped; resource attribute keys
+// as a sorted ", "-separated list.
+func normalise(aspect, v string) string {
+	if aspect != aspectResource {
+		return strings.Trim(v, "`")
+	}
+	if v == none || v == "" {
+		return none
+	}
+	var keys []string
+	for _, k := range strings.Split(v, ",") {
+		keys = append(keys, strings.Trim(strings.TrimSpace(k), "`"))
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+// TestKubeletstatsReceiverCompatibility runs the Collector's kubeletstats
+// receiver (contrib, as a library) and the agent side by side against the
+// same stand-in kubelet and the same pods, and compares every metric both
+// emit: unit, instrument (gauge or sum, monotonic, temporality) and the
+// resource attribute keys of the resources carrying it. Every difference
+// must be the one stated by a row of the deviation table in
+// collector/README.md, and every row must still state a difference that
+// is emitted, so the document and the output cannot drift apart.
+func TestKubeletstatsReceiverCompatibility(t *testing.T) {
+	readme := filepath.Join(controlplane.ModuleRoot(), "collector", "README.md")
+	rows, err := readDeviations(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := capture(t)
+	fa, col := shapes(c.fleetagent), shapes(c.collector)
+	common, devs := compare(fa, col)
+	var onlyFA, onlyCol []string
+	for n := range fa {
+		if col[n] == nil {
+			onlyFA = append(onlyFA, n)
+		}
+	}
+	for n := range col {
+		if fa[n] == nil {
+			onlyCol = append(onlyCol, n)
+		}
+	}
+	sort.Strings(onlyFA)
+	sort.Strings(onlyCol)
+	t.Logf("both emit %d metrics: %s", len(common), strings.Join(common, " "))
+	t.Logf("only fleetagent: %s", strings.Join(onlyFA, " "))
+	t.Logf("only the Collector: %s", strings.Join(onlyCol, " "))
+	if len(common) == 0 {
+		t.Fatalf("the agent and the kubeletstats receiver emit no metric of the same name (agent: %d metrics, Collector: %d)", len(fa), len(col))
+	}
+
+	used := make([]bool, len(rows))
+	for _, d := range devs {
+		i := slices.IndexFunc(rows, func(r listed) bool {
+			ok, _ := path.Match(r.metric, d.metric)
+			return ok && r.aspect == d.aspect
+		})
+		if i < 0 {
+			t.Errorf("%s differs in %s: fleetagent %s, the Collector %s; make it match or list it under %q in collector/README.md:\n%s",
+				d.metric, d.aspect, d.fleetagent, d.collector, deviationHeading, d.row())
+			continue
+		}
+		used[i] = true
+		if r := rows[i]; r.fleetagent != d.fleetagent || r.collector != d.collector {
+			t.Errorf("collector/README.md:%d lists %s (%s) as fleetagent %s, the Collector %s, but %s emits fleetagent %s, the Collector %s; correct the row:\n%s",
+				r.line, r.metric, r.aspect, r.fleetagent, r.collector, d.metric, d.fleetagent, d.collector, d.row())
+		}
+	}
+	for i, r := range rows {
+		if !used[i] {
+			t.Errorf("collector/README.md:%d lists a deviation of %s (%s) that no metric both emit has any more (or an earlier row covers it); remove or correct the row", r.line, r.metric, r.aspect)
+		}
+	}
+	t.Logf("%d metrics compared, %d differences, all listed: %v", len(common), len(devs), !t.Failed())
+}
