@@ -245,6 +245,36 @@ func normalise(aspect, v string) string {
 	return strings.Join(keys, ", ")
 }
 
+// check returns what is wrong between the emitted differences and the
+// table: a difference no row states, a row that states it otherwise, and
+// a row no difference needs.
+func check(rows []listed, devs []deviation) []string {
+	var problems []string
+	used := make([]bool, len(rows))
+	for _, d := range devs {
+		i := slices.IndexFunc(rows, func(r listed) bool {
+			ok, _ := path.Match(r.metric, d.metric)
+			return ok && r.aspect == d.aspect
+		})
+		if i < 0 {
+			problems = append(problems, fmt.Sprintf("%s differs in %s: fleetagent %s, the Collector %s; make it match or list it under %q in collector/README.md:\n%s",
+				d.metric, d.aspect, d.fleetagent, d.collector, deviationHeading, d.row()))
+			continue
+		}
+		used[i] = true
+		if r := rows[i]; r.fleetagent != d.fleetagent || r.collector != d.collector {
+			problems = append(problems, fmt.Sprintf("collector/README.md:%d lists %s (%s) as fleetagent %s, the Collector %s, but %s emits fleetagent %s, the Collector %s; correct the row:\n%s",
+				r.line, r.metric, r.aspect, r.fleetagent, r.collector, d.metric, d.fleetagent, d.collector, d.row()))
+		}
+	}
+	for i, r := range rows {
+		if !used[i] {
+			problems = append(problems, fmt.Sprintf("collector/README.md:%d lists a deviation of %s (%s) that no metric both emit has any more (or an earlier row covers it); remove or correct the row", r.line, r.metric, r.aspect))
+		}
+	}
+	return problems
+}
+
 // TestKubeletstatsReceiverCompatibility runs the Collector's kubeletstats
 // receiver (contrib, as a library) and the agent side by side against the
 // same stand-in kubelet and the same pods, and compares every metric both
@@ -282,27 +312,93 @@ func TestKubeletstatsReceiverCompatibility(t *testing.T) {
 		t.Fatalf("the agent and the kubeletstats receiver emit no metric of the same name (agent: %d metrics, Collector: %d)", len(fa), len(col))
 	}
 
-	used := make([]bool, len(rows))
-	for _, d := range devs {
-		i := slices.IndexFunc(rows, func(r listed) bool {
-			ok, _ := path.Match(r.metric, d.metric)
-			return ok && r.aspect == d.aspect
-		})
-		if i < 0 {
-			t.Errorf("%s differs in %s: fleetagent %s, the Collector %s; make it match or list it under %q in collector/README.md:\n%s",
-				d.metric, d.aspect, d.fleetagent, d.collector, deviationHeading, d.row())
-			continue
-		}
-		used[i] = true
-		if r := rows[i]; r.fleetagent != d.fleetagent || r.collector != d.collector {
-			t.Errorf("collector/README.md:%d lists %s (%s) as fleetagent %s, the Collector %s, but %s emits fleetagent %s, the Collector %s; correct the row:\n%s",
-				r.line, r.metric, r.aspect, r.fleetagent, r.collector, d.metric, d.fleetagent, d.collector, d.row())
-		}
-	}
-	for i, r := range rows {
-		if !used[i] {
-			t.Errorf("collector/README.md:%d lists a deviation of %s (%s) that no metric both emit has any more (or an earlier row covers it); remove or correct the row", r.line, r.metric, r.aspect)
-		}
+	for _, problem := range check(rows, devs) {
+		t.Error(problem)
 	}
 	t.Logf("%d metrics compared, %d differences, all listed: %v", len(common), len(devs), !t.Failed())
+}
+
+// TestDeviationCheck: the comparison and the table check catch a
+// difference nobody listed, a row that states a difference otherwise than
+// emitted, and a row that no longer applies, and accept a table that
+// states exactly what differs.
+func TestDeviationCheck(t *testing.T) {
+	set := func(v ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, x := range v {
+			m[x] = true
+		}
+		return m
+	}
+	fa := map[string]*shape{
+		"k8s.pod.memory.usage": {units: set("By"), instruments: set("sum non-monotonic cumulative"), keys: set("k8s.pod.uid", "k8s.node.name")},
+		"k8s.pod.cpu.usage":    {units: set("{cpu}"), instruments: set("gauge"), keys: set("k8s.pod.uid")},
+		"fleetagent.only":      {units: set("1"), instruments: set("gauge"), keys: set()},
+	}
+	col := map[string]*shape{
+		"k8s.pod.memory.usage": {units: set("By"), instruments: set("gauge"), keys: set("k8s.pod.uid")},
+		"k8s.pod.cpu.usage":    {units: set("{cpu}"), instruments: set("gauge"), keys: set("k8s.pod.uid")},
+	}
+	common, devs := compare(fa, col)
+	if !slices.Equal(common, []string{"k8s.pod.cpu.usage", "k8s.pod.memory.usage"}) {
+		t.Fatalf("common = %v", common)
+	}
+	want := []deviation{
+		{"k8s.pod.memory.usage", aspectInstrument, "sum non-monotonic cumulative", "gauge"},
+		{"k8s.pod.memory.usage", aspectResource, "k8s.node.name", none},
+	}
+	if !slices.Equal(devs, want) {
+		t.Fatalf("deviations = %v, want %v", devs, want)
+	}
+
+	table := func(rows ...string) []listed {
+		p := filepath.Join(t.TempDir(), "README.md")
+		body := "# x\n\n" + deviationHeading + "\n\ntext\n\n| metric | aspect | fleetagent | Collector | reason |\n|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n\n## Next\n\n| a | b |\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l, err := readDeviations(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	instr := "| `*.memory.*` | instrument | `sum non-monotonic cumulative` | `gauge` | conventions |"
+	res := "| `k8s.pod.*` | resource attributes | `k8s.node.name` | — | node on every resource |"
+	for _, c := range []struct {
+		name  string
+		rows  []string
+		wants []string // substrings of the problems, in order
+	}{
+		{"exact", []string{instr, res}, nil},
+		{"unlisted", []string{instr}, []string{"k8s.pod.memory.usage differs in resource attributes"}},
+		{"stated otherwise", []string{instr, "| `k8s.pod.*` | resource attributes | `k8s.node.name`, `k8s.job.name` | — | r |"}, []string{"correct the row"}},
+		{"stale", []string{instr, res, "| `*.network.errors` | unit | `{error}` | `1` | r |"}, []string{"no metric both emit has any more"}},
+	} {
+		got := check(table(c.rows...), devs)
+		if len(got) != len(c.wants) {
+			t.Errorf("%s: problems %q, want %d", c.name, got, len(c.wants))
+			continue
+		}
+		for i, w := range c.wants {
+			if !strings.Contains(got[i], w) {
+				t.Errorf("%s: problem %q does not say %q", c.name, got[i], w)
+			}
+		}
+	}
+
+	for _, bad := range []string{
+		"| `x` | colour | `a` | `b` | r |",
+		"| `x` | unit | `a` | `b` |  |",
+		"| `[x` | unit | `a` | `b` | r |",
+	} {
+		p := filepath.Join(t.TempDir(), "README.md")
+		body := deviationHeading + "\n\n| metric | aspect | fleetagent | Collector | reason |\n|---|---|---|---|---|\n" + bad + "\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readDeviations(p); err == nil {
+			t.Errorf("row %s was accepted", bad)
+		}
+	}
 }
