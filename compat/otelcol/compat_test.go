@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
@@ -25,16 +26,18 @@ const (
 	aspectUnit       = "unit"
 	aspectInstrument = "instrument"
 	aspectResource   = "resource attributes"
+	aspectPoint      = "point attributes"
 )
 
-// none stands for an empty set of resource attribute keys in the table.
+// none stands for an empty set of attribute keys in the table.
 const none = "—"
 
 // shape is what one side emits for one metric name: its units, its
-// instruments and the union of the resource attribute keys of the
-// resources that carry it.
+// instruments, the union of the resource attribute keys of the
+// resources that carry it and the union of its data points' attribute
+// keys.
 type shape struct {
-	units, instruments, keys map[string]bool
+	units, instruments, keys, pointKeys map[string]bool
 }
 
 // shapes summarises md by metric name.
@@ -45,7 +48,7 @@ func shapes(md pmetric.Metrics) map[string]*shape {
 			for _, m := range sm.Metrics().All() {
 				s := out[m.Name()]
 				if s == nil {
-					s = &shape{units: map[string]bool{}, instruments: map[string]bool{}, keys: map[string]bool{}}
+					s = &shape{units: map[string]bool{}, instruments: map[string]bool{}, keys: map[string]bool{}, pointKeys: map[string]bool{}}
 					out[m.Name()] = s
 				}
 				s.units[m.Unit()] = true
@@ -53,7 +56,40 @@ func shapes(md pmetric.Metrics) map[string]*shape {
 				for k := range rm.Resource().Attributes().All() {
 					s.keys[k] = true
 				}
+				for _, attrs := range pointAttributes(m) {
+					for k := range attrs.All() {
+						s.pointKeys[k] = true
+					}
+				}
 			}
+		}
+	}
+	return out
+}
+
+// pointAttributes returns the attributes of each of m's data points.
+func pointAttributes(m pmetric.Metric) []pcommon.Map {
+	var out []pcommon.Map
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		for _, dp := range m.Gauge().DataPoints().All() {
+			out = append(out, dp.Attributes())
+		}
+	case pmetric.MetricTypeSum:
+		for _, dp := range m.Sum().DataPoints().All() {
+			out = append(out, dp.Attributes())
+		}
+	case pmetric.MetricTypeHistogram:
+		for _, dp := range m.Histogram().DataPoints().All() {
+			out = append(out, dp.Attributes())
+		}
+	case pmetric.MetricTypeExponentialHistogram:
+		for _, dp := range m.ExponentialHistogram().DataPoints().All() {
+			out = append(out, dp.Attributes())
+		}
+	case pmetric.MetricTypeSummary:
+		for _, dp := range m.Summary().DataPoints().All() {
+			out = append(out, dp.Attributes())
 		}
 	}
 	return out
@@ -80,7 +116,7 @@ func instrument(m pmetric.Metric) string {
 
 // deviation is one difference in one aspect of one metric: what
 // fleetagent emits and what the Collector emits (for resource attributes:
-// the keys only that side has).
+// and point attributes: the keys only that side has).
 type deviation struct {
 	metric, aspect, fleetagent, collector string
 }
@@ -90,7 +126,7 @@ func (d deviation) row() string {
 }
 
 func cell(aspect, v string) string {
-	if aspect == aspectResource {
+	if aspect == aspectResource || aspect == aspectPoint {
 		if v == none {
 			return none
 		}
@@ -145,6 +181,10 @@ func compare(fa, col map[string]*shape) (common []string, devs []deviation) {
 		extra, missing := minus(f.keys, c.keys), minus(c.keys, f.keys)
 		if len(extra) > 0 || len(missing) > 0 {
 			devs = append(devs, deviation{name, aspectResource, joinSorted(extra), joinSorted(missing)})
+		}
+		extra, missing = minus(f.pointKeys, c.pointKeys), minus(c.pointKeys, f.pointKeys)
+		if len(extra) > 0 || len(missing) > 0 {
+			devs = append(devs, deviation{name, aspectPoint, joinSorted(extra), joinSorted(missing)})
 		}
 	}
 	return common, devs
@@ -211,8 +251,8 @@ func readDeviations(p string) ([]listed, error) {
 		if _, err := path.Match(r.metric, ""); err != nil {
 			return nil, fmt.Errorf("%s:%d: metric %q is not a valid pattern: %v", p, n, r.metric, err)
 		}
-		if r.aspect != aspectUnit && r.aspect != aspectInstrument && r.aspect != aspectResource {
-			return nil, fmt.Errorf("%s:%d: aspect %q is none of %q, %q, %q", p, n, r.aspect, aspectUnit, aspectInstrument, aspectResource)
+		if r.aspect != aspectUnit && r.aspect != aspectInstrument && r.aspect != aspectResource && r.aspect != aspectPoint {
+			return nil, fmt.Errorf("%s:%d: aspect %q is none of %q, %q, %q, %q", p, n, r.aspect, aspectUnit, aspectInstrument, aspectResource, aspectPoint)
 		}
 		if r.why == "" {
 			return nil, fmt.Errorf("%s:%d: the deviation of %s (%s) gives no reason", p, n, r.metric, r.aspect)
@@ -228,10 +268,10 @@ func readDeviations(p string) ([]listed, error) {
 	return rows, nil
 }
 
-// normalise reads a value cell: backticks dropped; resource attribute keys
-// as a sorted ", "-separated list.
+// normalise reads a value cell: backticks dropped; attribute keys as a
+// sorted ", "-separated list.
 func normalise(aspect, v string) string {
-	if aspect != aspectResource {
+	if aspect != aspectResource && aspect != aspectPoint {
 		return strings.Trim(v, "`")
 	}
 	if v == none || v == "" {
@@ -278,8 +318,9 @@ func check(rows []listed, devs []deviation) []string {
 // TestKubeletstatsReceiverCompatibility runs the Collector's kubeletstats
 // receiver (contrib, as a library) and the agent side by side against the
 // same stand-in kubelet and the same pods, and compares every metric both
-// emit: unit, instrument (gauge or sum, monotonic, temporality) and the
-// resource attribute keys of the resources carrying it. Every difference
+// emit: unit, instrument (gauge or sum, monotonic, temporality), the
+// resource attribute keys of the resources carrying it and the attribute
+// keys of its data points. Every difference
 // must be the one stated by a row of the deviation table in
 // collector/README.md, and every row must still state a difference that
 // is emitted, so the document and the output cannot drift apart.
@@ -331,21 +372,24 @@ func TestDeviationCheck(t *testing.T) {
 		return m
 	}
 	fa := map[string]*shape{
-		"k8s.pod.memory.usage": {units: set("By"), instruments: set("sum non-monotonic cumulative"), keys: set("k8s.pod.uid", "k8s.node.name")},
-		"k8s.pod.cpu.usage":    {units: set("{cpu}"), instruments: set("gauge"), keys: set("k8s.pod.uid")},
-		"fleetagent.only":      {units: set("1"), instruments: set("gauge"), keys: set()},
+		"k8s.pod.memory.usage": {units: set("By"), instruments: set("sum non-monotonic cumulative"), keys: set("k8s.pod.uid", "k8s.node.name"), pointKeys: set()},
+		"k8s.pod.cpu.usage":    {units: set("{cpu}"), instruments: set("gauge"), keys: set("k8s.pod.uid"), pointKeys: set()},
+		"k8s.pod.network.io":   {units: set("By"), instruments: set("gauge"), keys: set("k8s.pod.uid"), pointKeys: set("network.io.direction")},
+		"fleetagent.only":      {units: set("1"), instruments: set("gauge"), keys: set(), pointKeys: set()},
 	}
 	col := map[string]*shape{
-		"k8s.pod.memory.usage": {units: set("By"), instruments: set("gauge"), keys: set("k8s.pod.uid")},
-		"k8s.pod.cpu.usage":    {units: set("{cpu}"), instruments: set("gauge"), keys: set("k8s.pod.uid")},
+		"k8s.pod.memory.usage": {units: set("By"), instruments: set("gauge"), keys: set("k8s.pod.uid"), pointKeys: set()},
+		"k8s.pod.cpu.usage":    {units: set("{cpu}"), instruments: set("gauge"), keys: set("k8s.pod.uid"), pointKeys: set()},
+		"k8s.pod.network.io":   {units: set("By"), instruments: set("gauge"), keys: set("k8s.pod.uid"), pointKeys: set("direction")},
 	}
 	common, devs := compare(fa, col)
-	if !slices.Equal(common, []string{"k8s.pod.cpu.usage", "k8s.pod.memory.usage"}) {
+	if !slices.Equal(common, []string{"k8s.pod.cpu.usage", "k8s.pod.memory.usage", "k8s.pod.network.io"}) {
 		t.Fatalf("common = %v", common)
 	}
 	want := []deviation{
 		{"k8s.pod.memory.usage", aspectInstrument, "sum non-monotonic cumulative", "gauge"},
 		{"k8s.pod.memory.usage", aspectResource, "k8s.node.name", none},
+		{"k8s.pod.network.io", aspectPoint, "network.io.direction", "direction"},
 	}
 	if !slices.Equal(devs, want) {
 		t.Fatalf("deviations = %v, want %v", devs, want)
@@ -365,15 +409,16 @@ func TestDeviationCheck(t *testing.T) {
 	}
 	instr := "| `*.memory.*` | instrument | `sum non-monotonic cumulative` | `gauge` | conventions |"
 	res := "| `k8s.pod.*` | resource attributes | `k8s.node.name` | — | node on every resource |"
+	pt := "| `*.network.*` | point attributes | `network.io.direction` | `direction` | conventions |"
 	for _, c := range []struct {
 		name  string
 		rows  []string
 		wants []string // substrings of the problems, in order
 	}{
-		{"exact", []string{instr, res}, nil},
-		{"unlisted", []string{instr}, []string{"k8s.pod.memory.usage differs in resource attributes"}},
-		{"stated otherwise", []string{instr, "| `k8s.pod.*` | resource attributes | `k8s.node.name`, `k8s.job.name` | — | r |"}, []string{"correct the row"}},
-		{"stale", []string{instr, res, "| `*.network.errors` | unit | `{error}` | `1` | r |"}, []string{"no metric both emit has any more"}},
+		{"exact", []string{instr, res, pt}, nil},
+		{"unlisted", []string{instr, pt}, []string{"k8s.pod.memory.usage differs in resource attributes"}},
+		{"stated otherwise", []string{instr, "| `k8s.pod.*` | resource attributes | `k8s.node.name`, `k8s.job.name` | — | r |", pt}, []string{"correct the row"}},
+		{"stale", []string{instr, res, pt, "| `*.network.errors` | unit | `{error}` | `1` | r |"}, []string{"no metric both emit has any more"}},
 	} {
 		got := check(table(c.rows...), devs)
 		if len(got) != len(c.wants) {
