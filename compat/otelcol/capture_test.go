@@ -109,10 +109,10 @@ func runBoth(t *testing.T) *captured {
 	mu.Unlock()
 
 	// The Collector: the kubeletstats receiver against the same stand-in
-	// kubelet (plain HTTP, no auth: what the stand-in serves; /pods for the
-	// request and limit utilization), all four metric groups, and every
-	// optional metric enabled except the *.node.utilization ones, which need
-	// the Node object from the apiserver.
+	// kubelet (plain HTTP, no auth: what the stand-in serves), all four
+	// metric groups, and every optional metric enabled except the
+	// utilization ones, which need the kubelet's /pods or the Node object
+	// besides /stats/summary.
 	c.collector = scrapeWithReceiver(t, r.Kubelet.URL(), node)
 	return c
 }
@@ -218,15 +218,16 @@ func scrapeWithReceiver(t *testing.T, kubeletURL, node string) pmetric.Metrics {
 }
 
 // enableOptionalMetrics turns on every metric of the receiver's generated
-// configuration that is off by default, except the *.node.utilization
-// ones, and returns their names.
+// configuration that is off by default, except the utilization ones
+// (*.node.utilization, *_limit_utilization, *_request_utilization),
+// and returns their names.
 func enableOptionalMetrics(metrics any) []string {
 	v := reflect.ValueOf(metrics).Elem()
 	var names []string
 	for i := range v.NumField() {
 		name := v.Type().Field(i).Tag.Get("mapstructure")
 		en := v.Field(i).FieldByName("Enabled")
-		if !en.IsValid() || en.Bool() || strings.HasSuffix(name, ".node.utilization") {
+		if !en.IsValid() || en.Bool() || strings.HasSuffix(name, "utilization") {
 			continue
 		}
 		en.SetBool(true)

@@ -3,9 +3,7 @@
 // or re-keyed to the real pods of a simulated node (their names, namespaces,
 // UIDs and container names), so that the agent's join of kubelet usage with
 // its informers' pods runs end to end. It can be told to misbehave (status,
-// delay, body) for fault tests. Given pods, it also serves them on /pods
-// as the kubelet does (a v1 PodList), which the Collector's kubeletstats
-// receiver reads for its request and limit utilization metrics.
+// delay, body) for fault tests.
 package fakekubelet
 
 import (
@@ -20,7 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	stats "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
@@ -31,7 +28,6 @@ type Server struct {
 	mu       sync.Mutex
 	template stats.Summary // the recording, for SetPods
 	body     []byte
-	podList  []byte // /pods: the pods of the last SetPods
 	status   int
 	delay    time.Duration
 
@@ -48,11 +44,7 @@ func Start(path, nodeName string) (*Server, error) {
 	if nodeName != "" {
 		b = bytes.ReplaceAll(b, []byte(`"nodeName": "node-1"`), []byte(fmt.Sprintf("%q: %q", "nodeName", nodeName)))
 	}
-	empty, err := json.Marshal(corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, Items: []corev1.Pod{}})
-	if err != nil {
-		return nil, fmt.Errorf("kubelet fixture: encode pod list: %w", err)
-	}
-	s := &Server{body: b, podList: empty, status: http.StatusOK}
+	s := &Server{body: b, status: http.StatusOK}
 	if err := json.Unmarshal(b, &s.template); err != nil {
 		return nil, fmt.Errorf("kubelet fixture %s: %w", path, err)
 	}
@@ -75,8 +67,7 @@ func StartForPods(path, nodeName string, pods []corev1.Pod) (*Server, error) {
 }
 
 // SetPods serves a summary for exactly these pods, under each pod's name,
-// namespace and UID, with one container entry per container of its spec,
-// and serves the pods themselves on /pods.
+// namespace and UID, with one container entry per container of its spec.
 // A pod (container) the recording has by namespace and name keeps its
 // recorded usage; any other takes the recorded pods' (containers') usage in
 // turn. The node section stays as recorded.
@@ -118,11 +109,7 @@ func (s *Server) SetPods(pods []corev1.Pod) error {
 	if err != nil {
 		return fmt.Errorf("kubelet fixture: encode summary: %w", err)
 	}
-	pl, err := json.Marshal(corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, Items: pods})
-	if err != nil {
-		return fmt.Errorf("kubelet fixture: encode pod list: %w", err)
-	}
-	s.body, s.podList = b, pl
+	s.body = b
 	return nil
 }
 
@@ -140,17 +127,12 @@ func (s *Server) Summary() (stats.Summary, error) {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
-	s.mu.Lock()
-	body, status, delay := s.body, s.status, s.delay
-	switch r.URL.Path {
-	case "/stats/summary":
-	case "/pods":
-		body = s.podList
-	default:
-		s.mu.Unlock()
+	if r.URL.Path != "/stats/summary" {
 		http.NotFound(w, r)
 		return
 	}
+	s.mu.Lock()
+	body, status, delay := s.body, s.status, s.delay
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
