@@ -2,7 +2,9 @@ package otelcol_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -111,8 +113,9 @@ func runBoth(t *testing.T) *captured {
 	// The Collector: the kubeletstats receiver against the same stand-in
 	// kubelet (plain HTTP, no auth: what the stand-in serves), all four
 	// metric groups, and every optional metric enabled except the
-	// utilization ones, which need the kubelet's /pods or the Node object
-	// besides /stats/summary.
+	// *.node.utilization ones, which need the Node object from the
+	// apiserver, and, when the stand-in does not serve /pods, the request
+	// and limit utilization, which read it.
 	c.collector = scrapeWithReceiver(t, r.Kubelet.URL(), node)
 	return c
 }
@@ -177,7 +180,12 @@ func scrapeWithReceiver(t *testing.T, kubeletURL, node string) pmetric.Metrics {
 	})); err != nil {
 		t.Fatalf("kubeletstats config: %v", err)
 	}
-	enabled := enableOptionalMetrics(&cfg.MetricsBuilderConfig.Metrics)
+	skip := ".node.utilization"
+	if !servesPods(t, kubeletURL) {
+		skip = "utilization"
+		t.Logf("the stand-in kubelet does not serve /pods: the receiver's request and limit utilization stay off")
+	}
+	enabled := enableOptionalMetrics(&cfg.MetricsBuilderConfig.Metrics, skip)
 	t.Logf("kubeletstats receiver: optional metrics enabled: %s", strings.Join(enabled, " "))
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("kubeletstats config: %v", err)
@@ -217,17 +225,28 @@ func scrapeWithReceiver(t *testing.T, kubeletURL, node string) pmetric.Metrics {
 	panic("unreachable")
 }
 
+// servesPods says whether the kubelet at url answers /pods with a PodList.
+func servesPods(t *testing.T, url string) bool {
+	t.Helper()
+	resp, err := http.Get(url + "/pods")
+	if err != nil {
+		t.Fatalf("stand-in kubelet: %v", err)
+	}
+	defer resp.Body.Close()
+	var l corev1.PodList
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&l) == nil && l.Kind == "PodList"
+}
+
 // enableOptionalMetrics turns on every metric of the receiver's generated
-// configuration that is off by default, except the utilization ones
-// (*.node.utilization, *_limit_utilization, *_request_utilization),
-// and returns their names.
-func enableOptionalMetrics(metrics any) []string {
+// configuration that is off by default, except those whose name ends in
+// skip, and returns their names.
+func enableOptionalMetrics(metrics any, skip string) []string {
 	v := reflect.ValueOf(metrics).Elem()
 	var names []string
 	for i := range v.NumField() {
 		name := v.Type().Field(i).Tag.Get("mapstructure")
 		en := v.Field(i).FieldByName("Enabled")
-		if !en.IsValid() || en.Bool() || strings.HasSuffix(name, "utilization") {
+		if !en.IsValid() || en.Bool() || strings.HasSuffix(name, skip) {
 			continue
 		}
 		en.SetBool(true)
