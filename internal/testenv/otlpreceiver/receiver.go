@@ -58,6 +58,11 @@ type Options struct {
 	// HTTPTLS, when set, makes the HTTP endpoint https with this
 	// configuration (exports go to https://<addr>/v1/metrics).
 	HTTPTLS *tls.Config
+	// OnRequest, when set, is given every accepted request as it arrived,
+	// after it was recorded (e.g. to hand the export on to OpenTelemetry
+	// Collector components as pdata). It is called from server goroutines
+	// and must not keep or modify req after it returns.
+	OnRequest func(protocol string, req *colmetricpb.ExportMetricsServiceRequest)
 }
 
 // Failure tells the receiver to refuse export requests.
@@ -388,6 +393,9 @@ func (r *Receiver) record(protocol, encoding string, wire int, req *colmetricpb.
 	r.stats.Accepted++
 	r.stats.Points += len(pts)
 	r.mu.Unlock()
+	if r.opts.OnRequest != nil {
+		r.opts.OnRequest(protocol, req)
+	}
 	r.signal()
 	if r.opts.Summary != nil {
 		fmt.Fprintln(r.opts.Summary, summaryLine(protocol, req, pts))

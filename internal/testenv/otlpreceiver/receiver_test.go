@@ -134,6 +134,42 @@ func TestRecordsGRPCAndHTTP(t *testing.T) {
 	}
 }
 
+// TestOnRequestSeesAcceptedRequestsOnly: OnRequest gets every accepted
+// request as it arrived, over gRPC and HTTP (gzip decoded), and none that
+// was refused.
+func TestOnRequestSeesAcceptedRequestsOnly(t *testing.T) {
+	type seen struct {
+		protocol string
+		req      *colmetricpb.ExportMetricsServiceRequest
+	}
+	got := make(chan seen, 4)
+	r := start(t, Options{OnRequest: func(p string, req *colmetricpb.ExportMetricsServiceRequest) {
+		got <- seen{p, proto.Clone(req).(*colmetricpb.ExportMetricsServiceRequest)}
+	}})
+	ctx := context.Background()
+	r.SetFailure(Failure{GRPCCode: codes.Unavailable, HTTPStatus: http.StatusServiceUnavailable})
+	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, request()); status.Code(err) != codes.Unavailable {
+		t.Fatalf("refused export: %v", err)
+	}
+	r.SetFailure(Failure{})
+	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, request()); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := proto.Marshal(request())
+	if resp := postHTTP(t, r.HTTPAddr(), body, true); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP export: %s", resp.Status)
+	}
+	for _, want := range []string{"grpc", "http"} {
+		s := <-got
+		if s.protocol != want || !proto.Equal(s.req, request()) {
+			t.Errorf("OnRequest got %s %v, want %s and the request as sent", s.protocol, s.req, want)
+		}
+	}
+	if len(got) != 0 {
+		t.Errorf("OnRequest called %d more times (a refused request?)", len(got))
+	}
+}
+
 func TestFailuresAndDown(t *testing.T) {
 	r := start(t, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
