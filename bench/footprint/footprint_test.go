@@ -5,27 +5,24 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/fleetagent/fleetagent/bench/footprint"
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/proc"
 	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
 )
 
@@ -98,34 +95,34 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	b.Cleanup(ocRecv.Stop)
 
-	faPort, ocPort := freePort(b), freePort(b)
-	fa := start(b, faBin, []string{"--kubeconfig=" + kubeconfig(b, cp, "fleetagent"), "--collection-interval=" + interval.String()},
+	faPort, ocPort := agentbin.FreePort(b), agentbin.FreePort(b)
+	fa := start(b, dir, faBin, []string{"--kubeconfig=" + cp.Kubeconfig(b, "fleetagent"), "--collection-interval=" + interval.String()},
 		"NODE_NAME="+node, "FLEETAGENT_FLEET_QPS=20", "FLEETAGENT_FLEET_SIZE=1",
 		"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-		"FLEETAGENT_KILL_SWITCH_FILE=", fmt.Sprintf("FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:%d", faPort),
+		"FLEETAGENT_KILL_SWITCH_FILE=", "FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:"+faPort,
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+faRecv.Addr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
 	cfg := filepath.Join(dir, "otelcol.yaml")
 	if err := os.WriteFile(cfg, []byte(collectorConfig(kub.URL(), ocRecv.Addr(), ocPort, *interval)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	oc := start(b, ocBin, []string{"--config=file:" + cfg},
-		"K8S_NODE_NAME="+node, "KUBECONFIG="+kubeconfig(b, cp, "otelcol"))
+	oc := start(b, dir, ocBin, []string{"--config=file:" + cfg},
+		"K8S_NODE_NAME="+node, "KUBECONFIG="+cp.Kubeconfig(b, "otelcol"))
 
 	agents := []*footprint.Agent{
-		{Name: "fleetagent", PID: fa.cmd.Process.Pid, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", faPort), HeapMetric: faHeap, AllocMetric: faAlloc, Recv: faRecv},
-		{Name: "collector", PID: oc.cmd.Process.Pid, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ocPort), HeapMetric: ocHeap, AllocMetric: ocAlloc, Recv: ocRecv},
+		{Name: "fleetagent", PID: fa.Cmd.Process.Pid, MetricsURL: "http://127.0.0.1:" + faPort + "/metrics", HeapMetric: faHeap, AllocMetric: faAlloc, Recv: faRecv},
+		{Name: "collector", PID: oc.Cmd.Process.Pid, MetricsURL: "http://127.0.0.1:" + ocPort + "/metrics", HeapMetric: ocHeap, AllocMetric: ocAlloc, Recv: ocRecv},
 	}
-	procs := []*proc{fa, oc}
+	procs := []*proc.Proc{fa, oc}
 	// Both must be exporting the node's pods before anything counts.
 	deadline := time.Now().Add(3 * time.Minute)
 	for faRecv.Counts().Requests-faRecv.Counts().SelfRequests < 2 || ocRecv.Counts().Requests < 2 {
 		for _, p := range procs {
-			if p.exited() {
-				b.Fatalf("%s exited before exporting:\n%s", p.name, p.log.String())
+			if !p.Running() {
+				b.Fatalf("%s exited before exporting:\n%s", p.Name, p.Tail(60))
 			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("no two exports from both within 3m (fleetagent %+v, collector %+v)\nfleetagent:\n%s\ncollector:\n%s", faRecv.Counts(), ocRecv.Counts(), fa.log.String(), oc.log.String())
+			b.Fatalf("no two exports from both within 3m (fleetagent %+v, collector %+v)\nfleetagent:\n%s\ncollector:\n%s", faRecv.Counts(), ocRecv.Counts(), fa.Tail(60), oc.Tail(60))
 		}
 		time.Sleep(time.Second)
 	}
@@ -143,7 +140,7 @@ func BenchmarkFootprint(b *testing.B) {
 			for i, a := range agents {
 				p, r, h, err := a.Read(client)
 				if err != nil {
-					b.Fatalf("window %d: %v\n%s", w+1, err, procs[i].log.String())
+					b.Fatalf("window %d: %v\n%s", w+1, err, procs[i].Tail(60))
 				}
 				into[i] = p
 				rss[i] = append(rss[i], r)
@@ -157,8 +154,8 @@ func BenchmarkFootprint(b *testing.B) {
 			sample(last)
 		}
 		for i := range agents {
-			if procs[i].exited() {
-				b.Fatalf("%s exited during window %d:\n%s", procs[i].name, w+1, procs[i].log.String())
+			if !procs[i].Running() {
+				b.Fatalf("%s exited during window %d:\n%s", procs[i].Name, w+1, procs[i].Tail(60))
 			}
 			results[i] = append(results[i], footprint.Summarise(first[i], last[i], rss[i], heap[i]))
 		}
@@ -205,7 +202,7 @@ func build(b *testing.B, dir, out, pkg string) {
 // processor and an OTLP exporter, pointed at the stand-in kubelet (plain
 // HTTP, so auth_type none) and the receiver, and its own telemetry served
 // for pull on a loopback port as the chart serves it on the pod's.
-func collectorConfig(kubelet, otlp string, telemetryPort int, interval time.Duration) string {
+func collectorConfig(kubelet, otlp, telemetryPort string, interval time.Duration) string {
 	return fmt.Sprintf(`receivers:
   kubeletstats:
     collection_interval: %s
@@ -267,7 +264,7 @@ service:
             exporter:
               prometheus:
                 host: 127.0.0.1
-                port: %d
+                port: %s
   pipelines:
     metrics:
       receivers: [kubeletstats]
@@ -299,89 +296,17 @@ func grantCollector(b *testing.B, cp *controlplane.ControlPlane, user string) {
 	}
 }
 
-func kubeconfig(b *testing.B, cp *controlplane.ControlPlane, user string) string {
+// start starts an agent with its output in a log file in dir, stopped
+// (SIGTERM, then SIGKILL after 15 s) when the benchmark ends.
+func start(b *testing.B, dir, bin string, args []string, env ...string) *proc.Proc {
 	b.Helper()
-	uc := cp.UserConfig(user)
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["footprint"] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: uc.TLSClientConfig.CAData}
-	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: uc.BearerToken}
-	kc.Contexts["footprint"] = &clientcmdapi.Context{Cluster: "footprint", AuthInfo: user}
-	kc.CurrentContext = "footprint"
-	path := filepath.Join(b.TempDir(), user+".kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		b.Fatal(err)
-	}
-	return path
-}
-
-func freePort(b *testing.B) int {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	name := filepath.Base(bin)
+	p, err := proc.Start(proc.Spec{Name: name, Path: bin, Args: args, Env: append(os.Environ(), env...), LogPath: filepath.Join(dir, name+".log")})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// proc is a started agent process with its output kept for failures.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *tail
-	done chan struct{}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func start(b *testing.B, bin string, args []string, env ...string) *proc {
-	b.Helper()
-	p := &proc{name: filepath.Base(bin), cmd: exec.Command(bin, args...), log: &tail{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	b.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
+	b.Cleanup(func() { p.Stop(15 * time.Second) })
 	return p
-}
-
-// tail keeps the last 64 KiB written to it.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 64<<10 {
-		t.buf = t.buf[len(t.buf)-64<<10:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
 }
 
 func machine() string {
