@@ -589,6 +589,7 @@ func TestRBAC(t *testing.T) {
 		{"watch", "", "nodes", "", "", "", true},
 		{"get", "", "nodes", "", "", "node-1", true},
 		{"get", "", "nodes", "stats", "", "node-1", true},
+		{"get", "", "nodes", "pods", "", "node-1", true},
 		{"get", "apps", "daemonsets", "", namespace, agentName, true},
 
 		{"get", "", "nodes", "proxy", "", "node-1", false},
