@@ -71,6 +71,8 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"node kill switch", "overlays/fleet-node-kill-switch", nil, "killSwitch: {source: hostPath}"},
 		{"kubelet CA", "overlays/fleet", []string{"components/kubelet-ca"}, "kubeletTLS: {mode: caConfigMap}"},
 		{"tolerate all taints", "overlays/fleet", []string{"components/tolerate-all-taints"}, "tolerateAllTaints: true"},
+		{"kubelet source", "overlays/fleet", []string{"components/kubelet-source"}, "kubeSource: kubelet"},
+		{"kubelet source with nodes/proxy", "overlays/fleet", []string{"components/kubelet-source", "components/kubelet-source-nodes-proxy"}, "kubeSource: kubelet\nkubeletSource: {nodesProxy: true}"},
 		{"monitoring", "overlays/fleet", []string{"components/monitoring"}, "monitoring: {podMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
