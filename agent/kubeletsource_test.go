@@ -57,7 +57,7 @@ func render(pts []otlpreceiver.Point, metrics ...string) string {
 func TestKubeletSourceZeroAPIServerRequests(t *testing.T) {
 	node := cluster.NodeNames()[1]
 	want := agentrig.PodsOn(t, cp, node)
-	labels := func(c *agent.Config) { c.PodLabels = []string{"app"} }
+	labels := func(c *agent.Config) { c.PodLabels = []string{"app.kubernetes.io/name"} }
 	inf := newRig(t, node, agentUser, labels)
 	inf.Start(t)
 	kub := agentrig.New(t, agentrig.Options{CP: cp, Node: node, User: kubeletUser, Kubelet: inf.Kubelet, ExportTimeout: 5 * time.Second,
@@ -80,8 +80,8 @@ func TestKubeletSourceZeroAPIServerRequests(t *testing.T) {
 	if got, want := render(kubPts, "k8s.pod.memory.working_set", "container.memory.working_set"), render(infPts, "k8s.pod.memory.working_set", "container.memory.working_set"); got != want {
 		t.Errorf("kubelet usage series differ between the sources:\nkubelet:\n%s\ninformer:\n%s", got, want)
 	}
-	if !strings.Contains(render(kubPts, "k8s.pod.status.phase"), "k8s.replicaset.name=") {
-		t.Errorf("no workload attribute in the kubelet source's pod series:\n%s", render(kubPts, "k8s.pod.status.phase"))
+	if s := render(kubPts, "k8s.pod.status.phase"); !strings.Contains(s, "k8s.replicaset.name=") || !strings.Contains(s, "k8s.pod.label.app.kubernetes.io/name=") {
+		t.Errorf("no workload or label attribute in the kubelet source's pod series:\n%s", s)
 	}
 	// The Node object is the apiserver's alone: no node state without
 	// --node-get-at-start.
@@ -168,7 +168,8 @@ func TestKubeletSourceNodeGetAtStart(t *testing.T) {
 func TestNewPodAttributedFromKubeletWhileStale(t *testing.T) {
 	node := cluster.NodeNames()[5]
 	ctx := t.Context()
-	r := newRig(t, node, fallbackUser, func(c *agent.Config) { c.PodLabels = []string{"app"} })
+	const label = "app.kubernetes.io/name"
+	r := newRig(t, node, fallbackUser, func(c *agent.Config) { c.PodLabels = []string{label} })
 	r.Start(t)
 	r.WaitExport(t, time.Minute, "fresh state", func(pts []otlpreceiver.Point) bool {
 		return len(otlpreceiver.Find(pts, "k8s.pod.status.phase", nil)) > 0
@@ -186,13 +187,13 @@ func TestNewPodAttributedFromKubeletWhileStale(t *testing.T) {
 	pods := agentrig.PodsOn(t, cp, node)
 	var tmpl *corev1.Pod
 	for i := range pods {
-		if len(pods[i].OwnerReferences) > 0 && pods[i].OwnerReferences[0].Kind == "ReplicaSet" && pods[i].Labels["app"] != "" {
+		if len(pods[i].OwnerReferences) > 0 && pods[i].OwnerReferences[0].Kind == "ReplicaSet" && pods[i].Labels[label] != "" {
 			tmpl = &pods[i]
 			break
 		}
 	}
 	if tmpl == nil {
-		t.Fatalf("no ReplicaSet pod with an app label on %s to copy", node)
+		t.Fatalf("no ReplicaSet pod with the label %s on %s to copy", label, node)
 	}
 	np := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: tmpl.Name + "-new", Namespace: tmpl.Namespace, Labels: tmpl.Labels,
 		OwnerReferences: tmpl.OwnerReferences}, Spec: tmpl.Spec}
@@ -213,7 +214,7 @@ func TestNewPodAttributedFromKubeletWhileStale(t *testing.T) {
 	}
 
 	uid := map[string]string{"k8s.pod.uid": string(created.UID)}
-	wantAttrs := map[string]string{"k8s.replicaset.name": tmpl.OwnerReferences[0].Name, "k8s.pod.label.app": tmpl.Labels["app"],
+	wantAttrs := map[string]string{"k8s.replicaset.name": tmpl.OwnerReferences[0].Name, "k8s.pod.label." + label: tmpl.Labels[label],
 		"k8s.pod.name": created.Name, "k8s.namespace.name": created.Namespace}
 	var during string
 	r.WaitExport(t, time.Minute, "the new pod's usage, attributed while stale", func(pts []otlpreceiver.Point) bool {
