@@ -311,14 +311,14 @@ func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, *KubeletError
 
 // kubeletEndpoint names one kubelet path the client reads, for errors.
 type kubeletEndpoint struct {
-	// what the answer is ("summary", "pods") and the RBAC subresource
-	// the kubelet authorizes it as.
-	what, rbac string
+	// what the answer is ("summary", "pods"), the RBAC subresource the
+	// kubelet authorizes it as, and the answer named in a decode error.
+	what, rbac, noun string
 }
 
 var (
-	summaryEndpoint = kubeletEndpoint{what: "summary", rbac: "get on nodes/stats"}
-	podsEndpoint    = kubeletEndpoint{what: "pods", rbac: "get on nodes/pods (kubelets with fine-grained authorization, KubeletFineGrainedAuthz: beta and on by default from v1.33, GA in v1.36) or nodes/proxy (older kubelets)"}
+	summaryEndpoint = kubeletEndpoint{what: "summary", rbac: "get on nodes/stats", noun: "a kubelet summary"}
+	podsEndpoint    = kubeletEndpoint{what: "pods", rbac: "get on nodes/pods (kubelets with fine-grained authorization, KubeletFineGrainedAuthz: beta and on by default from v1.33, GA in v1.36) or nodes/proxy (older kubelets)", noun: "a kubelet pod list (v1 PodList)"}
 )
 
 // get GETs u and decodes the JSON answer, at most k.max bytes, into v.
@@ -358,7 +358,7 @@ func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, v
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return len(body), &KubeletError{Class: KubeletErrBadResponse, URL: u, What: ep.what,
-			Err: fmt.Errorf("decode %d bytes: %w", len(body), err), Fix: fmt.Sprintf("the answer is not the kubelet's %s: check that --kubelet-endpoint is the kubelet's port", ep.what)}
+			Err: fmt.Errorf("decode %d bytes: %w", len(body), err), Fix: "the answer is not " + ep.noun + ": check that --kubelet-endpoint is the kubelet's port"}
 	}
 	return len(body), nil
 }
