@@ -26,7 +26,7 @@ func TestKubeletSourceComponents(t *testing.T) {
 	})
 	type access struct {
 		verb, resource, sub string
-		allowed            bool
+		allowed             bool
 	}
 	check := func(t *testing.T, cases []access) {
 		t.Helper()
