@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
 
@@ -236,7 +237,7 @@ func normalize(o *unstructured.Unstructured) *unstructured.Unstructured {
 // variables defined earlier in the list, so the chart's order matters.
 func TestEnvReferencesComeFirst(t *testing.T) {
 	objs := mustRender(t, "fleetagent", "kubeletTLS: {mode: caConfigMap}\nextraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]")
-	ds := find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
+	ds := apply.Find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
 	seen := map[string]bool{}
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		for _, ref := range envRef(e.Value) {
@@ -357,8 +358,8 @@ func TestApplyChart(t *testing.T) {
 	defer cancel()
 	objs := mustRender(t, releaseNS, "namespace: {create: true}\nfleet: {sizeHint: 1200}")
 	a := newApplier(t, cp.AdminConfig())
-	live := a.apply(ctx, t, objs)
-	if w := a.warn.take(); len(w) > 0 {
+	live := a.Apply(ctx, t, objs)
+	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the chart drew warnings from the apiserver (Pod Security or deprecation):\n%s", strings.Join(w, "\n"))
 	}
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema", "PriorityLevelConfiguration", "ConfigMap", "DaemonSet", "Deployment", "Service"} {
@@ -366,11 +367,11 @@ func TestApplyChart(t *testing.T) {
 			t.Errorf("the chart has no %s", kind)
 		}
 	}
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 	if cm.Data["fleet-size-hint"] != "1200" || cm.Data["kill-switch"] != "off" {
 		t.Errorf("control ConfigMap data = %v, want kill-switch off and fleet-size-hint 1200", cm.Data)
 	}
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", "fleetagent")
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", "fleetagent")
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" && e.Value != "http://fleetagent-otel-gateway."+releaseNS+".svc:4317" {
 			t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q, want the gateway in %s", e.Value, releaseNS)

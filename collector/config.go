@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 )
 
 // Config configures the collectors built by Default.
@@ -34,6 +35,9 @@ type Config struct {
 	// their workload and label attributes. It needs RBAC get on nodes/pods
 	// (or nodes/proxy); without it they go unattributed, as without it.
 	KubeletPodsFallback bool
+	// Clock is what uptimes are measured against; nil means the real clock
+	// (tests set a fixed one).
+	Clock clock.PassiveClock
 }
 
 // Validate reports every problem at once.

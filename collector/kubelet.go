@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 )
 
 type kubeletCollector struct {
@@ -16,6 +17,7 @@ type kubeletCollector struct {
 	// fallback reads the kubelet's /pods for pods neither state nor
 	// known has (Config.KubeletPodsFallback).
 	fallback bool
+	clock    clock.PassiveClock // for uptimes
 
 	// known is the last pod object the informers held for each pod uid of
 	// the last summary: while the state is stale (kill switch, apiserver
@@ -37,7 +39,11 @@ type kubeletCollector struct {
 // cfg.KubeletPodsFallback, pods it does not know get them from the
 // kubelet's /pods.
 func NewKubeletCollector(client *KubeletClient, state KubeState, cfg Config) Collector {
-	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg), fallback: cfg.KubeletPodsFallback}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg), clock: clk, fallback: cfg.KubeletPodsFallback}
 }
 
 func (c *kubeletCollector) Name() string { return "kubelet" }
@@ -50,6 +56,10 @@ func (c *kubeletCollector) Describe() []*Desc {
 		PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable,
 		NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree, PodPagingFaults,
 		ContainerMemoryAvailable, ContainerPagingFaults,
+		NodeUptime, PodUptime, ContainerUptime,
+		PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization,
+		ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization,
+		PodVolumeUsage, PodVolumeCapacity, PodVolumeAvailable, PodVolumeInodeCount, PodVolumeInodeUsed, PodVolumeInodeFree,
 		ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
 		ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
 	}
@@ -95,7 +105,9 @@ func (f countersOnly) Record(d *Desc, v float64, attrs ...attribute.KeyValue) {
 }
 
 func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev1.Pod) {
+	now := c.clock.Now()
 	n := s.Node
+	recordUptime(r, NodeUptime, n.StartTime, now, nil)
 	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, nil)
 	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, nil)
 	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, nil)
@@ -120,6 +132,10 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 		recordFaults(r, p.Memory, PodPagingFaults, base)
 		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, base)
 		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, base)
+		recordUptime(r, PodUptime, p.StartTime, now, base)
+		recordUtilization(r, p.CPU, p.Memory, totalsOf(pod),
+			PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization, base)
+		recordVolumes(r, p.VolumeStats, pod, base)
 		for j := range p.Containers {
 			ct := &p.Containers[j]
 			ca := with(base, containerAttrs(pod, ct.Name)...)
@@ -127,6 +143,9 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryAvailable, ContainerMemoryRSS, ca)
 			recordFaults(r, ct.Memory, ContainerPagingFaults, ca)
 			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ca)
+			recordUptime(r, ContainerUptime, ct.StartTime, now, ca)
+			recordUtilization(r, ct.CPU, ct.Memory, containerTotals(pod, ct.Name),
+				ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization, ca)
 		}
 	}
 }
