@@ -136,14 +136,14 @@ func TestChartValues(t *testing.T) {
 		if _, ok := env["FLEETAGENT_KUBE_SOURCE"]; ok {
 			t.Errorf("the default sets FLEETAGENT_KUBE_SOURCE; the agent's default is informer")
 		}
-		if r := find[rbacv1.ClusterRole](t, objs, "ClusterRole", "fleetagent"); !allows(r, "pods", "list") || !allows(r, "nodes/pods", "get") {
+		if r := apply.Find[rbacv1.ClusterRole](t, objs, "ClusterRole", "fleetagent"); !allows(r, "pods", "list") || !allows(r, "nodes/pods", "get") {
 			t.Errorf("informer ClusterRole %s: want list pods and get nodes/pods", mustJSON(r.Rules))
 		}
 		_, env, _, objs = agentSpec(t, "kubeSource: kubelet\nkubeletSource: {nodeGetAtStart: true}")
 		if env["FLEETAGENT_KUBE_SOURCE"].Value != "kubelet" || env["FLEETAGENT_NODE_GET_AT_START"].Value != "true" {
 			t.Errorf("kubelet source env: %s", mustJSON(env))
 		}
-		r := find[rbacv1.ClusterRole](t, objs, "ClusterRole", "fleetagent")
+		r := apply.Find[rbacv1.ClusterRole](t, objs, "ClusterRole", "fleetagent")
 		if !allows(r, "nodes/pods", "get") || !allows(r, "nodes/stats", "get") || !allows(r, "nodes", "get") ||
 			allows(r, "pods", "list") || allows(r, "nodes", "watch") || allows(r, "nodes/proxy", "get") {
 			t.Errorf("kubelet ClusterRole %s: want get nodes/pods, nodes/stats, nodes only", mustJSON(r.Rules))

@@ -9,6 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 )
 
 // TestKubeletSourceComponents applies the fleet overlay with
@@ -22,7 +24,7 @@ func TestKubeletSourceComponents(t *testing.T) {
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
-		a.apply(cctx, t, render(t, "overlays/fleet"))
+		a.Apply(cctx, t, render(t, "overlays/fleet"))
 	})
 	type access struct {
 		verb, resource, sub string
@@ -79,12 +81,12 @@ func TestKubeletSourceComponents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			a.warn.take()
-			live := a.apply(ctx, t, render(t, userOverlay(t, "overlays/fleet", tc.components...)))
-			if w := a.warn.take(); len(w) > 0 {
+			a.Warnings()
+			live := a.Apply(ctx, t, render(t, userOverlay(t, "overlays/fleet", tc.components...)))
+			if w := a.Warnings(); len(w) > 0 {
 				t.Errorf("applying the components drew warnings:\n%s", strings.Join(w, "\n"))
 			}
-			c := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec.Containers[0]
+			c := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec.Containers[0]
 			var src string
 			for _, e := range c.Env {
 				if e.Name == "FLEETAGENT_KUBE_SOURCE" {
