@@ -65,10 +65,15 @@ type Agent struct {
 	kube      *Kube
 	budget    *limiter.Budget     // kube.Budget
 	informers *informer.Informers // kube.Informers
-	state     *staleGate
-	kubelet   *kubeletGate
-	admin     *adminServer
-	promReg   *prometheus.Registry
+	// src is the Kubernetes state source: the informers, or the kubelet's
+	// /pods (kstate) with --kube-source=kubelet; state is what the
+	// collectors read of it.
+	src     cacheView
+	kstate  *collector.KubeletState
+	state   kubeState
+	kubelet *kubeletGate
+	admin   *adminServer
+	promReg *prometheus.Registry
 
 	// lcMu serialises Start and Shutdown; mu guards the state below and is
 	// never held while calling out, since metric callbacks read it.
@@ -124,6 +129,13 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	lcfg.KillSwitchPath = cfg.KillSwitchFile
 	lcfg.Clock = a.clk
 	lcfg.Logger = a.log // the limiter adds its own component key
+	kubeletSource := cfg.KubeSource == KubeSourceKubelet
+	if kubeletSource && lcfg.FleetSize == 0 {
+		// No DaemonSet read: the kubelet source's only possible request,
+		// the start-time Node GET, is paced at the hint's (or the assumed
+		// fleet's) rate, without a second request to learn the size.
+		lcfg.FleetSize = fleetSizeHint(cfg)
+	}
 	if opts.Limiter != nil {
 		opts.Limiter(&lcfg)
 	}
@@ -141,7 +153,17 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if staleAfter < time.Minute {
 		staleAfter = time.Minute
 	}
-	a.state = &staleGate{inner: a.informers, budget: budgetGate{a.budget}, clk: a.clk, after: staleAfter}
+	if kubeletSource {
+		a.kstate, err = collector.NewKubeletState(a.kubelet.client, collector.KubeletStateConfig{
+			Interval: cfg.CollectionInterval, StaleAfter: staleAfter, Clock: a.clk, Logger: a.log.With("component", "kubelet-source")})
+		if err != nil {
+			return nil, err
+		}
+		a.src, a.state = a.kstate, a.kstate
+	} else {
+		a.src = a.informers
+		a.state = &staleGate{inner: a.informers, budget: budgetGate{a.budget}, clk: a.clk, after: staleAfter}
+	}
 
 	// /metrics also serves the Go runtime's and the process's own metrics
 	// (heap, GC, goroutines, RSS, CPU, open files): the agent's footprint
@@ -209,7 +231,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return errors.New("agent: Start after Shutdown")
 	}
 	a.mu.Unlock()
-	a.log.Info("starting", "version", Version, "node", a.cfg.NodeName, "fleet_qps", a.cfg.FleetQPS, "fleet_size", a.cfg.FleetSize, "informer_mode", a.cfg.InformerMode)
+	a.log.Info("starting", "version", Version, "node", a.cfg.NodeName, "kube_source", a.cfg.KubeSource, "fleet_qps", a.cfg.FleetQPS, "fleet_size", a.cfg.FleetSize, "informer_mode", a.cfg.InformerMode)
 
 	steps := []component{
 		{name: "admin server", start: a.admin.Start, stop: a.admin.Shutdown},
@@ -271,6 +293,13 @@ func (a *Agent) startKube(ctx context.Context) error {
 	a.mu.Lock()
 	a.kubeCancel, a.kubeDone = cancel, done
 	a.mu.Unlock()
+	if a.kstate != nil {
+		go func() {
+			defer close(done)
+			a.runKubeletSource(kctx)
+		}()
+		return nil
+	}
 	go func() {
 		defer close(done)
 		err := a.kube.Start(kctx)
@@ -355,7 +384,9 @@ func (a *Agent) stopSelfMetrics(ctx context.Context) error {
 }
 
 func (a *Agent) startExport(ctx context.Context) error {
-	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, KubeletClient: a.kubelet.client}
+	// The kubelet fallback attributes pods the state does not know (started
+	// while the informers' state is stale) from the kubelet's /pods.
+	ccfg := collector.Config{PodLabels: a.cfg.PodLabels, KubeletClient: a.kubelet.client, KubeletPodsFallback: true}
 	cols, err := collector.Default(ccfg, a.state)
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
@@ -405,7 +436,7 @@ func (a *Agent) Health() Health {
 	a.mu.Lock()
 	phase, synced, syncErr := a.phase, a.synced, a.syncErr
 	a.mu.Unlock()
-	if !synced && a.informers.HasSynced() {
+	if !synced && a.src.HasSynced() {
 		synced = true
 		a.mu.Lock()
 		a.synced = true
@@ -413,12 +444,18 @@ func (a *Agent) Health() Health {
 	}
 	if !synced {
 		reason := "waiting for the first sync of this node's pods and Node"
+		if a.kstate != nil {
+			reason = "waiting for the first pod list from the kubelet"
+		}
 		if phase != "running" {
 			reason = phase
 		}
 		if syncErr != nil {
 			reason = "informers not synced: " + syncErr.Error()
-		} else if err := a.informers.LastError(); err != nil {
+			if a.kstate != nil {
+				reason = "kubelet source not synced: " + syncErr.Error()
+			}
+		} else if err := a.src.LastError(); err != nil {
 			reason += ": " + err.Error()
 		}
 		return Health{Reason: reason}
@@ -432,8 +469,8 @@ func (a *Agent) Health() Health {
 		h.Degraded = "Kubernetes metrics stale: " + why
 	} else if deg, why := a.budget.Degraded(); deg {
 		h.Degraded = why
-	} else if err := a.informers.LastError(); err != nil {
-		h.Degraded = "informer: " + err.Error()
+	} else if err := a.src.LastError(); err != nil {
+		h.Degraded = a.cfg.KubeSource + ": " + err.Error()
 	}
 	if kdegraded != "" && h.Degraded != "" {
 		h.Degraded += "; " + kdegraded
@@ -442,6 +479,9 @@ func (a *Agent) Health() Health {
 	}
 	return h
 }
+
+// KubeletState gives tests the kubelet source (nil in informer mode).
+func (a *Agent) KubeletState() *collector.KubeletState { return a.kstate }
 
 // AdminAddr is the admin server's listen address once started.
 func (a *Agent) AdminAddr() string { return a.admin.Addr() }

@@ -29,10 +29,18 @@ var (
 
 const agentUser = "agent-e2e"
 
+// Users of the kubelet-source tests, one each so the audit log attributes
+// their requests.
+const (
+	kubeletUser     = "agent-kubelet"
+	kubeletNodeUser = "agent-kubelet-node"
+	fallbackUser    = "agent-fallback"
+)
+
 func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{"agent-norbac"}, Audit: true},
-		Agents:  []string{agentUser},
+		Agents:  []string{agentUser, kubeletUser, kubeletNodeUser, fallbackUser},
 		Setup: func(ctx context.Context, c *controlplane.ControlPlane) (err error) {
 			cp = c
 			admin = kubernetes.NewForConfigOrDie(cp.AdminConfig())

@@ -87,6 +87,16 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// InformerMode is "list-watch" or "watch-list".
 	InformerMode string
+	// KubeSource is where Kubernetes state (this node's pods, its Node)
+	// comes from: KubeSourceInformer (node-scoped informers on the
+	// apiserver) or KubeSourceKubelet (the node's kubelet /pods, no
+	// apiserver request).
+	KubeSource string
+	// NodeGetAtStart, with KubeSourceKubelet, reads this node's Node object
+	// once at start with a cache-served GET paid from the fleet budget, for
+	// the node conditions, allocatable and capacity the kubelet does not
+	// serve.
+	NodeGetAtStart bool
 	// PodLabels are the pod label keys exported as attributes.
 	PodLabels []string
 	// LogLevel is debug, info, warn or error.
@@ -112,9 +122,16 @@ func DefaultConfig() Config {
 		// maxUnavailable=1 rollout for two minutes, not forever.
 		KubeletReadyTimeout: 2 * time.Minute,
 		InformerMode:        "list-watch",
+		KubeSource:          KubeSourceInformer,
 		LogLevel:            "info",
 	}
 }
+
+// The values of Config.KubeSource.
+const (
+	KubeSourceInformer = "informer"
+	KubeSourceKubelet  = "kubelet"
+)
 
 // flagSpec ties a flag to its environment variable, so --help and the
 // error messages name both.
@@ -248,6 +265,17 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	dur(&cfg.SyncTimeout, flagSpec{"sync-timeout", "FLEETAGENT_SYNC_TIMEOUT", "how long to wait for the first informer sync before running degraded"})
 	dur(&cfg.ShutdownTimeout, flagSpec{"shutdown-timeout", "FLEETAGENT_SHUTDOWN_TIMEOUT", "bound on the stop sequence including the final export; keep below terminationGracePeriodSeconds"})
 	str(&cfg.InformerMode, flagSpec{"informer-mode", "FLEETAGENT_INFORMER_MODE", "list-watch (cache-served LIST then WATCH) or watch-list (streaming list)"})
+	str(&cfg.KubeSource, flagSpec{"kube-source", "FLEETAGENT_KUBE_SOURCE", "where this node's pods come from: informer (node-scoped informers on the apiserver's watch cache) or kubelet (the node's kubelet /pods: no apiserver request; no Node object unless --node-get-at-start)"})
+	if v := getenv("FLEETAGENT_NODE_GET_AT_START"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLEETAGENT_NODE_GET_AT_START=%q is not a boolean: use true or false", v))
+		} else {
+			cfg.NodeGetAtStart = b
+		}
+	}
+	fs.BoolVar(&cfg.NodeGetAtStart, "node-get-at-start", cfg.NodeGetAtStart,
+		"with --kube-source=kubelet: read this node's Node object once at start (one cache-served GET paid from the fleet budget) for node conditions, allocatable and capacity (env FLEETAGENT_NODE_GET_AT_START)")
 	podLabels = getenv("FLEETAGENT_POD_LABELS")
 	fs.StringVar(&podLabels, "pod-labels", podLabels, "comma-separated pod label keys to export as attributes (env FLEETAGENT_POD_LABELS)")
 	str(&cfg.LogLevel, flagSpec{"log-level", "FLEETAGENT_LOG_LEVEL", "debug, info, warn or error"})
@@ -303,7 +331,7 @@ func (c Config) Validate() error {
 	if c.AssumedFleetSize < 1 {
 		bad("assumed-fleet-size %d: give the largest number of agents the fleet may have, at least 1 (default %d)", c.AssumedFleetSize, limiter.MaxFleetSize)
 	}
-	if c.FleetSize == 0 {
+	if c.FleetSize == 0 && c.KubeSource != KubeSourceKubelet {
 		if ns, name, ok := strings.Cut(c.DaemonSet, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 			bad("daemonset %q is not namespace/name: set --daemonset or POD_NAMESPACE, or fix the fleet size with --fleet-size", c.DaemonSet)
 		}
@@ -341,6 +369,15 @@ func (c Config) Validate() error {
 	}
 	if c.InformerMode != "list-watch" && c.InformerMode != "watch-list" {
 		bad("informer mode %q is unknown: use list-watch or watch-list", c.InformerMode)
+	}
+	switch c.KubeSource {
+	case KubeSourceInformer:
+		if c.NodeGetAtStart {
+			bad("--node-get-at-start (FLEETAGENT_NODE_GET_AT_START) is for --kube-source=kubelet: the informers already watch the Node; drop it or set --kube-source=kubelet")
+		}
+	case KubeSourceKubelet:
+	default:
+		bad("kube source %q is unknown: set --kube-source (FLEETAGENT_KUBE_SOURCE) to informer (node-scoped informers on the apiserver) or kubelet (the node's kubelet /pods, no apiserver request)", c.KubeSource)
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

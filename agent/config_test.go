@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"math"
 	"strings"
 	"testing"
@@ -281,5 +282,41 @@ func TestCardinalityLimitFlag(t *testing.T) {
 	cfg.CardinalityLimit = 0
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cardinality limit 0") {
 		t.Errorf("Validate(limit 0) = %v", err)
+	}
+}
+
+// TestKubeSourceFlag: --kube-source and --node-get-at-start parse from
+// flags and the environment; an unknown source, and the Node GET without
+// the kubelet source, are refused with what to set; the kubelet source
+// needs no DaemonSet (it never reads it).
+func TestKubeSourceFlag(t *testing.T) {
+	cfg, _, err := ParseFlags([]string{"--node-name=n", "--kube-source=kubelet"}, env(map[string]string{"FLEETAGENT_NODE_GET_AT_START": "true"}), io.Discard)
+	if err != nil || cfg.KubeSource != KubeSourceKubelet || !cfg.NodeGetAtStart {
+		t.Fatalf("parsed %q, node GET %v, err %v", cfg.KubeSource, cfg.NodeGetAtStart, err)
+	}
+	if def := DefaultConfig(); def.KubeSource != KubeSourceInformer || def.NodeGetAtStart {
+		t.Errorf("defaults: source %q, node GET %v; want informer, false", def.KubeSource, def.NodeGetAtStart)
+	}
+	if _, _, err := ParseFlags(nil, env(map[string]string{"FLEETAGENT_NODE_GET_AT_START": "yes please"}), io.Discard); err == nil || !strings.Contains(err.Error(), "FLEETAGENT_NODE_GET_AT_START") {
+		t.Errorf("bad boolean: %v", err)
+	}
+	base := DefaultConfig()
+	base.NodeName, base.KubeletEndpoint = "n", "http://127.0.0.1:10255"
+
+	c := base
+	c.KubeSource = "apiserver"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `kube source "apiserver" is unknown`) || !strings.Contains(err.Error(), "--kube-source") {
+		t.Errorf("unknown source: %v", err)
+	}
+	c = base
+	c.FleetSize = 3
+	c.NodeGetAtStart = true
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--node-get-at-start") || !strings.Contains(err.Error(), "--kube-source=kubelet") {
+		t.Errorf("node GET in informer mode: %v", err)
+	}
+	c = base
+	c.KubeSource, c.NodeGetAtStart = KubeSourceKubelet, true
+	if err := c.Validate(); err != nil {
+		t.Errorf("kubelet source without a fleet size or DaemonSet: %v", err)
 	}
 }

@@ -155,6 +155,9 @@ func checkValid(t *testing.T, c Config) {
 	if c.InformerMode != "list-watch" && c.InformerMode != "watch-list" {
 		t.Fatalf("accepted informer mode %q", c.InformerMode)
 	}
+	if c.KubeSource != KubeSourceInformer && c.KubeSource != KubeSourceKubelet {
+		t.Fatalf("accepted kube source %q", c.KubeSource)
+	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		t.Fatalf("accepted log level %q", c.LogLevel)
 	}

@@ -22,7 +22,12 @@ type Kube struct {
 
 	discoverWait time.Duration
 	log          *slog.Logger
+	restCfg      *rest.Config
 }
+
+// RESTConfig is the copy of the REST configuration whose every request pays
+// from the budget.
+func (k *Kube) RESTConfig() *rest.Config { return rest.CopyConfig(k.restCfg) }
 
 // NewKube builds the budget from lcfg, makes every request of a copy of
 // restCfg pay from it, and builds the informers on that copy. Nothing is
@@ -43,7 +48,7 @@ func NewKube(restCfg *rest.Config, lcfg limiter.Config, iopts informer.Options, 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Kube{Budget: b, Informers: inf, discoverWait: discoverWait, log: log}, nil
+	return &Kube{Budget: b, Informers: inf, discoverWait: discoverWait, log: log, restCfg: cfg}, nil
 }
 
 // Start starts the budget, then, when the fleet size is discovered, waits

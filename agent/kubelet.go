@@ -44,7 +44,11 @@ func (a *Agent) checkLocal() []error {
 // (outside a pod, against a plain-http kubelet endpoint).
 func (a *Agent) kubeletConfig() collector.KubeletConfig {
 	k := collector.KubeletConfig{Endpoint: a.cfg.KubeletEndpoint, CAFile: a.cfg.KubeletCAFile, TokenFile: a.cfg.KubeletTokenFile,
-		ServerName: a.cfg.KubeletTLSServerName, InsecureSkipVerify: a.cfg.KubeletInsecureSkipVerify, Clock: a.clk}
+		ServerName: a.cfg.KubeletTLSServerName, InsecureSkipVerify: a.cfg.KubeletInsecureSkipVerify, Clock: a.clk,
+		// /pods serializes every pod of the node: at most once per
+		// collection interval, the kubelet source's poll and the
+		// enrichment fallback together.
+		PodsMinInterval: a.cfg.CollectionInterval}
 	if k.CAFile == collector.DefaultCAFile {
 		if _, err := os.Stat(k.CAFile); err != nil {
 			k.CAFile = ""

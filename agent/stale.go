@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 
+	"github.com/fleetagent/fleetagent/collector"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -18,6 +19,13 @@ type cacheView interface {
 	HasSynced() bool
 	Watching() bool
 	LastError() error
+}
+
+// kubeState is what the collectors read, with why it is stale: the stale
+// gate over the informers, or the kubelet source.
+type kubeState interface {
+	collector.KubeState
+	Stale() (bool, string)
 }
 
 // gateView is what the stale gate reads of the budget.

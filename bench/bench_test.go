@@ -110,6 +110,17 @@ func TestAPIServerLoadSmall(t *testing.T) {
 	if _, ok := fa.Metrics["start-watches-s"]; !ok || len(fa.SteadyRequests) != 0 {
 		t.Errorf("fleetagent: watches open after %v s (measured: %v), steady requests %v: want none", fa.Metrics["start-watches-s"], ok, fa.SteadyRequests)
 	}
+	// The kubelet source: no apiserver request at all, at start or steady,
+	// in the same run as the others (audit log).
+	fk := results["fleetagent-kubelet"]
+	for _, m := range []string{"audit-req/node", "startup-req/node", "req/node"} {
+		if v, ok := fk.Metrics[m]; !ok || v != 0 {
+			t.Errorf("fleetagent-kubelet %s = %v (present %v), want 0", m, v, ok)
+		}
+	}
+	if len(fk.StartupRequests) != 0 || len(fk.SteadyRequests) != 0 || fk.ClusterScopedPodReads != 0 {
+		t.Errorf("fleetagent-kubelet requests: start-up %v, steady %v: want none", fk.StartupRequests, fk.SteadyRequests)
+	}
 	if na := results["no-agent"]; na == nil || na.Agents != 0 || na.Metrics["restart-probe-p99-ms"] <= 0 {
 		t.Errorf("no-agent baseline: %+v, want a restart with no agent and its admin probe p99", na)
 	}

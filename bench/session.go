@@ -28,6 +28,9 @@ type Session struct {
 	audit   *auditTail
 	// hintPath is the fleet-size hint file the agents are given.
 	hintPath string
+	// kubelets is the kubelet stand-in of the kubelet strategies, started
+	// by the first of them.
+	kubelets *kubeletFixture
 
 	// base is the apiserver's cost with churn and no agents, per second.
 	base scrape
@@ -111,6 +114,9 @@ func (s *Session) Close() {
 	defer cancel()
 	if s.churn != nil {
 		_ = s.churn.Shutdown(ctx)
+	}
+	if s.kubelets != nil {
+		s.kubelets.srv.Close()
 	}
 	_ = s.cp.Stop()
 }

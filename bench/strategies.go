@@ -43,6 +43,9 @@ type Strategy struct {
 	// (fleetagent: pods and its Node). The steady window starts once the
 	// audit log shows them all, so it never holds the start-up's tail.
 	Watches int
+	// Kubelet says the agents read the node's kubelet: the session then
+	// serves a kubelet stand-in for every node (Env.KubeletURL).
+	Kubelet bool
 	// NoAgents marks the no-agent baseline: no agent runs; it exists for
 	// the apiserver restart, whose admin probe it measures alone.
 	NoAgents bool
@@ -65,6 +68,9 @@ type Env struct {
 	// -bench.sync-timeout): a 5000-agent start at the default budget takes
 	// longer than the agent's own default.
 	SyncTimeout time.Duration
+	// KubeletURL is the base URL of node's kubelet, for strategies with
+	// Kubelet set; nil otherwise.
+	KubeletURL func(node string) string
 }
 
 // protobuf makes the client cheaper: every agent runs in this process on
@@ -82,7 +88,7 @@ func protobuf(cfg *rest.Config) *rest.Config {
 // DefaultStrategies are the strategies the main module can build. The
 // otel-k8sattributes strategy lives in the bench/k8sattr module.
 func DefaultStrategies() []Strategy {
-	return []Strategy{NoAgent(), Incident(), ClusterInformer(), WatchList(), FleetAgent()}
+	return []Strategy{NoAgent(), Incident(), ClusterInformer(), WatchList(), FleetAgent(), FleetAgentKubelet()}
 }
 
 // NoAgent is the baseline for the apiserver restart: the same restart with

@@ -17,7 +17,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
@@ -72,6 +72,8 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"node kill switch", "overlays/fleet-node-kill-switch", nil, "killSwitch: {source: hostPath}"},
 		{"kubelet CA", "overlays/fleet", []string{"components/kubelet-ca"}, "kubeletTLS: {mode: caConfigMap}"},
 		{"tolerate all taints", "overlays/fleet", []string{"components/tolerate-all-taints"}, "tolerateAllTaints: true"},
+		{"kubelet source", "overlays/fleet", []string{"components/kubelet-source"}, "kubeSource: kubelet"},
+		{"kubelet source with nodes/proxy", "overlays/fleet", []string{"components/kubelet-source", "components/kubelet-source-nodes-proxy"}, "kubeSource: kubelet\nkubeletSource: {nodesProxy: true}"},
 		{"monitoring", "overlays/fleet", []string{"components/monitoring"}, "monitoring: {podMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -437,28 +439,7 @@ func checkRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 // names the level in a response header and counts the dispatch).
 func checkAPF(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
-	fs, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, "fleetagent", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"service-accounts", "global-default", "catch-all"} {
-		b, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("bootstrap FlowSchema %s: %v", name, err)
-		}
-		if fs.Spec.MatchingPrecedence >= b.Spec.MatchingPrecedence {
-			t.Errorf("matchingPrecedence %d does not win over bootstrap %s (%d)", fs.Spec.MatchingPrecedence, name, b.Spec.MatchingPrecedence)
-		}
-	}
-	pl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, fs.Spec.PriorityLevelConfiguration.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := pl.Spec.Limited
-	if pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || lim == nil || lim.LendablePercent == nil || *lim.LendablePercent != 0 ||
-		lim.BorrowingLimitPercent == nil || *lim.BorrowingLimitPercent != 0 {
-		t.Errorf("priority level %s = %s, want Limited, lendablePercent 0, borrowingLimitPercent 0", pl.Name, mustJSON(pl.Spec))
-	}
+	pl := apfcheck.Isolated(ctx, t, cs, "fleetagent")
 
 	hc, err := rest.HTTPClientFor(cp.UserConfig(agentUser))
 	if err != nil {
@@ -493,7 +474,7 @@ func checkAPF(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours := map[string]string{"priority_level": pl.Name, "flow_schema": fs.Name}
+	ours := map[string]string{"priority_level": pl.Name, "flow_schema": "fleetagent"}
 	if got := controlplane.Sum(after, "apiserver_flowcontrol_dispatched_requests_total", ours) - controlplane.Sum(before, "apiserver_flowcontrol_dispatched_requests_total", ours); got < 1 || got > float64(n) {
 		t.Errorf("%v requests dispatched in %v, want between 1 and the agent's %d", got, ours, n)
 	}

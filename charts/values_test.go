@@ -7,6 +7,7 @@ import (
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -130,6 +131,24 @@ func TestChartValues(t *testing.T) {
 			t.Errorf("insecureSkipVerify with a CA file: the agent refuses both at once")
 		}
 	})
+	t.Run("kube source", func(t *testing.T) {
+		_, env, _, objs := agentSpec(t, "")
+		if _, ok := env["FLEETAGENT_KUBE_SOURCE"]; ok {
+			t.Errorf("the default sets FLEETAGENT_KUBE_SOURCE; the agent's default is informer")
+		}
+		if r := apply.Find[rbacv1.ClusterRole](t, objs, "ClusterRole", "fleetagent"); !allows(r, "pods", "list") || !allows(r, "nodes/pods", "get") {
+			t.Errorf("informer ClusterRole %s: want list pods and get nodes/pods", mustJSON(r.Rules))
+		}
+		_, env, _, objs = agentSpec(t, "kubeSource: kubelet\nkubeletSource: {nodeGetAtStart: true}")
+		if env["FLEETAGENT_KUBE_SOURCE"].Value != "kubelet" || env["FLEETAGENT_NODE_GET_AT_START"].Value != "true" {
+			t.Errorf("kubelet source env: %s", mustJSON(env))
+		}
+		r := apply.Find[rbacv1.ClusterRole](t, objs, "ClusterRole", "fleetagent")
+		if !allows(r, "nodes/pods", "get") || !allows(r, "nodes/stats", "get") || !allows(r, "nodes", "get") ||
+			allows(r, "pods", "list") || allows(r, "nodes", "watch") || allows(r, "nodes/proxy", "get") {
+			t.Errorf("kubelet ClusterRole %s: want get nodes/pods, nodes/stats, nodes only", mustJSON(r.Rules))
+		}
+	})
 	t.Run("GOMEMLIMIT", func(t *testing.T) {
 		for values, want := range map[string]string{
 			"":                                     "115MiB",
@@ -202,19 +221,36 @@ extraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]`)
 // install with a message naming the value and what to do.
 func TestChartRejectsBadValues(t *testing.T) {
 	for values, want := range map[string]string{
-		"gateway: {enabled: false}":           "set otlp.endpoint",
-		"resources: {limits: {memory: 500M}}": "set goMemLimit",
-		"image: {digest: latest}":             "digest",
-		"kubeletTLS: {mode: skip}":            "mode",
-		"killSwitch: {source: file}":          "source",
-		"fleet: {sizeHint: -1}":               "sizeHint",
-		"fleetQps: 50":                        "fleetQps",
-		"updateStrategy: {type: Recreate}":    "type",
-		"otlp: {protocol: http}":              "protocol",
+		"gateway: {enabled: false}":             "set otlp.endpoint",
+		"resources: {limits: {memory: 500M}}":   "set goMemLimit",
+		"image: {digest: latest}":               "digest",
+		"kubeletTLS: {mode: skip}":              "mode",
+		"killSwitch: {source: file}":            "source",
+		"fleet: {sizeHint: -1}":                 "sizeHint",
+		"fleetQps: 50":                          "fleetQps",
+		"updateStrategy: {type: Recreate}":      "type",
+		"otlp: {protocol: http}":                "protocol",
+		"kubeSource: apiserver":                 "kubeSource",
+		"kubeletSource: {nodeGetAtStart: true}": "kubeSource: kubelet",
 	} {
 		_, err := renderChart(t, "fleetagent", values)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("values %q: error %v, want one containing %q", values, err, want)
 		}
 	}
+}
+
+// allows reports whether role has a rule granting verb on resource
+// (resource/subresource) in the core group.
+func allows(role *rbacv1.ClusterRole, resource, verb string) bool {
+	for _, r := range role.Rules {
+		for _, res := range r.Resources {
+			for _, v := range r.Verbs {
+				if res == resource && v == verb {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -28,6 +28,13 @@ type Config struct {
 	// anything, to report a bad CA or token file at zero cost, and reads
 	// its health for readiness.
 	KubeletClient *KubeletClient
+	// KubeletPodsFallback makes the kubelet collector read the kubelet's
+	// /pods (at most once per the client's PodsMinInterval) for pods of the
+	// summary that the state does not know: pods started while the
+	// informers' state is stale (kill switch, apiserver unreachable) keep
+	// their workload and label attributes. It needs RBAC get on nodes/pods
+	// (or nodes/proxy); without it they go unattributed, as without it.
+	KubeletPodsFallback bool
 	// Clock is what uptimes are measured against; nil means the real clock
 	// (tests set a fixed one).
 	Clock clock.PassiveClock

@@ -14,7 +14,10 @@ type kubeletCollector struct {
 	client *KubeletClient
 	state  KubeState // optional: adds workload and label attributes
 	attrs  *podAttributer
-	clock  clock.PassiveClock // for uptimes
+	// fallback reads the kubelet's /pods for pods neither state nor
+	// known has (Config.KubeletPodsFallback).
+	fallback bool
+	clock    clock.PassiveClock // for uptimes
 
 	// known is the last pod object the informers held for each pod uid of
 	// the last summary: while the state is stale (kill switch, apiserver
@@ -32,13 +35,15 @@ type kubeletCollector struct {
 
 // NewKubeletCollector reports node, pod and container usage from the kubelet
 // summary API. state may be nil; when it is set, pods it knows get the same
-// workload and label attributes as the pod collector.
+// workload and label attributes as the pod collector. With
+// cfg.KubeletPodsFallback, pods it does not know get them from the
+// kubelet's /pods.
 func NewKubeletCollector(client *KubeletClient, state KubeState, cfg Config) Collector {
 	clk := cfg.Clock
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg), clock: clk}
+	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg), clock: clk, fallback: cfg.KubeletPodsFallback}
 }
 
 func (c *kubeletCollector) Name() string { return "kubelet" }
@@ -82,7 +87,7 @@ func (c *kubeletCollector) Collect(ctx context.Context, r Recorder) error {
 		}
 		return err
 	}
-	pods := c.pods(s)
+	pods := c.pods(ctx, s)
 	c.mu.Lock()
 	c.last, c.lastPods = s, pods
 	c.mu.Unlock()
@@ -145,37 +150,75 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 	}
 }
 
-// pods returns the pod object for each pod uid of s: the informers' when the
-// state is fresh, else the last one known. Uids no longer in the summary are
+// pods returns the pod object for each pod uid of s: the state's when it
+// is fresh (a static pod found by its mirror pod's
+// kubernetes.io/config.mirror annotation, which holds the UID the kubelet
+// reports), else the last one known, else, with the kubelet fallback on,
+// the kubelet's own from /pods. So a pod that starts while the state is
+// stale (kill switch, apiserver unreachable) is attributed as the
+// informers will attribute it once fresh again, and its series do not
+// change attributes across the outage. Uids no longer in the summary are
 // forgotten.
-func (c *kubeletCollector) pods(s *Summary) map[string]*corev1.Pod {
-	if c.state == nil {
+func (c *kubeletCollector) pods(ctx context.Context, s *Summary) map[string]*corev1.Pod {
+	if c.state == nil && !c.fallback {
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	next := make(map[string]*corev1.Pod, len(s.Pods))
 	var fresh map[string]*corev1.Pod
-	if c.state.HasSynced() {
+	if c.state != nil && c.state.HasSynced() {
 		all := c.state.Pods()
 		fresh = make(map[string]*corev1.Pod, len(all))
 		for _, p := range all {
 			fresh[string(p.UID)] = p
+			if m := p.Annotations[mirrorAnnotation]; m != "" {
+				if _, ok := fresh[m]; !ok {
+					fresh[m] = p
+				}
+			}
 		}
 	}
+	c.mu.Lock()
+	known := c.known
+	c.mu.Unlock()
+	next := make(map[string]*corev1.Pod, len(s.Pods))
+	missing := false
 	for i := range s.Pods {
 		uid := s.Pods[i].PodRef.UID
 		if p, ok := fresh[uid]; ok {
 			next[uid] = p
-		} else if p, ok := c.known[uid]; ok {
+		} else if p, ok := known[uid]; ok {
 			// Stale state, or a synced cache that has not seen the pod
 			// yet or has seen its deletion first: keep what was known.
 			next[uid] = p
+		} else {
+			missing = true
 		}
 	}
+	if missing && c.fallback {
+		// A failed GET still returns the last list, if any: its pods are
+		// the same pods.
+		kp, _ := c.client.Pods(ctx)
+		byUID := make(map[string]*corev1.Pod, len(kp))
+		for _, p := range kp {
+			byUID[string(p.UID)] = p
+		}
+		for i := range s.Pods {
+			uid := s.Pods[i].PodRef.UID
+			if _, ok := next[uid]; !ok {
+				if p, ok := byUID[uid]; ok {
+					next[uid] = p
+				}
+			}
+		}
+	}
+	c.mu.Lock()
 	c.known = next
+	c.mu.Unlock()
 	return next
 }
+
+// mirrorAnnotation is on the apiserver's mirror pod of a static pod; its
+// value is the static pod's UID, the one the kubelet reports.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
 
 func recordCPU(r Recorder, s *CPUStats, usage, cpuTime *Desc, attrs []attribute.KeyValue) {
 	if s == nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/fleetagent/fleetagent/internal/selfmetrics"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 )
@@ -29,6 +30,10 @@ const (
 	DefaultKubeletTimeout     = 10 * time.Second
 	DefaultKubeletMaxResponse = 16 << 20 // 16 MiB: a 110-pod node's summary is well under 1 MiB
 	DefaultKubeletMinInterval = 5 * time.Second
+	// DefaultKubeletPodsMinInterval is the shortest time between two GETs
+	// of the kubelet's /pods by default: the agent's default collection
+	// interval. The kubelet serializes every pod of the node on each call.
+	DefaultKubeletPodsMinInterval = 30 * time.Second
 	// DefaultTokenFile and DefaultCAFile are the service-account token and
 	// cluster CA mounted into every pod.
 	DefaultTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -72,6 +77,11 @@ type KubeletConfig struct {
 	// does not grow with the number of readers. Zero means
 	// DefaultKubeletMinInterval; negative disables reuse.
 	MinInterval time.Duration
+	// PodsMinInterval is the shortest time between two GETs of /pods
+	// (Pods): calls closer together reuse the last list. Zero means
+	// DefaultKubeletPodsMinInterval; negative disables reuse. The agent
+	// sets its collection interval.
+	PodsMinInterval time.Duration
 	// Clock is used for MinInterval and LastSuccess (default the real clock).
 	Clock clock.PassiveClock
 }
@@ -142,6 +152,7 @@ func pathErr(err error) error {
 // KubeletClient fetches /stats/summary from one kubelet.
 type KubeletClient struct {
 	url     string
+	podsURL string
 	client  *http.Client
 	timeout time.Duration
 	max     int64
@@ -156,6 +167,19 @@ type KubeletClient struct {
 	cached    *Summary
 	cachedAt  time.Time
 	cacheHits atomic.Uint64
+
+	// pods is the /pods side: its own cache, interval and counts, apart
+	// from the summary's scrape health (a refused /pods does not make the
+	// kubelet "down" for usage metrics).
+	podsMu      sync.Mutex
+	podsMinIntv time.Duration
+	podsCached  []*corev1.Pod
+	podsAt      time.Time
+	podsGets    atomic.Uint64
+	podsFails   atomic.Uint64
+	podsReused  atomic.Uint64
+	podsBytes   atomic.Uint64
+	podsLastErr atomic.Pointer[KubeletError]
 
 	scrapes  atomic.Uint64
 	failures atomic.Uint64
@@ -213,14 +237,23 @@ func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
 	case cfg.CAFile != "":
 		caSource = cfg.CAFile
 	}
+	podsMinIntv := cfg.PodsMinInterval
+	switch {
+	case podsMinIntv == 0:
+		podsMinIntv = DefaultKubeletPodsMinInterval
+	case podsMinIntv < 0:
+		podsMinIntv = 0
+	}
 	return &KubeletClient{
-		url:      strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
-		client:   &http.Client{Transport: rt},
-		timeout:  defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
-		max:      defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
-		minIntv:  minIntv,
-		clock:    clk,
-		caSource: caSource,
+		podsURL:     strings.TrimSuffix(cfg.Endpoint, "/") + "/pods",
+		podsMinIntv: podsMinIntv,
+		url:         strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
+		client:      &http.Client{Transport: rt},
+		timeout:     defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
+		max:         defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
+		minIntv:     minIntv,
+		clock:       clk,
+		caSource:    caSource,
 	}, nil
 }
 
@@ -268,45 +301,66 @@ func (k *KubeletClient) scrape(ctx context.Context) (*Summary, error) {
 }
 
 func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, *KubeletError) {
+	var s Summary
+	n, err := k.get(ctx, k.url, summaryEndpoint, &s)
+	if err != nil {
+		return nil, n, err
+	}
+	return &s, n, nil
+}
+
+// kubeletEndpoint names one kubelet path the client reads, for errors.
+type kubeletEndpoint struct {
+	// what the answer is ("summary", "pods"), the RBAC subresource the
+	// kubelet authorizes it as, and the answer named in a decode error.
+	what, rbac, noun string
+}
+
+var (
+	summaryEndpoint = kubeletEndpoint{what: "summary", rbac: "get on nodes/stats", noun: "a kubelet summary"}
+	podsEndpoint    = kubeletEndpoint{what: "pods", rbac: "get on nodes/pods (kubelets with fine-grained authorization, KubeletFineGrainedAuthz: beta and on by default from v1.33, GA in v1.36) or nodes/proxy (older kubelets)", noun: "a kubelet pod list (v1 PodList)"}
+)
+
+// get GETs u and decodes the JSON answer, at most k.max bytes, into v.
+func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, v any) (int, *KubeletError) {
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, 0, &KubeletError{Class: KubeletErrUnreachable, URL: k.url, Err: err, Fix: "fix --kubelet-endpoint"}
+		return 0, &KubeletError{Class: KubeletErrUnreachable, URL: u, What: ep.what, Err: err, Fix: "fix --kubelet-endpoint"}
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, 0, k.transportError(err)
+		return 0, k.transportError(u, ep, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		return nil, 0, statusError(k.url, resp.StatusCode, strings.TrimSpace(string(snippet)))
+		return 0, statusError(u, ep, resp.StatusCode, strings.TrimSpace(string(snippet)))
 	}
 	if resp.ContentLength > k.max {
-		return nil, 0, &KubeletError{Class: KubeletErrBadResponse, URL: k.url,
+		return 0, &KubeletError{Class: KubeletErrBadResponse, URL: u, What: ep.what,
 			Err: fmt.Errorf("response of %d bytes exceeds the %d-byte limit", resp.ContentLength, k.max), Fix: "raise MaxResponseBytes"}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, k.max+1))
 	if err != nil {
-		ke := k.transportError(err)
+		ke := k.transportError(u, ep, err)
 		if ke.Class != KubeletErrTimeout {
 			ke.Class, ke.Fix = KubeletErrBadResponse, "the response broke off: see the kubelet's log"
 		}
 		ke.Err = fmt.Errorf("read body: %w", ke.Err)
-		return nil, len(body), ke
+		return len(body), ke
 	}
 	if int64(len(body)) > k.max {
-		return nil, len(body), &KubeletError{Class: KubeletErrBadResponse, URL: k.url,
+		return len(body), &KubeletError{Class: KubeletErrBadResponse, URL: u, What: ep.what,
 			Err: fmt.Errorf("response exceeds the %d-byte limit", k.max), Fix: "raise MaxResponseBytes"}
 	}
-	var s Summary
-	if err := json.Unmarshal(body, &s); err != nil {
-		return nil, len(body), &KubeletError{Class: KubeletErrBadResponse, URL: k.url,
-			Err: fmt.Errorf("decode %d bytes: %w", len(body), err), Fix: "the answer is not a kubelet summary: check that --kubelet-endpoint is the kubelet's port"}
+	if err := json.Unmarshal(body, v); err != nil {
+		return len(body), &KubeletError{Class: KubeletErrBadResponse, URL: u, What: ep.what,
+			Err: fmt.Errorf("decode %d bytes: %w", len(body), err), Fix: "the answer is not " + ep.noun + ": check that --kubelet-endpoint is the kubelet's port"}
 	}
-	return &s, len(body), nil
+	return len(body), nil
 }
 
 // Stats returns the client's scrape counts.
@@ -358,4 +412,62 @@ func (k *KubeletClient) RegisterMetrics(m metric.Meter) error {
 		}
 		return nil
 	})
+}
+
+// Pods returns the pods the kubelet runs, from its /pods (a v1 PodList of
+// every pod bound to the node that the kubelet knows, spec and status,
+// static pods included under the kubelet's own UID): the last list when it
+// is younger than PodsMinInterval, otherwise a fresh GET, bounded like a
+// summary scrape by Timeout and MaxResponseBytes. The kubelet authorizes
+// the GET as nodes/pods (fine-grained kubelet authorization) or nodes/proxy.
+// A failure returns a *KubeletError and leaves the last list in place for
+// the next call within PodsMinInterval to reuse; it does not change the
+// summary's health (LastError, LastSuccess). The slice and pods are
+// shared: do not modify them.
+func (k *KubeletClient) Pods(ctx context.Context) ([]*corev1.Pod, error) {
+	k.podsMu.Lock()
+	defer k.podsMu.Unlock()
+	now := k.clock.Now()
+	if !k.podsAt.IsZero() && k.podsMinIntv > 0 && now.Sub(k.podsAt) < k.podsMinIntv {
+		k.podsReused.Add(1)
+		if e := k.podsLastErr.Load(); e != nil {
+			return k.podsCached, e
+		}
+		return k.podsCached, nil
+	}
+	k.podsGets.Add(1)
+	var list corev1.PodList
+	n, err := k.get(ctx, k.podsURL, podsEndpoint, &list)
+	k.podsBytes.Store(uint64(n))
+	k.podsAt = now
+	if err != nil {
+		k.podsFails.Add(1)
+		k.podsLastErr.Store(err)
+		return k.podsCached, err
+	}
+	pods := make([]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		pods[i] = &list.Items[i]
+	}
+	k.podsCached = pods
+	k.podsLastErr.Store(nil)
+	return pods, nil
+}
+
+// KubeletPodsStats is a snapshot of the client's /pods counts.
+type KubeletPodsStats struct {
+	Gets      uint64 // GETs of /pods sent
+	Failures  uint64
+	Reused    uint64 // calls served from the last list (PodsMinInterval)
+	LastBytes uint64
+	LastError string
+}
+
+// PodsStats returns the client's /pods counts.
+func (k *KubeletClient) PodsStats() KubeletPodsStats {
+	st := KubeletPodsStats{Gets: k.podsGets.Load(), Failures: k.podsFails.Load(), Reused: k.podsReused.Load(), LastBytes: k.podsBytes.Load()}
+	if e := k.podsLastErr.Load(); e != nil {
+		st.LastError = e.Error()
+	}
+	return st
 }

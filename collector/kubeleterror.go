@@ -54,23 +54,29 @@ type KubeletError struct {
 	Err error
 	// Fix says what to check or change.
 	Fix string
+	// What names the answer asked for: "summary" (empty) or "pods".
+	What string
 }
 
 func (e *KubeletError) Error() string {
-	return fmt.Sprintf("kubelet summary: GET %s: %v (%s)", e.URL, e.Err, e.Fix)
+	what := e.What
+	if what == "" {
+		what = "summary"
+	}
+	return fmt.Sprintf("kubelet %s: GET %s: %v (%s)", what, e.URL, e.Err, e.Fix)
 }
 
 func (e *KubeletError) Unwrap() error { return e.Err }
 
 // transportError classifies a failure to get (or finish reading) an answer.
-func (k *KubeletClient) transportError(err error) *KubeletError {
+func (k *KubeletClient) transportError(u string, ep kubeletEndpoint, err error) *KubeletError {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err // its text repeats the URL
 	}
-	e := &KubeletError{URL: k.url, Err: err}
+	e := &KubeletError{URL: u, What: ep.what, Err: err}
 	host := "the endpoint"
-	if u, perr := url.Parse(k.url); perr == nil {
+	if u, perr := url.Parse(u); perr == nil {
 		host = u.Host
 	}
 	var (
@@ -123,8 +129,8 @@ func (k *KubeletClient) transportError(err error) *KubeletError {
 }
 
 // statusError classifies an answer other than 200.
-func statusError(u string, code int, body string) *KubeletError {
-	e := &KubeletError{URL: u, Err: fmt.Errorf("HTTP %d: %s", code, body)}
+func statusError(u string, ep kubeletEndpoint, code int, body string) *KubeletError {
+	e := &KubeletError{URL: u, What: ep.what, Err: fmt.Errorf("HTTP %d: %s", code, body)}
 	switch {
 	case code == http.StatusUnauthorized:
 		e.Class = KubeletErrUnauthorized
@@ -132,13 +138,13 @@ func statusError(u string, code int, body string) *KubeletError {
 			"and that the kubelet has webhook authentication on (authentication.webhook.enabled) and reaches the apiserver"
 	case code == http.StatusForbidden:
 		e.Class = KubeletErrForbidden
-		e.Fix = "the service account needs RBAC get on nodes/stats: apply deploy/base/rbac.yaml, whose ClusterRoleBinding must name the agent's service account"
+		e.Fix = "the service account needs RBAC " + ep.rbac + ": apply deploy/base/rbac.yaml, whose ClusterRoleBinding must name the agent's service account"
 	case code == http.StatusNotFound:
 		e.Class = KubeletErrHTTPStatus
-		e.Fix = "the endpoint serves no /stats/summary: check that --kubelet-endpoint is the kubelet"
+		e.Fix = "the endpoint serves no " + ep.what + ": check that --kubelet-endpoint is the kubelet"
 	case code >= 500:
 		e.Class = KubeletErrHTTPStatus
-		e.Fix = "the kubelet failed to build the summary: see the kubelet's log"
+		e.Fix = "the kubelet failed to build the " + ep.what + ": see the kubelet's log"
 	default:
 		e.Class = KubeletErrHTTPStatus
 		e.Fix = "check that --kubelet-endpoint is the kubelet"

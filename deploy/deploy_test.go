@@ -17,7 +17,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +27,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
@@ -479,6 +479,7 @@ func TestRBAC(t *testing.T) {
 		{"watch", "", "nodes", "", "", "", true},
 		{"get", "", "nodes", "", "", "node-1", true},
 		{"get", "", "nodes", "stats", "", "node-1", true},
+		{"get", "", "nodes", "pods", "", "node-1", true},
 		{"get", "apps", "daemonsets", "", namespace, agentName, true},
 
 		{"get", "", "nodes", "proxy", "", "node-1", false},
@@ -578,35 +579,12 @@ func TestFlowSchemaWinsOverBootstrap(t *testing.T) {
 	cs := adminClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ours, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, agentName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"service-accounts", "global-default", "catch-all"} {
-		fs, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("bootstrap FlowSchema %s: %v", name, err)
-		}
-		if ours.Spec.MatchingPrecedence >= fs.Spec.MatchingPrecedence {
-			t.Errorf("matchingPrecedence %d does not win over bootstrap %s (%d)", ours.Spec.MatchingPrecedence, name, fs.Spec.MatchingPrecedence)
-		}
-	}
-	pl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, ours.Spec.PriorityLevelConfiguration.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := pl.Spec.Limited
-	if pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || lim == nil ||
-		lim.LendablePercent == nil || *lim.LendablePercent != 0 ||
-		lim.BorrowingLimitPercent == nil || *lim.BorrowingLimitPercent != 0 ||
-		lim.LimitResponse.Type != flowcontrolv1.LimitResponseTypeQueue {
-		t.Errorf("priority level %s = %s, want Limited, lendablePercent 0, borrowingLimitPercent 0, queuing", pl.Name, mustJSON(pl.Spec))
-	}
+	lim := apfcheck.Isolated(ctx, t, cs, agentName).Spec.Limited
 	wl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, "workload-low", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *lim.NominalConcurrencyShares*10 > *wl.Spec.Limited.NominalConcurrencyShares {
+	if lim != nil && *lim.NominalConcurrencyShares*10 > *wl.Spec.Limited.NominalConcurrencyShares {
 		t.Errorf("nominalConcurrencyShares %d, want at most a tenth of workload-low's %d", *lim.NominalConcurrencyShares, *wl.Spec.Limited.NominalConcurrencyShares)
 	}
 }

@@ -39,6 +39,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -220,6 +221,97 @@ func TestRealNode(t *testing.T) {
 			t.Fatalf("no export with k8s.node.cpu.usage within 90s after the restarted pod %s became Ready", fresh.Name)
 		}
 	})
+
+	t.Run("KubeletSourceNoApiserverRequests", func(t *testing.T) {
+		checkKubeletSource(ctx, t, cs, node, recv)
+	})
+}
+
+// checkKubeletSource switches the running DaemonSet to the kubelet source
+// as deploy/components/kubelet-source does (its env and its ClusterRole,
+// read from the component: nodes/stats, nodes/pods and get nodes, no
+// list/watch, no nodes/proxy), then checks against the real kubelet that
+// the kubelet authorizes the agent's /pods with nodes/pods alone, that the
+// workload's pod state arrives with its workload name, and that the agent
+// sent the apiserver nothing once its new pod started.
+func checkKubeletSource(ctx context.Context, t *testing.T, cs kubernetes.Interface, node *realnode.Node, recv *otlpreceiver.Receiver) {
+	b, err := os.ReadFile(filepath.Join("..", "components", "kubelet-source", "rbac-patch.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want rbacv1.ClusterRole
+	if err := yaml.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	role, err := cs.RbacV1().ClusterRoles().Get(ctx, "fleetagent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	role.Rules = want.Rules
+	if _, err := cs.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	old := waitAgentPod(ctx, t, cs, "")
+	patch := `{"spec":{"template":{"spec":{"containers":[{"name":"fleetagent","env":[{"name":"FLEETAGENT_KUBE_SOURCE","value":"kubelet"}]}]}}}}`
+	if _, err := cs.AppsV1().DaemonSets(ns).Patch(ctx, "fleetagent", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := waitAgentPod(ctx, t, cs, string(old.UID))
+	// creationTimestamp has whole seconds; the old pod was gone before the
+	// new one was created (maxSurge 0), and no container starts within a
+	// second of its pod's creation.
+	started := fresh.CreationTimestamp.Add(time.Second)
+	if body := readyz(t); body != "ok" {
+		t.Errorf("kubelet source: /readyz says %q, want ok", body)
+	}
+
+	// The real kubelet (v1.37, fine-grained authorization) serves /pods to
+	// the agent's service account with nodes/pods and no nodes/proxy.
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "fleetagent", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := kubeletGet(t, node, tr.Status.Token, "/pods"); code != http.StatusOK || !strings.Contains(body, `"kind":"PodList"`) {
+		t.Errorf("kubelet /pods with the agent's token and nodes/pods only: %d %.200s, want 200 and a PodList", code, body)
+	}
+
+	since := time.Now()
+	ok := waitUntil(ctx, 90*time.Second, func() bool {
+		for _, e := range recv.Exports() {
+			if e.Received.Before(since) {
+				continue
+			}
+			for _, p := range otlpreceiver.Find(e.Points, "k8s.pod.status.phase", map[string]string{"k8s.pod.status.phase": "Running", "k8s.deployment.name": workName}) {
+				if p.Value == 1 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if !ok {
+		t.Fatalf("kubelet source: no k8s.pod.status.phase Running for deployment %s within 90s", workName)
+	}
+	// The budget's request counter has a sample per verb and code sent:
+	// none at all in kubelet mode.
+	if code, body, err := httpGet(adminURL + "/metrics"); err != nil || code != http.StatusOK {
+		t.Errorf("kubelet source: /metrics: %d %v", code, err)
+	} else {
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "fleetagent_limiter_requests_total{") {
+				t.Errorf("kubelet source: the budget counted a request: %s", l)
+			}
+		}
+	}
+	events, err := node.CP.AuditEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range controlplane.UserEvents(events, agentUser) {
+		if !e.RequestReceivedTimestamp.Before(started) {
+			t.Errorf("kubelet source sent %s %s at %s (its pod started %s)", e.Verb, e.RequestURI, e.RequestReceivedTimestamp, started)
+		}
+	}
 }
 
 // buildImage builds internal/testenv/realnode/cmd/<name> for this machine

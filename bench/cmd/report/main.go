@@ -111,7 +111,7 @@ func read(path string) ([]result, error) {
 }
 
 // strategyOrder puts the outage patterns first and the product last.
-var strategyOrder = []string{"no-agent", "incident", "cluster-informer", "watchlist", "otel-k8sattributes", "fleetagent"}
+var strategyOrder = []string{"no-agent", "incident", "cluster-informer", "watchlist", "otel-k8sattributes", "fleetagent", "fleetagent-kubelet"}
 
 func rank(s string) int {
 	for i, n := range strategyOrder {
@@ -472,7 +472,7 @@ func chart(rs []result) string {
 		{"B/node", "steady bytes per node per minute"},
 		{"watch-events/node", "steady watch events per node per minute"},
 	}
-	colors := map[string]string{"incident": "#d62728", "cluster-informer": "#ff7f0e", "watchlist": "#9467bd", "otel-k8sattributes": "#8c564b", "fleetagent": "#2ca02c"}
+	colors := map[string]string{"incident": "#d62728", "cluster-informer": "#ff7f0e", "watchlist": "#9467bd", "otel-k8sattributes": "#8c564b", "fleetagent": "#2ca02c", "fleetagent-kubelet": "#17becf"}
 	const pw, ph, ml, mt, mb, gap = 300.0, 220.0, 60.0, 40.0, 50.0, 30.0
 	width := ml + float64(len(panels))*(pw+ml+gap)
 	height := mt + ph + mb + 30

@@ -2,7 +2,8 @@
 // run`: it serves a recorded /stats/summary on loopback, either as recorded
 // or re-keyed to the real pods of a simulated node (their names, namespaces,
 // UIDs and container names), so that the agent's join of kubelet usage with
-// its informers' pods runs end to end. It can be told to misbehave (status,
+// its informers' pods runs end to end. For those pods it also serves /pods,
+// a v1 PodList as the kubelet's own, for the agent's kubelet source. It can be told to misbehave (status,
 // delay, body) for fault tests.
 package fakekubelet
 
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	stats "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
@@ -28,10 +30,12 @@ type Server struct {
 	mu       sync.Mutex
 	template stats.Summary // the recording, for SetPods
 	body     []byte
+	podsBody []byte // /pods: a PodList of the pods of SetPods; nil before
 	status   int
 	delay    time.Duration
 
-	requests atomic.Int64
+	requests     atomic.Int64
+	podsRequests atomic.Int64
 }
 
 // Start serves the summary recorded at path, with its node name replaced by
@@ -109,7 +113,12 @@ func (s *Server) SetPods(pods []corev1.Pod) error {
 	if err != nil {
 		return fmt.Errorf("kubelet fixture: encode summary: %w", err)
 	}
-	s.body = b
+	list := corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, Items: pods}
+	pb, err := json.Marshal(list)
+	if err != nil {
+		return fmt.Errorf("kubelet fixture: encode pods: %w", err)
+	}
+	s.body, s.podsBody = b, pb
 	return nil
 }
 
@@ -127,13 +136,19 @@ func (s *Server) Summary() (stats.Summary, error) {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
-	if r.URL.Path != "/stats/summary" {
+	s.mu.Lock()
+	body, status, delay := s.body, s.status, s.delay
+	if r.URL.Path == "/pods" {
+		body = s.podsBody
+	}
+	s.mu.Unlock()
+	switch {
+	case r.URL.Path == "/pods" && body != nil:
+		s.podsRequests.Add(1)
+	case r.URL.Path != "/stats/summary":
 		http.NotFound(w, r)
 		return
 	}
-	s.mu.Lock()
-	body, status, delay := s.body, s.status, s.delay
-	s.mu.Unlock()
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -151,6 +166,9 @@ func (s *Server) URL() string { return s.srv.URL }
 
 // Requests counts the requests served.
 func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// PodsRequests counts the requests for /pods served.
+func (s *Server) PodsRequests() int64 { return s.podsRequests.Load() }
 
 // SetBody replaces the response body.
 func (s *Server) SetBody(b []byte) {

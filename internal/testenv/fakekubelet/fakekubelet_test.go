@@ -1,0 +1,74 @@
+package fakekubelet
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
+)
+
+func TestMain(m *testing.M) { os.Exit(leakcheck.Main(m)) }
+
+func get(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// TestServesPods: /pods is 404 for a bare recording, then exactly the pods
+// of SetPods as a v1 PodList, counted apart; the summary has the same pods.
+func TestServesPods(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	s, err := Start(filepath.Join(filepath.Dir(file), "..", "..", "..", "collector", "testdata", "summary.json"), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if code, _ := get(t, s.URL()+"/pods"); code != http.StatusNotFound {
+		t.Fatalf("/pods before SetPods: %d, want 404 (no pods to serve)", code)
+	}
+	pods := []corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns", UID: "u-a"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "ns", UID: "u-b"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "d"}, {Name: "e"}}}},
+	}
+	if err := s.SetPods(pods); err != nil {
+		t.Fatal(err)
+	}
+	code, b := get(t, s.URL()+"/pods")
+	var l corev1.PodList
+	if err := json.Unmarshal(b, &l); code != http.StatusOK || err != nil {
+		t.Fatalf("/pods: %d %s (%v)", code, b, err)
+	}
+	if l.Kind != "PodList" || l.APIVersion != "v1" || len(l.Items) != 2 || l.Items[0].UID != "u-a" || l.Items[1].Spec.Containers[1].Name != "e" {
+		t.Errorf("/pods = %+v", l)
+	}
+	if n := s.PodsRequests(); n != 1 {
+		t.Errorf("PodsRequests = %d, want 1", n)
+	}
+	sum, err := s.Summary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Pods) != 2 || sum.Pods[1].PodRef.UID != "u-b" || len(sum.Pods[1].Containers) != 2 {
+		t.Errorf("summary pods = %+v", sum.Pods)
+	}
+	if code, _ := get(t, s.URL()+"/spec"); code != http.StatusNotFound {
+		t.Errorf("/spec: %d, want 404", code)
+	}
+}
