@@ -62,14 +62,14 @@ fmtcheck:
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
 # compat/otelcol: compatibility with the OpenTelemetry Collector's kubeletstats receiver
 # and k8sattributes processor, run as libraries (the Collector's graph stays out of go.mod).
-# bench/footprint: the side-by-side footprint benchmark against the Collector (only `make bench`
+# bench/vscollector: the side-by-side footprint benchmark against the Collector (only `make bench`
 # runs the benchmark; `make test` runs its unit tests).
-SUBMODULES := deploy charts tools/sbom tools/image compat/otelcol bench/footprint
+SUBMODULES := deploy charts tools/sbom tools/image compat/otelcol bench/vscollector
 # Modules with no tests of their own, only vetted (which builds them) so they cannot rot:
 # bench/k8sattr holds the otel-k8sattributes strategy that only `make bench` runs;
-# bench/footprint/otelcol the Collector that bench/footprint builds and runs (its own module:
+# bench/vscollector/otelcol the Collector that bench/vscollector builds and runs (its own module:
 # contrib v0.149.0 needs an older client-go than the agent's).
-VETMODULES := bench/k8sattr bench/footprint/otelcol
+VETMODULES := bench/k8sattr bench/vscollector/otelcol
 
 vet:
 	$(GO) vet ./...
@@ -90,19 +90,19 @@ run: controlplane
 
 
 ## bench: apiserver cost per node for every strategy (~14 min on 2 cores), then the node footprint of
-## fleetagent and the OpenTelemetry Collector side by side (bench/footprint, ~12 min with the Collector's
-## first build); writes bench/RESULTS.md, bench/results.svg, bench/footprint.md and
+## fleetagent and the OpenTelemetry Collector side by side (bench/vscollector, ~12 min with the Collector's
+## first build); writes bench/RESULTS.md, bench/results.svg, bench/vscollector.md and
 ## preflight/costmodel/costmodel.json. 1000 nodes: make bench BENCHFLAGS=-bench.nodes=1000;
-## a shorter footprint: FOOTPRINTFLAGS="-footprint.window=1m -footprint.windows=1"
+## a shorter footprint: VSCOLLECTORFLAGS="-vscollector.window=1m -vscollector.windows=1"
 BENCHFLAGS ?=
-FOOTPRINTFLAGS ?=
+VSCOLLECTORFLAGS ?=
 bench: controlplane
 	rm -f bench/results.jsonl
 	cd bench/k8sattr && $(GO) test . -run '^$$' -bench APIServerLoad -benchtime=1x -timeout 60m -bench.json=$(CURDIR)/bench/results.jsonl $(BENCHFLAGS) > $(CURDIR)/bench/bench.log 2>&1 || { tail -n 40 $(CURDIR)/bench/bench.log; exit 1; }
 	@grep -E '^(Benchmark|ok|FAIL)' bench/bench.log
-	cd bench/footprint && $(GO) test . -run '^$$' -bench Footprint -benchtime=1x -timeout 60m -footprint.md=$(CURDIR)/bench/footprint.md $(FOOTPRINTFLAGS) > $(CURDIR)/bench/footprint.log 2>&1 || { tail -n 40 $(CURDIR)/bench/footprint.log; exit 1; }
-	@grep -E '^(Benchmark|ok|FAIL)' bench/footprint.log
-	$(GO) run ./bench/cmd/report -in bench/results.jsonl -log bench/bench.log -md bench/RESULTS.md -svg bench/results.svg -include bench/footprint.md
+	cd bench/vscollector && $(GO) test . -run '^$$' -bench Footprint -benchtime=1x -timeout 60m -vscollector.md=$(CURDIR)/bench/vscollector.md $(VSCOLLECTORFLAGS) > $(CURDIR)/bench/vscollector.log 2>&1 || { tail -n 40 $(CURDIR)/bench/vscollector.log; exit 1; }
+	@grep -E '^(Benchmark|ok|FAIL)' bench/vscollector.log
+	$(GO) run ./bench/cmd/report -in bench/results.jsonl -log bench/bench.log -md bench/RESULTS.md -svg bench/results.svg -include bench/vscollector.md
 	$(MAKE) costmodel
 
 ## image: the agent's image for linux/amd64 and linux/arm64 as an OCI image layout tarball,

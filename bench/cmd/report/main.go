@@ -33,7 +33,7 @@ func main() {
 	benchLog := flag.String("log", "", "the `go test -bench` output, for its total duration (optional)")
 	root := flag.String("root", ".", "repository root, for the pinned versions in go.mod files")
 	note := flag.String("note", "", "a line added to the header, e.g. how results from more than one run were combined")
-	include := flag.String("include", "", "a markdown section written by another benchmark (bench/footprint.md), appended as it is")
+	include := flag.String("include", "", "a markdown section written by another benchmark (bench/vscollector.md), appended as it is")
 	flag.Parse()
 	if *in == "" {
 		fmt.Fprintln(os.Stderr, "report: -in is required: the file given to -bench.json")
@@ -72,7 +72,7 @@ func appendSection(out *strings.Builder, path string) error {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("-include: %w (make bench writes it with bench/footprint's -footprint.md)", err)
+		return fmt.Errorf("-include: %w (make bench writes it with bench/vscollector's -vscollector.md)", err)
 	}
 	if !strings.HasSuffix(out.String(), "\n\n") {
 		out.WriteString("\n")

@@ -1,4 +1,4 @@
-module github.com/fleetagent/fleetagent/bench/footprint/otelcol
+module github.com/fleetagent/fleetagent/bench/vscollector/otelcol
 
 go 1.26.0
 

@@ -1,12 +1,12 @@
-// Command otelcol-footprint is the OpenTelemetry Collector that the
+// Command otelcol-vscollector is the OpenTelemetry Collector that the
 // footprint benchmark runs beside fleetagent: the Collector's own
 // command (otelcol.NewCommand) built with only the components a node agent
 // needs for the same job, as the opentelemetry-collector Helm chart's
 // kubeletMetrics and kubernetesAttributes presets wire them: the
 // kubeletstats receiver, the k8sattributes and batch processors and the
-// OTLP (gRPC) exporter. The versions are those of bench/footprint/go.mod.
+// OTLP (gRPC) exporter. The versions are those of bench/vscollector/go.mod.
 //
-//	otelcol-footprint --config=file:/path/to/config.yaml
+//	otelcol-vscollector --config=file:/path/to/config.yaml
 package main
 
 import (
@@ -50,7 +50,7 @@ func components() (otelcol.Factories, error) {
 
 func main() {
 	set := otelcol.CollectorSettings{
-		BuildInfo: component.BuildInfo{Command: "otelcol-footprint", Description: "OpenTelemetry Collector for fleetagent's footprint benchmark", Version: Version},
+		BuildInfo: component.BuildInfo{Command: "otelcol-vscollector", Description: "OpenTelemetry Collector for fleetagent's footprint benchmark", Version: Version},
 		Factories: components,
 		ConfigProviderSettings: otelcol.ConfigProviderSettings{ResolverSettings: confmap.ResolverSettings{
 			ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory(), envprovider.NewFactory()},
@@ -58,7 +58,7 @@ func main() {
 		}},
 	}
 	if err := otelcol.NewCommand(set).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "otelcol-footprint:", err)
+		fmt.Fprintln(os.Stderr, "otelcol-vscollector:", err)
 		os.Exit(1)
 	}
 }

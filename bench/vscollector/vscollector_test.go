@@ -1,4 +1,4 @@
-package footprint_test
+package vscollector_test
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/fleetagent/fleetagent/bench/footprint"
+	"github.com/fleetagent/fleetagent/bench/vscollector"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
@@ -27,15 +27,15 @@ import (
 )
 
 var (
-	window   = flag.Duration("footprint.window", 3*time.Minute, "length of one steady window")
-	windows  = flag.Int("footprint.windows", 3, "number of consecutive steady windows (the figures are their median)")
-	warmup   = flag.Duration("footprint.warmup", 30*time.Second, "wait after both agents' second export before the first window")
-	interval = flag.Duration("footprint.interval", 10*time.Second, "collection and export interval of both agents")
-	pods     = flag.Int("footprint.pods", 30, "pods on the node")
-	mdOut    = flag.String("footprint.md", "", "write the results section (markdown) here, for bench/cmd/report -include")
+	window   = flag.Duration("vscollector.window", 3*time.Minute, "length of one steady window")
+	windows  = flag.Int("vscollector.windows", 3, "number of consecutive steady windows (the figures are their median)")
+	warmup   = flag.Duration("vscollector.warmup", 30*time.Second, "wait after both agents' second export before the first window")
+	interval = flag.Duration("vscollector.interval", 10*time.Second, "collection and export interval of both agents")
+	pods     = flag.Int("vscollector.pods", 30, "pods on the node")
+	mdOut    = flag.String("vscollector.md", "", "write the results section (markdown) here, for bench/cmd/report -include")
 )
 
-// collectorVersion is the contrib release bench/footprint/otelcol builds.
+// collectorVersion is the contrib release bench/vscollector/otelcol builds.
 const collectorVersion = "v0.149.0"
 
 // Heap and allocation metrics each process serves about itself.
@@ -49,15 +49,15 @@ const (
 // requests, payload and wire bytes per minute, and their ratios.
 func BenchmarkFootprint(b *testing.B) {
 	if *windows < 1 || *window <= 0 || *interval <= 0 || *pods < 1 {
-		b.Fatalf("-footprint.windows (%d), -footprint.window (%v), -footprint.interval (%v) and -footprint.pods (%d) must be positive", *windows, *window, *interval, *pods)
+		b.Fatalf("-vscollector.windows (%d), -vscollector.window (%v), -vscollector.interval (%v) and -vscollector.pods (%d) must be positive", *windows, *window, *interval, *pods)
 	}
 	ctx := context.Background()
 	root := controlplane.ModuleRoot()
 	measured := commit(root) // before the run: the tree may change while it runs
 	dir := b.TempDir()
-	faBin, ocBin := filepath.Join(dir, "fleetagent"), filepath.Join(dir, "otelcol-footprint")
+	faBin, ocBin := filepath.Join(dir, "fleetagent"), filepath.Join(dir, "otelcol-vscollector")
 	build(b, root, faBin, "./cmd/fleetagent")
-	build(b, filepath.Join(root, "bench", "footprint", "otelcol"), ocBin, ".")
+	build(b, filepath.Join(root, "bench", "vscollector", "otelcol"), ocBin, ".")
 
 	cp, err := controlplane.Start(ctx, controlplane.Options{Users: []string{"fleetagent", "otelcol"}})
 	if err != nil {
@@ -84,12 +84,12 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	b.Cleanup(kub.Close)
 
-	faRecv, err := footprint.StartReceiver()
+	faRecv, err := vscollector.StartReceiver()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(faRecv.Stop)
-	ocRecv, err := footprint.StartReceiver()
+	ocRecv, err := vscollector.StartReceiver()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func BenchmarkFootprint(b *testing.B) {
 	oc := start(b, dir, ocBin, []string{"--config=file:" + cfg},
 		"K8S_NODE_NAME="+node, "KUBECONFIG="+cp.Kubeconfig(b, "otelcol"))
 
-	agents := []*footprint.Agent{
+	agents := []*vscollector.Agent{
 		{Name: "fleetagent", PID: fa.Cmd.Process.Pid, MetricsURL: "http://127.0.0.1:" + faPort + "/metrics", HeapMetric: faHeap, AllocMetric: faAlloc, Recv: faRecv},
 		{Name: "collector", PID: oc.Cmd.Process.Pid, MetricsURL: "http://127.0.0.1:" + ocPort + "/metrics", HeapMetric: ocHeap, AllocMetric: ocAlloc, Recv: ocRecv},
 	}
@@ -129,14 +129,14 @@ func BenchmarkFootprint(b *testing.B) {
 	time.Sleep(*warmup)
 
 	client := &http.Client{Timeout: 5 * time.Second}
-	results := make([][]footprint.Window, len(agents))
+	results := make([][]vscollector.Window, len(agents))
 	b.ResetTimer()
 	for w := 0; w < *windows; w++ {
-		first := make([]footprint.Point, len(agents))
-		last := make([]footprint.Point, len(agents))
+		first := make([]vscollector.Point, len(agents))
+		last := make([]vscollector.Point, len(agents))
 		rss := make([][]float64, len(agents))
 		heap := make([][]float64, len(agents))
-		sample := func(into []footprint.Point) {
+		sample := func(into []vscollector.Point) {
 			for i, a := range agents {
 				p, r, h, err := a.Read(client)
 				if err != nil {
@@ -157,13 +157,13 @@ func BenchmarkFootprint(b *testing.B) {
 			if !procs[i].Running() {
 				b.Fatalf("%s exited during window %d:\n%s", procs[i].Name, w+1, procs[i].Tail(60))
 			}
-			results[i] = append(results[i], footprint.Summarise(first[i], last[i], rss[i], heap[i]))
+			results[i] = append(results[i], vscollector.Summarise(first[i], last[i], rss[i], heap[i]))
 		}
 		b.Logf("window %d: fleetagent %+v; collector %+v", w+1, results[0][w], results[1][w])
 	}
 	b.StopTimer()
 
-	rows := footprint.Rows(results[0], results[1])
+	rows := vscollector.Rows(results[0], results[1])
 	units := []string{"rss-MiB", "cpu-s/min", "heap-MiB", "alloc-MiB/min", "otlp-req/min", "payload-KiB/min", "wire-KiB/min"}
 	for i, r := range rows {
 		b.ReportMetric(r.Fleetagent, "fleetagent-"+units[i])
@@ -174,7 +174,7 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	if *mdOut != "" {
 		var md bytes.Buffer
-		footprint.WriteMarkdown(&md, footprint.Setup{
+		vscollector.WriteMarkdown(&md, vscollector.Setup{
 			Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(),
 			FleetagentCommit: measured, CollectorVersion: collectorVersion,
 			Node: node, Pods: len(podList.Items), Interval: interval.String(),
@@ -280,7 +280,7 @@ func grantCollector(b *testing.B, cp *controlplane.ControlPlane, user string) {
 	c := kubernetes.NewForConfigOrDie(cp.AdminConfig())
 	ctx := context.Background()
 	read := []string{"get", "list", "watch"}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "otelcol-footprint"}, Rules: []rbacv1.PolicyRule{
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "otelcol-vscollector"}, Rules: []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes", "nodes/stats", "nodes/proxy"}, Verbs: read},
 		{APIGroups: []string{"apps"}, Resources: []string{"replicasets"}, Verbs: read},
 		{APIGroups: []string{"extensions"}, Resources: []string{"replicasets"}, Verbs: read},
@@ -288,7 +288,7 @@ func grantCollector(b *testing.B, cp *controlplane.ControlPlane, user string) {
 	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
-	bind := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "otelcol-footprint"},
+	bind := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "otelcol-vscollector"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
 		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: user}}}
 	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, bind, metav1.CreateOptions{}); err != nil {

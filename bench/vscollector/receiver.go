@@ -1,4 +1,4 @@
-package footprint
+package vscollector
 
 import (
 	"context"
@@ -59,7 +59,7 @@ type Receiver struct {
 func StartReceiver() (*Receiver, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("footprint receiver: listen: %w", err)
+		return nil, fmt.Errorf("vscollector receiver: listen: %w", err)
 	}
 	r := &Receiver{ln: ln, srv: grpc.NewServer()}
 	colmetricpb.RegisterMetricsServiceServer(r.srv, &service{r: r})

@@ -1,4 +1,4 @@
-module github.com/fleetagent/fleetagent/bench/footprint
+module github.com/fleetagent/fleetagent/bench/vscollector
 
 go 1.26.0
 

@@ -1,10 +1,10 @@
-// Package footprint measures what fleetagent and the OpenTelemetry
+// Package vscollector measures what fleetagent and the OpenTelemetry
 // Collector cost on one node doing the same job: both run as their own
 // processes against one stand-in kubelet serving the same pods of a real
 // kube-apiserver, at the same interval, each exporting to its own counting
-// OTLP receiver. See footprint_test.go for the benchmark and
+// OTLP receiver. See vscollector_test.go for the benchmark and
 // otelcol/ for the Collector it builds.
-package footprint
+package vscollector
 
 import (
 	"bufio"
