@@ -40,6 +40,7 @@ func Main(args []string, userAgent string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.MaxStartDuration, "max-start-duration", o.MaxStartDuration, "fail when the whole fleet's start, paced by the budget, takes longer (0: no limit)")
 	fs.Float64Var(&o.MaxSteadyBudgetFraction, "max-steady-budget-fraction", o.MaxSteadyBudgetFraction, "fail when steady traffic exceeds this fraction of --fleet-qps (0: no limit)")
 	fs.Int64Var(&o.PageSize, "page-size", o.PageSize, "LIST page size when counting nodes and pods")
+	fs.StringVar(&o.KubeSource, "kube-source", o.KubeSource, "the agent's --kube-source: informer (RBAC to list and watch pods and nodes; start cost predicted) or kubelet (RBAC for nodes/stats and nodes/pods; no apiserver cost)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fleetagent preflight [flags]\n\n"+
 			"Before a rollout: counts the nodes and pods (cache-served, paged, metadata only), checks the agent's\n"+

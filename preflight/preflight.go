@@ -52,12 +52,18 @@ type Options struct {
 	MaxSteadyBudgetFraction float64
 	// PageSize is the LIST page size. Default 500.
 	PageSize int64
+	// KubeSource is the agent's --kube-source: "informer" (the default)
+	// or "kubelet", which reads pods from the node's kubelet and sends the
+	// apiserver no request, so it needs other RBAC and costs nothing to
+	// start.
+	KubeSource string
 }
 
 // DefaultOptions are the manifests' names and budget.
 func DefaultOptions() Options {
 	return Options{Namespace: "fleetagent", ServiceAccount: "fleetagent", DaemonSet: "fleetagent", FlowSchema: "fleetagent",
-		NodeSelector: "kubernetes.io/os=linux", FleetQPS: 50, MaxStartDuration: 30 * time.Minute, MaxSteadyBudgetFraction: 0.5, PageSize: 500}
+		NodeSelector: "kubernetes.io/os=linux", FleetQPS: 50, MaxStartDuration: 30 * time.Minute, MaxSteadyBudgetFraction: 0.5, PageSize: 500,
+		KubeSource: "informer"}
 }
 
 // Clients are the API clients the check uses: typed for reviews, APF
@@ -121,6 +127,12 @@ func Run(ctx context.Context, c Clients, o Options) (*Report, error) {
 		r.DaemonSetDesired = int(ds.Status.DesiredNumberScheduled)
 	}
 	r.Requests++
+	if o.KubeSource == "kubelet" {
+		// The kubelet source sends the apiserver nothing: the model's
+		// informer figures do not apply, and there is no start to pace.
+		r.Notes = append(r.Notes, "kube source kubelet: the agents send the apiserver no request at start or in steady state (one cache-served Node GET each at start with --node-get-at-start)")
+		return r, nil
+	}
 	r.Prediction = model.Predict(costmodel.Fleet{Nodes: r.NodesSelected, Pods: r.PodsOnSelected, FleetQPS: o.FleetQPS})
 	p := r.Prediction
 	if o.MaxStartDuration > 0 && p.StartDuration > o.MaxStartDuration {
@@ -140,6 +152,9 @@ func (o Options) validate() error {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is empty: name the agent's", name))
 		}
+	}
+	if o.KubeSource != "informer" && o.KubeSource != "kubelet" {
+		errs = append(errs, fmt.Errorf("--kube-source %q: set the agent's --kube-source, informer or kubelet", o.KubeSource))
 	}
 	if o.FleetQPS <= 0 {
 		errs = append(errs, fmt.Errorf("--fleet-qps %g: set the DaemonSet's FLEETAGENT_FLEET_QPS, above 0", o.FleetQPS))
@@ -218,6 +233,14 @@ func (r *Report) list(ctx context.Context, md metadata.Interface, gvr schema.Gro
 
 // needed is what the agent must be allowed to do.
 func needed(o Options) []authorizationv1.ResourceAttributes {
+	if o.KubeSource == "kubelet" {
+		// Pods from the kubelet's /pods (nodes/pods with fine-grained
+		// kubelet authorization), usage from /stats/summary.
+		return []authorizationv1.ResourceAttributes{
+			{Verb: "get", Resource: "nodes", Subresource: "stats"},
+			{Verb: "get", Resource: "nodes", Subresource: "pods"},
+		}
+	}
 	return []authorizationv1.ResourceAttributes{
 		{Verb: "list", Resource: "pods"},
 		{Verb: "watch", Resource: "pods"},
@@ -375,19 +398,16 @@ func matchesServiceAccount(fs *flowcontrolv1.FlowSchema, o Options) bool {
 
 // Print writes the report for a person.
 func (r *Report) Print(w io.Writer, o Options) {
-	p := r.Prediction
 	fmt.Fprintf(w, "cluster: %d nodes, %d selected by %q; %d pods (preflight sent %d requests: cache-served metadata LIST pages, access reviews, GETs)\n", r.Nodes, r.NodesSelected, o.NodeSelector, r.Pods, r.Requests)
 	if r.DaemonSetDesired >= 0 {
 		fmt.Fprintf(w, "DaemonSet %s/%s: desiredNumberScheduled %d\n", o.Namespace, o.DaemonSet, r.DaemonSetDesired)
 	}
 	fmt.Fprintf(w, "fleet-size-hint: set %d (the key fleet-size-hint of ConfigMap %s/fleetagent-control, or the chart's fleet.sizeHint)\n", r.NodesSelected, o.Namespace)
-	fmt.Fprintf(w, "\npredicted apiserver cost for %d agents at --fleet-qps %g\n", r.NodesSelected, o.FleetQPS)
-	fmt.Fprintf(w, "  full start:            %s requests, %s; %v paced by the budget\n", count(p.Start.Requests), bytes(p.Start.Bytes), p.StartDuration.Round(time.Second))
-	fmt.Fprintf(w, "  per apiserver restart: %s requests, %s; %v to reconnect all\n", count(p.Restart.Requests), bytes(p.Restart.Bytes), p.RestartDuration.Round(time.Second))
-	fmt.Fprintf(w, "  per minute steady:     %s requests (%.1f%% of the budget), %s\n", count(p.SteadyPerMinute.Requests), 100*p.SteadyBudgetFraction, bytes(p.SteadyPerMinute.Bytes))
-	m := r.Model
-	fmt.Fprintf(w, "  per node, measured by make bench at %v nodes x %d pods: start %.2f requests %s; restart %.2f requests %s (%s); steady %.2f requests %s per minute\n",
-		m.MeasuredNodes, m.PodsPerNode, m.Start.Requests, bytes(m.Start.Bytes), m.Restart.Requests, bytes(m.Restart.Bytes), m.Restart.Basis, m.SteadyPerMinute.Requests, bytes(m.SteadyPerMinute.Bytes))
+	if o.KubeSource == "kubelet" {
+		fmt.Fprintf(w, "\npredicted apiserver cost for %d agents on the kubelet source: no request\n", r.NodesSelected)
+	} else {
+		r.printPrediction(w, o)
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -413,4 +433,17 @@ func bytes(v float64) string {
 		return fmt.Sprintf("%.1f kB", v/1e3)
 	}
 	return fmt.Sprintf("%.0f B", v)
+}
+
+// printPrediction prints the informer source's predicted cost and the
+// per-node figures it comes from.
+func (r *Report) printPrediction(w io.Writer, o Options) {
+	p := r.Prediction
+	fmt.Fprintf(w, "\npredicted apiserver cost for %d agents at --fleet-qps %g\n", r.NodesSelected, o.FleetQPS)
+	fmt.Fprintf(w, "  full start:            %s requests, %s; %v paced by the budget\n", count(p.Start.Requests), bytes(p.Start.Bytes), p.StartDuration.Round(time.Second))
+	fmt.Fprintf(w, "  per apiserver restart: %s requests, %s; %v to reconnect all\n", count(p.Restart.Requests), bytes(p.Restart.Bytes), p.RestartDuration.Round(time.Second))
+	fmt.Fprintf(w, "  per minute steady:     %s requests (%.1f%% of the budget), %s\n", count(p.SteadyPerMinute.Requests), 100*p.SteadyBudgetFraction, bytes(p.SteadyPerMinute.Bytes))
+	m := r.Model
+	fmt.Fprintf(w, "  per node, measured by make bench at %v nodes x %d pods: start %.2f requests %s; restart %.2f requests %s (%s); steady %.2f requests %s per minute\n",
+		m.MeasuredNodes, m.PodsPerNode, m.Start.Requests, bytes(m.Start.Bytes), m.Restart.Requests, bytes(m.Restart.Bytes), m.Restart.Basis, m.SteadyPerMinute.Requests, bytes(m.SteadyPerMinute.Bytes))
 }

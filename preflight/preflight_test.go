@@ -18,8 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
@@ -133,16 +131,7 @@ func applyFlowControl(ctx context.Context, cs kubernetes.Interface) error {
 // kubeconfig as a laptop or CI has one.
 func runPreflight(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	rc := cp.UserConfig(operator)
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
-	cfg.AuthInfos["operator"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "operator"}
-	cfg.CurrentContext = "test"
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, kc); err != nil {
-		t.Fatal(err)
-	}
+	kc := cp.Kubeconfig(t, operator)
 	var stdout, stderr bytes.Buffer
 	code := preflight.Main(append([]string{"--kubeconfig", kc}, args...), "fleetagent-preflight/test", &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
@@ -191,6 +180,29 @@ func TestPreflightPasses(t *testing.T) {
 	}
 }
 
+// TestPreflightKubeletSource: for an agent on the kubelet source the check
+// asks for nodes/stats and nodes/pods (which the manifests' base RBAC grants
+// for the informer mode's kubelet fallback) instead of list and watch, and
+// predicts no apiserver cost, so a budget far too small for the informer
+// source's start (TestPreflightFails, "start too slow") still passes.
+func TestPreflightKubeletSource(t *testing.T) {
+	code, out, errOut := runPreflight(t, "--kube-source", "kubelet", "--fleet-qps", "0.005")
+	if code != preflight.ExitOK {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("predicted apiserver cost for %d agents on the kubelet source: no request", nodes),
+		"note: kube source kubelet: the agents send the apiserver no request", "preflight: OK",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "full start:") {
+		t.Errorf("the informer source's prediction printed for the kubelet source:\n%s", out)
+	}
+}
+
 // TestPreflightFails: missing RBAC, a missing FlowSchema or a prediction
 // over a threshold fail the check with exit 1 and a line saying why; bad
 // flags exit 2.
@@ -208,6 +220,8 @@ func TestPreflightFails(t *testing.T) {
 		{"start too slow", []string{"--fleet-qps", "0.005"}, preflight.ExitFailed, "more than --max-start-duration 30m0s"},
 		{"steady too costly", []string{"--fleet-qps", "0.1", "--max-start-duration", "0"}, preflight.ExitFailed, "more than --max-steady-budget-fraction 0.5"},
 		{"no node selected", []string{"--node-selector", "kubernetes.io/os=plan9"}, preflight.ExitFailed, "no node matches --node-selector"},
+		{"kubelet source without its RBAC", []string{"--kube-source", "kubelet", "--service-account", "other", "--flowschema", "fleetagent"}, preflight.ExitFailed, "may not get nodes/stats, get nodes/pods"},
+		{"bad kube source", []string{"--kube-source", "apiserver"}, preflight.ExitUsage, `--kube-source "apiserver": set the agent's --kube-source, informer or kubelet`},
 		{"bad budget", []string{"--fleet-qps", "0"}, preflight.ExitUsage, "--fleet-qps 0"},
 		{"bad selector", []string{"--node-selector", "a in (b"}, preflight.ExitUsage, "--node-selector"},
 	} {
