@@ -211,7 +211,20 @@ func (o *observerRecorder) Record(d *Desc, v float64, attrs ...attribute.KeyValu
 		o.unknown = d.Name
 		return
 	}
-	opt := metric.WithAttributes(attrs...)
+	o.observe(inst, v, metric.WithAttributes(attrs...))
+}
+
+// RecordSet records with a set the collector keeps across collections.
+func (o *observerRecorder) RecordSet(d *Desc, v float64, set attribute.Set) {
+	inst, ok := o.insts[d]
+	if !ok {
+		o.unknown = d.Name
+		return
+	}
+	o.observe(inst, v, metric.WithAttributeSet(set))
+}
+
+func (o *observerRecorder) observe(inst metric.Observable, v float64, opt metric.ObserveOption) {
 	switch i := inst.(type) {
 	case metric.Float64Observable:
 		o.o.ObserveFloat64(i, v, opt)

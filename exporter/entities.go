@@ -10,7 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,16 +187,18 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 	}
 	var order []*entityGroup
 	groups := map[string]*entityGroup{}
-	var key strings.Builder
+	// key is reused for every point; a lookup with string(key) does not
+	// allocate, only a new group's key does.
+	var key []byte
 	group := func(entity []*commonpb.KeyValue) *entityGroup {
-		key.Reset()
+		key = key[:0]
 		for _, kv := range entity {
-			key.WriteString(kv.GetKey())
-			key.WriteByte(0)
-			key.WriteString(kv.GetValue().GetStringValue())
-			key.WriteByte(0)
+			key = append(key, kv.GetKey()...)
+			key = append(key, 0)
+			key = append(key, kv.GetValue().GetStringValue()...)
+			key = append(key, 0)
 		}
-		if g, ok := groups[key.String()]; ok {
+		if g, ok := groups[string(key)]; ok {
 			return g
 		}
 		attrs := make([]*commonpb.KeyValue, 0, len(base)+len(entity))
@@ -210,7 +212,7 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			metrics: map[[2]int]*metricpb.Metric{},
 			scopes:  map[int]*metricpb.ScopeMetrics{},
 		}
-		groups[key.String()] = g
+		groups[string(key)] = g
 		order = append(order, g)
 		return g
 	}
@@ -242,15 +244,26 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		return c
 	}
 	// partition returns the entity attributes (sorted by key) and the rest.
+	// entity is a scratch slice reused for every point (group copies what
+	// it keeps); rest goes on the point and is allocated at its size.
+	var scratch []*commonpb.KeyValue
 	partition := func(attrs []*commonpb.KeyValue) (entity, rest []*commonpb.KeyValue) {
+		entity = scratch[:0]
 		for _, kv := range attrs {
 			if s.isEntity(kv.GetKey()) {
 				entity = append(entity, kv)
-			} else {
-				rest = append(rest, kv)
 			}
 		}
-		sort.Slice(entity, func(i, j int) bool { return entity[i].GetKey() < entity[j].GetKey() })
+		scratch = entity
+		if n := len(attrs) - len(entity); n > 0 {
+			rest = make([]*commonpb.KeyValue, 0, n)
+			for _, kv := range attrs {
+				if !s.isEntity(kv.GetKey()) {
+					rest = append(rest, kv)
+				}
+			}
+		}
+		slices.SortFunc(entity, func(a, b *commonpb.KeyValue) int { return strings.Compare(a.GetKey(), b.GetKey()) })
 		return entity, rest
 	}
 	for si, sm := range rm.GetScopeMetrics() {
