@@ -29,7 +29,7 @@ func recordSet(r Recorder, d *Desc, v float64, set attribute.Set) {
 // attributes.
 type setKey struct {
 	namespace, name, uid, container string
-	k1, v1, k2, v2 string
+	k1, v1, k2, v2                  string
 }
 
 type setEntry struct {
