@@ -36,6 +36,10 @@ import (
 // each.
 type splitter struct {
 	isEntity func(string) bool
+	// isSelf, when set, names the scopes of the agent's own metrics
+	// (Config.Self): they go, untouched, on the provider's resource with
+	// its service.* attributes.
+	isSelf func(scope string) bool
 	// maxGRPCBytes bounds one gRPC request (0: maxGRPCRequest).
 	maxGRPCBytes int
 
@@ -266,7 +270,15 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		slices.SortFunc(entity, func(a, b *commonpb.KeyValue) int { return strings.Compare(a.GetKey(), b.GetKey()) })
 		return entity, rest
 	}
+	var self *metricpb.ResourceMetrics
 	for si, sm := range rm.GetScopeMetrics() {
+		if s.isSelf != nil && s.isSelf(sm.GetScope().GetName()) {
+			if self == nil {
+				self = &metricpb.ResourceMetrics{Resource: rm.GetResource(), SchemaUrl: rm.GetSchemaUrl()}
+			}
+			self.ScopeMetrics = append(self.ScopeMetrics, sm)
+			continue
+		}
 		for mi, m := range sm.GetMetrics() {
 			switch d := m.GetData().(type) {
 			case *metricpb.Metric_Gauge:
@@ -308,9 +320,12 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			}
 		}
 	}
-	out := make([]*metricpb.ResourceMetrics, 0, len(order))
+	out := make([]*metricpb.ResourceMetrics, 0, len(order)+1)
 	for _, g := range order {
 		out = append(out, g.rm)
+	}
+	if self != nil {
+		out = append(out, self)
 	}
 	return out
 }

@@ -129,8 +129,8 @@ func TestOneRequestOneResourcePerEntity(t *testing.T) {
 	}
 }
 
-// TestAgentResourceUnsplit: a provider without EntityKeys (the agent's
-// self-metrics) exports one resource describing the agent.
+// TestAgentResourceUnsplit: a provider without EntityKeys exports one
+// resource describing the agent.
 func TestAgentResourceUnsplit(t *testing.T) {
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
 	if err != nil {
