@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"math"
+	"strconv"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -122,4 +124,85 @@ func (e *entity) set(extra ...attribute.KeyValue) attribute.Set {
 	kvs := make([]attribute.KeyValue, 0, len(base)+len(extra))
 	kvs = append(append(kvs, base...), extra...)
 	return *e.c.put(k, e.pod, kvs)
+}
+
+// contentSets keeps the attribute sets of Recorder.Record calls across
+// collections, keyed by the attributes' content: a series recorded with the
+// same attributes as in the last collection reuses its set instead of
+// sorting and hashing them again. It serves every collector without
+// changing them; the kubelet collector's setCache also saves building the
+// attribute slices. Sets unused in a collection are dropped at its end.
+type contentSets struct {
+	mu  sync.Mutex // held by the Runner for a whole collection
+	gen uint64
+	m   map[string]*contentEntry
+	key []byte
+}
+
+type contentEntry struct {
+	set attribute.Set
+	gen uint64
+}
+
+// get returns the set of attrs (in their order: the same attributes in
+// another order are another key and another entry of the same set).
+func (c *contentSets) get(attrs []attribute.KeyValue) attribute.Set {
+	key, ok := appendKey(c.key[:0], attrs)
+	c.key = key
+	if !ok {
+		return attribute.NewSet(attrs...)
+	}
+	if e, hit := c.m[string(key)]; hit {
+		e.gen = c.gen
+		return e.set
+	}
+	if c.m == nil {
+		c.m = map[string]*contentEntry{}
+	}
+	e := &contentEntry{set: attribute.NewSet(attrs...), gen: c.gen}
+	c.m[string(key)] = e
+	return e.set
+}
+
+func (c *contentSets) sweep() {
+	for k, e := range c.m {
+		if e.gen != c.gen {
+			delete(c.m, k)
+		}
+	}
+	c.gen++
+}
+
+// appendKey encodes attrs unambiguously (each key and value is
+// length-prefixed and typed); it reports false for slice values, which are
+// not cached.
+func appendKey(b []byte, attrs []attribute.KeyValue) ([]byte, bool) {
+	str := func(b []byte, s string) []byte {
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, ':')
+		return append(b, s...)
+	}
+	for _, kv := range attrs {
+		b = str(b, string(kv.Key))
+		switch kv.Value.Type() {
+		case attribute.STRING:
+			b = append(b, 's')
+			b = str(b, kv.Value.AsString())
+		case attribute.INT64:
+			b = append(b, 'i')
+			b = strconv.AppendInt(b, kv.Value.AsInt64(), 10)
+			b = append(b, ';')
+		case attribute.BOOL:
+			b = append(b, 'b')
+			b = strconv.AppendBool(b, kv.Value.AsBool())
+			b = append(b, ';')
+		case attribute.FLOAT64:
+			b = append(b, 'f')
+			b = strconv.AppendUint(b, math.Float64bits(kv.Value.AsFloat64()), 16)
+			b = append(b, ';')
+		default:
+			return b, false
+		}
+	}
+	return b, true
 }

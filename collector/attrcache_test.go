@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	corev1 "k8s.io/api/core/v1"
 	testingclock "k8s.io/utils/clock/testing"
 )
@@ -71,5 +72,42 @@ func TestKubeletAttributeSetsFollowPodChanges(t *testing.T) {
 	}
 	if len(c.sets.m) == 0 {
 		t.Error("no sets cached for the remaining pods")
+	}
+}
+
+// TestContentSetsKeyIsUnambiguous: attribute lists that differ only in how
+// their bytes split into keys and values, or in a value's type, get sets of
+// their own; an unused set is dropped at the end of the next collection.
+func TestContentSetsKeyIsUnambiguous(t *testing.T) {
+	var c contentSets
+	lists := [][]attribute.KeyValue{
+		{attribute.String("a", "b:c")},
+		{attribute.String("a:b", "c")},
+		{attribute.String("a", "b"), attribute.String("c", "")},
+		{attribute.String("a", "1")},
+		{attribute.Int64("a", 1)},
+		{attribute.Bool("a", true)},
+		{attribute.String("a", "true")},
+		{attribute.Float64("a", 1)},
+	}
+	seen := map[attribute.Distinct]int{}
+	for i, l := range lists {
+		s := c.get(l)
+		if want := attribute.NewSet(l...); !s.Equals(&want) {
+			t.Errorf("list %d: set %v, want %v", i, s.Encoded(attribute.DefaultEncoder()), want.Encoded(attribute.DefaultEncoder()))
+		}
+		if j, ok := seen[s.Equivalent()]; ok {
+			t.Errorf("lists %d and %d share a set", j, i)
+		}
+		seen[s.Equivalent()] = i
+	}
+	if len(c.m) != len(lists) {
+		t.Errorf("%d cached sets, want %d", len(c.m), len(lists))
+	}
+	c.sweep()
+	c.get(lists[0])
+	c.sweep()
+	if len(c.m) != 1 {
+		t.Errorf("%d cached sets after a collection that used one, want 1", len(c.m))
 	}
 }

@@ -162,7 +162,11 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r2)
 }
 
-// split returns a new request; in is not modified.
+// split returns a new request made of in's data points, which move into it
+// with their entity attributes removed: in must not be used afterwards (the
+// gRPC interceptor keeps the result for the retries of the same request;
+// the HTTP round tripper decoded in itself). Moving the points rather than
+// copying them saves one allocation per point (BenchmarkIntervalAllocs).
 func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetricpb.ExportMetricsServiceRequest {
 	out := &colmetricpb.ExportMetricsServiceRequest{}
 	for _, rm := range in.GetResourceMetrics() {
@@ -285,37 +289,34 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 				for _, dp := range d.Gauge.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetGauge()
-					c.DataPoints = append(c.DataPoints, numberPoint(dp, rest))
+					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Sum:
 				for _, dp := range d.Sum.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetSum()
-					c.DataPoints = append(c.DataPoints, numberPoint(dp, rest))
+					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Histogram:
 				for _, dp := range d.Histogram.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetHistogram()
-					p := proto.Clone(dp).(*metricpb.HistogramDataPoint)
-					p.Attributes = rest
-					c.DataPoints = append(c.DataPoints, p)
+					dp.Attributes = rest
+					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_ExponentialHistogram:
 				for _, dp := range d.ExponentialHistogram.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetExponentialHistogram()
-					p := proto.Clone(dp).(*metricpb.ExponentialHistogramDataPoint)
-					p.Attributes = rest
-					c.DataPoints = append(c.DataPoints, p)
+					dp.Attributes = rest
+					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_Summary:
 				for _, dp := range d.Summary.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetSummary()
-					p := proto.Clone(dp).(*metricpb.SummaryDataPoint)
-					p.Attributes = rest
-					c.DataPoints = append(c.DataPoints, p)
+					dp.Attributes = rest
+					c.DataPoints = append(c.DataPoints, dp)
 				}
 			}
 		}
@@ -330,21 +331,9 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 	return out
 }
 
-func numberPoint(dp *metricpb.NumberDataPoint, attrs []*commonpb.KeyValue) *metricpb.NumberDataPoint {
-	p := &metricpb.NumberDataPoint{
-		Attributes:        attrs,
-		StartTimeUnixNano: dp.GetStartTimeUnixNano(),
-		TimeUnixNano:      dp.GetTimeUnixNano(),
-		Exemplars:         dp.GetExemplars(),
-		Flags:             dp.GetFlags(),
-	}
-	switch v := dp.GetValue().(type) {
-	case *metricpb.NumberDataPoint_AsInt:
-		p.Value = &metricpb.NumberDataPoint_AsInt{AsInt: v.AsInt}
-	case *metricpb.NumberDataPoint_AsDouble:
-		p.Value = &metricpb.NumberDataPoint_AsDouble{AsDouble: v.AsDouble}
-	}
-	return p
+func movePoint(dp *metricpb.NumberDataPoint, attrs []*commonpb.KeyValue) *metricpb.NumberDataPoint {
+	dp.Attributes = attrs
+	return dp
 }
 
 // httpClient is the client the HTTP exporter uses when requests are split:
