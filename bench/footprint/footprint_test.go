@@ -57,11 +57,12 @@ const (
 // every 2 s on average), a stand-in kubelet serving that node's current
 // pods, and a real OTLP receiver. Each iteration is one collection
 // interval (2 s); use -benchtime=20x or more. After a warm-up of 5
-// intervals it samples VmRSS from /proc/<pid>/status and the agent's own
-// /metrics (Go runtime: heap in use, bytes and objects allocated) once per
-// interval, and reports RSS median and max, heap in use (median) and the
-// allocations per collection (bytes and objects, from the Go runtime's
-// counters over the window divided by the exports the receiver got).
+// intervals it samples VmRSS, RssAnon and RssFile from /proc/<pid>/status
+// and the agent's own /metrics (go_memstats_*) once per interval, and
+// reports RSS median and max, its anonymous and file-backed parts, heap in
+// use and Go sys (medians), and the allocations per collection (bytes and
+// objects: the Go runtime's counters over the window divided by the
+// exports the receiver got).
 func BenchmarkAgentMemory(b *testing.B) {
 	bin := buildAgent(b)
 	for _, f := range strings.Split(*sizes, ",") {
@@ -208,6 +209,7 @@ func (e *nodeEnv) stop() {
 
 type measurement struct {
 	rss          []int64   // VmRSS bytes, one per interval
+	anon, file   []int64   // RssAnon and RssFile bytes
 	heap         []float64 // go_memstats_heap_inuse_bytes
 	sys          []float64 // go_memstats_sys_bytes
 	exports      int
@@ -308,12 +310,14 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 		waitExports(t, e.recv, 1, 4*interval, logs)
 		exports += e.recv.Stats().Accepted
 		e.recv.Reset()
-		rss, err := vmRSS(cmd.Process.Pid)
+		rss, anon, file, err := procStatus(cmd.Process.Pid)
 		if err != nil {
 			t.Fatal(err)
 		}
 		mm := sample()
 		m.rss = append(m.rss, rss)
+		m.anon = append(m.anon, anon)
+		m.file = append(m.file, file)
 		m.heap = append(m.heap, mm["go_memstats_heap_inuse_bytes"])
 		m.sys = append(m.sys, mm["go_memstats_sys_bytes"])
 		if i == n-1 {
@@ -342,6 +346,14 @@ func (m *measurement) report(b *testing.B) {
 	const mib = 1 << 20
 	b.ReportMetric(float64(rss[len(rss)/2])/mib, "RSS-median-MiB")
 	b.ReportMetric(float64(rss[len(rss)-1])/mib, "RSS-max-MiB")
+	for _, x := range []struct {
+		v    []int64
+		unit string
+	}{{m.anon, "RssAnon-median-MiB"}, {m.file, "RssFile-median-MiB"}} {
+		v := slices.Clone(x.v)
+		slices.Sort(v)
+		b.ReportMetric(float64(v[len(v)/2])/mib, x.unit)
+	}
 	b.ReportMetric(heap[len(heap)/2]/mib, "heap-inuse-MiB")
 	b.ReportMetric(sys[len(sys)/2]/mib, "go-sys-MiB")
 	if m.exports > 0 {
@@ -360,21 +372,34 @@ func waitExports(t tb, recv *otlpreceiver.Receiver, n int, within time.Duration,
 	}
 }
 
-// vmRSS reads the process's resident set size from /proc.
-func vmRSS(pid int) (int64, error) {
+// procStatus reads the process's resident set sizes from /proc: VmRSS,
+// RssAnon (heap, stacks: the process's own memory) and RssFile (pages of
+// the binary's code and data mapped from the file), in bytes.
+func procStatus(pid int) (rss, anon, file int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer f.Close()
+	fields := map[string]*int64{"VmRSS:": &rss, "RssAnon:": &anon, "RssFile:": &file}
 	s := bufio.NewScanner(f)
+	found := 0
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
+		for prefix, dst := range fields {
+			if v, ok := strings.CutPrefix(s.Text(), prefix); ok {
+				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				if err != nil {
+					return 0, 0, 0, fmt.Errorf("/proc/%d/status %s: %w", pid, prefix, err)
+				}
+				*dst = kb << 10
+				found++
+			}
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	if found != len(fields) {
+		return 0, 0, 0, fmt.Errorf("/proc/%d/status lacks VmRSS, RssAnon or RssFile", pid)
+	}
+	return rss, anon, file, s.Err()
 }
 
 // scrape reads the unlabelled samples of the agent's /metrics.
