@@ -54,8 +54,8 @@
 // so each product collection collects them too and the splitter puts their
 // scopes on the agent's resource. One request per node per interval, never
 // a second stream at the same rate: a gateway in front of thousands of
-// nodes pays per request, and the self-metrics are a few dozen points next
-// to thousands (TestSelfMetricsTravelInTheProductRequest). A slower cadence
+// nodes pays per request, and the self-metrics are a small share of a
+// node's thousands of points (TestSelfMetricsTravelInTheProductRequest). A slower cadence
 // of their own was the alternative; it still doubles the requests of some
 // intervals and needs a flag, while folding them in costs one more
 // Resource in a request that already has hundreds. The Prometheus exporter
