@@ -262,7 +262,10 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 	}
 	defer func() { _ = churn.Shutdown(context.Background()) }()
 	// The stand-in kubelet follows the node's pods as churn changes them.
+	refreshed := make(chan struct{})
+	defer func() { cancel(); <-refreshed }()
 	go func() {
+		defer close(refreshed)
 		tick := time.NewTicker(interval / 2)
 		defer tick.Stop()
 		for {
