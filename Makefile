@@ -60,7 +60,9 @@ fmtcheck:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Nested modules with their own go.mod (kept out of the agent's dependency graph).
-SUBMODULES := deploy charts tools/sbom tools/image
+# compat/otelcol: compatibility with the OpenTelemetry Collector's kubeletstats receiver
+# and k8sattributes processor, run as libraries (the Collector's graph stays out of go.mod).
+SUBMODULES := deploy charts tools/sbom tools/image compat/otelcol
 # Modules with no tests of their own, only vetted (which builds them) so they cannot rot:
 # bench/k8sattr holds the otel-k8sattributes strategy that only `make bench` runs.
 VETMODULES := bench/k8sattr

@@ -17,7 +17,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -25,6 +24,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
 
@@ -234,7 +235,7 @@ func normalize(o *unstructured.Unstructured) *unstructured.Unstructured {
 // variables defined earlier in the list, so the chart's order matters.
 func TestEnvReferencesComeFirst(t *testing.T) {
 	objs := mustRender(t, "fleetagent", "kubeletTLS: {mode: caConfigMap}\nextraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]")
-	ds := find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
+	ds := apply.Find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
 	seen := map[string]bool{}
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		for _, ref := range envRef(e.Value) {
@@ -355,8 +356,8 @@ func TestApplyChart(t *testing.T) {
 	defer cancel()
 	objs := mustRender(t, releaseNS, "namespace: {create: true}\nfleet: {sizeHint: 1200}")
 	a := newApplier(t, cp.AdminConfig())
-	live := a.apply(ctx, t, objs)
-	if w := a.warn.take(); len(w) > 0 {
+	live := a.Apply(ctx, t, objs)
+	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the chart drew warnings from the apiserver (Pod Security or deprecation):\n%s", strings.Join(w, "\n"))
 	}
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema", "PriorityLevelConfiguration", "ConfigMap", "DaemonSet", "Deployment", "Service"} {
@@ -364,11 +365,11 @@ func TestApplyChart(t *testing.T) {
 			t.Errorf("the chart has no %s", kind)
 		}
 	}
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 	if cm.Data["fleet-size-hint"] != "1200" || cm.Data["kill-switch"] != "off" {
 		t.Errorf("control ConfigMap data = %v, want kill-switch off and fleet-size-hint 1200", cm.Data)
 	}
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", "fleetagent")
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", "fleetagent")
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" && e.Value != "http://fleetagent-otel-gateway."+releaseNS+".svc:4317" {
 			t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q, want the gateway in %s", e.Value, releaseNS)
@@ -436,28 +437,7 @@ func checkRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 // names the level in a response header and counts the dispatch).
 func checkAPF(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
-	fs, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, "fleetagent", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"service-accounts", "global-default", "catch-all"} {
-		b, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("bootstrap FlowSchema %s: %v", name, err)
-		}
-		if fs.Spec.MatchingPrecedence >= b.Spec.MatchingPrecedence {
-			t.Errorf("matchingPrecedence %d does not win over bootstrap %s (%d)", fs.Spec.MatchingPrecedence, name, b.Spec.MatchingPrecedence)
-		}
-	}
-	pl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, fs.Spec.PriorityLevelConfiguration.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := pl.Spec.Limited
-	if pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || lim == nil || lim.LendablePercent == nil || *lim.LendablePercent != 0 ||
-		lim.BorrowingLimitPercent == nil || *lim.BorrowingLimitPercent != 0 {
-		t.Errorf("priority level %s = %s, want Limited, lendablePercent 0, borrowingLimitPercent 0", pl.Name, mustJSON(pl.Spec))
-	}
+	pl := apfcheck.Isolated(ctx, t, cs, "fleetagent")
 
 	hc, err := rest.HTTPClientFor(cp.UserConfig(agentUser))
 	if err != nil {
@@ -492,7 +472,7 @@ func checkAPF(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours := map[string]string{"priority_level": pl.Name, "flow_schema": fs.Name}
+	ours := map[string]string{"priority_level": pl.Name, "flow_schema": "fleetagent"}
 	if got := controlplane.Sum(after, "apiserver_flowcontrol_dispatched_requests_total", ours) - controlplane.Sum(before, "apiserver_flowcontrol_dispatched_requests_total", ours); got < 1 || got > float64(n) {
 		t.Errorf("%v requests dispatched in %v, want between 1 and the agent's %d", got, ours, n)
 	}

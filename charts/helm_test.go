@@ -1,32 +1,23 @@
 package charts_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -140,26 +131,6 @@ func renderKustomize(t testing.TB, dir string) []*unstructured.Unstructured {
 	return objs
 }
 
-// find returns the typed object of kind and name among objs.
-func find[T any](t testing.TB, objs []*unstructured.Unstructured, kind, name string) *T {
-	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() == kind && o.GetName() == name {
-			v := new(T)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
-				t.Fatalf("convert %s %s: %v", kind, name, err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s %q among the objects", kind, name)
-	return nil
-}
-
-func has(objs []*unstructured.Unstructured, kind, name string) bool {
-	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
-}
-
 func mustJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -168,91 +139,10 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// warnings records the apiserver's Warning headers (Pod Security,
-// deprecations).
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	m := w.msgs
-	w.msgs = nil
-	return m
-}
-
-// applier server-side applies as `kubectl apply --server-side
-// --force-conflicts` does, with strict field validation.
-type applier struct {
-	dyn    dynamic.Interface
-	mapper meta.RESTMapper
-	warn   *warnings
-}
-
-func newApplier(t testing.TB, cfg *rest.Config) *applier {
-	t.Helper()
-	cfg = rest.CopyConfig(cfg)
-	cfg.QPS = -1
-	w := &warnings{}
-	cfg.WarningHandlerWithContext = w
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), warn: w}
-}
-
-// apply applies objs, namespaces first, and returns them as stored.
-func (a *applier) apply(ctx context.Context, t testing.TB, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
-	t.Helper()
-	objs = slices.Clone(objs)
-	isNS := func(o *unstructured.Unstructured) int {
-		if o.GetKind() == "Namespace" {
-			return 0
-		}
-		return 1
-	}
-	slices.SortStableFunc(objs, func(x, y *unstructured.Unstructured) int { return isNS(x) - isNS(y) })
-	var out []*unstructured.Unstructured
-	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("map %s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			if obj.GetNamespace() == "" {
-				t.Fatalf("%s %s has no namespace: every namespaced object must name the release namespace", gvk.Kind, obj.GetName())
-			}
-			ri = a.dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
-		}
-		body, err := json.Marshal(obj.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		force := true
-		got, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{
-			FieldManager: "fleetagent-chart-test", Force: &force, FieldValidation: metav1.FieldValidationStrict,
-		})
-		if err != nil {
-			t.Fatalf("server-side apply %s %s/%s: %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
-		}
-		out = append(out, got)
-	}
-	return out
+// newApplier applies as `kubectl apply --server-side --force-conflicts`
+// does, with strict field validation.
+func newApplier(t testing.TB, cfg *rest.Config) *apply.Applier {
+	return apply.New(t, cfg, "fleetagent-chart-test")
 }
 
 func writeFile(t testing.TB, p string, b []byte) {

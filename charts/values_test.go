@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,7 +15,7 @@ import (
 func agentSpec(t *testing.T, values string) (corev1.PodSpec, map[string]corev1.EnvVar, map[string]corev1.Volume, []*unstructured.Unstructured) {
 	t.Helper()
 	objs := mustRender(t, "fleetagent", values)
-	ps := find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent").Spec.Template.Spec
+	ps := apply.Find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent").Spec.Template.Spec
 	env := map[string]corev1.EnvVar{}
 	for _, e := range ps.Containers[0].Env {
 		if _, dup := env[e.Name]; dup {
@@ -68,18 +69,18 @@ func TestChartValues(t *testing.T) {
 		if got := env["FLEETAGENT_FLEET_QPS"].Value; got != "12.5" {
 			t.Errorf("FLEETAGENT_FLEET_QPS = %q, want 12.5", got)
 		}
-		cm := find[corev1.ConfigMap](t, objs, "ConfigMap", "fleetagent-control")
+		cm := apply.Find[corev1.ConfigMap](t, objs, "ConfigMap", "fleetagent-control")
 		if cm.Data["fleet-size-hint"] != "1234" {
 			t.Errorf("control ConfigMap = %v, want fleet-size-hint 1234", cm.Data)
 		}
 		_, _, _, objs = agentSpec(t, "")
-		if cm := find[corev1.ConfigMap](t, objs, "ConfigMap", "fleetagent-control"); len(cm.Data) != 1 || cm.Data["kill-switch"] != "off" {
+		if cm := apply.Find[corev1.ConfigMap](t, objs, "ConfigMap", "fleetagent-control"); len(cm.Data) != 1 || cm.Data["kill-switch"] != "off" {
 			t.Errorf("default control ConfigMap = %v, want only kill-switch off (no hint key)", cm.Data)
 		}
 	})
 	t.Run("kill switch", func(t *testing.T) {
 		_, _, _, objs := agentSpec(t, "killSwitch: {state: \"on\"}")
-		if cm := find[corev1.ConfigMap](t, objs, "ConfigMap", "fleetagent-control"); cm.Data["kill-switch"] != "on" {
+		if cm := apply.Find[corev1.ConfigMap](t, objs, "ConfigMap", "fleetagent-control"); cm.Data["kill-switch"] != "on" {
 			t.Errorf("control ConfigMap = %v, want kill-switch on", cm.Data)
 		}
 	})
@@ -148,7 +149,7 @@ podAnnotations: {a.example/b: c}
 nodeSelector: {kubernetes.io/os: linux, pool: general}
 tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]
 extraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]`)
-		ds := find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
+		ds := apply.Find[appsv1.DaemonSet](t, objs, "DaemonSet", "fleetagent")
 		pt := ds.Spec.Template
 		if pt.Spec.PriorityClassName != "system-node-critical" || pt.Labels["team"] != "obs" || pt.Labels["app.kubernetes.io/name"] != "fleetagent" ||
 			pt.Annotations["a.example/b"] != "c" || pt.Spec.NodeSelector["pool"] != "general" ||
@@ -168,7 +169,7 @@ extraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]`)
 	})
 	t.Run("monitoring", func(t *testing.T) {
 		objs := mustRender(t, "obs", "monitoring: {serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}, prometheusRule: {enabled: true, labels: {release: prom}}}")
-		svc := find[corev1.Service](t, objs, "Service", "fleetagent-metrics")
+		svc := apply.Find[corev1.Service](t, objs, "Service", "fleetagent-metrics")
 		if svc.Spec.ClusterIP != "None" || svc.Spec.Selector["app.kubernetes.io/name"] != "fleetagent" || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 9808 {
 			t.Errorf("metrics Service = %s, want headless over the agents' admin port 9808", mustJSON(svc.Spec))
 		}
@@ -183,7 +184,7 @@ extraEnv: [{name: FLEETAGENT_LOG_LEVEL, value: debug}]`)
 				t.Errorf("%s = %v, want one in obs labelled release=prom", kind, o)
 			}
 		}
-		if has(objs, "PodMonitor", "fleetagent") || has(objs, "ConfigMap", "fleetagent-dashboard") {
+		if apply.Has(objs, "PodMonitor", "fleetagent") || apply.Has(objs, "ConfigMap", "fleetagent-dashboard") {
 			t.Errorf("PodMonitor or dashboard rendered though not enabled")
 		}
 	})

@@ -101,6 +101,17 @@ type entity struct {
 	built bool
 }
 
+// kvs returns the entity's attributes, built once per collection and only
+// when asked for (for a set not cached yet, or a caller that records with
+// attribute slices). They must not be modified.
+func (e *entity) kvs() []attribute.KeyValue {
+	if !e.built {
+		b := e.attrs()
+		e.base, e.built = b[:len(b):len(b)], true // an append by a caller copies
+	}
+	return e.base
+}
+
 // set returns the entity's attribute set plus the point attributes extra:
 // at most two, string-valued (they are part of the cache key).
 func (e *entity) set(extra ...attribute.KeyValue) attribute.Set {
@@ -117,10 +128,7 @@ func (e *entity) set(extra ...attribute.KeyValue) attribute.Set {
 	if s := e.c.get(k, e.pod); s != nil {
 		return *s
 	}
-	if !e.built {
-		e.base, e.built = e.attrs(), true
-	}
-	base := e.base
+	base := e.kvs()
 	kvs := make([]attribute.KeyValue, 0, len(base)+len(extra))
 	kvs = append(append(kvs, base...), extra...)
 	return *e.c.put(k, e.pod, kvs)

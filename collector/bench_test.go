@@ -15,11 +15,18 @@ import (
 )
 
 // BenchmarkCollect measures one collection of all Default collectors for a
-// full node: 110 pods (copies of the fixture pods) in the informer view and
-// the kubelet summary, through the real OTel SDK. It reports data points per
-// collection and the kubelet response size.
+// node of 110 pods (the kubelet's default maximum) and of 250 pods (copies
+// of the fixture pods) in the informer view and the kubelet summary,
+// through the real OTel SDK. It reports allocations, data points per
+// collection and the kubelet response size. BenchmarkCollectExport
+// (package exporter) adds the export and the bytes on the wire.
 func BenchmarkCollect(b *testing.B) {
-	const pods = 110
+	for _, pods := range []int{110, 250} {
+		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) { benchmarkCollect(b, pods) })
+	}
+}
+
+func benchmarkCollect(b *testing.B, pods int) {
 	state := loadState(b)
 	var summary Summary
 	readJSON(b, "testdata/summary.json", &summary)

@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 )
 
 // Config configures the collectors built by Default.
@@ -27,6 +28,9 @@ type Config struct {
 	// anything, to report a bad CA or token file at zero cost, and reads
 	// its health for readiness.
 	KubeletClient *KubeletClient
+	// Clock is what uptimes are measured against; nil means the real clock
+	// (tests set a fixed one).
+	Clock clock.PassiveClock
 }
 
 // Validate reports every problem at once.

@@ -132,6 +132,19 @@ func TestEndToEnd(t *testing.T) {
 		{"k8s.node.pod.capacity", nil, "{pod}", 110},
 		{"k8s.node.cpu.usage", nil, "{cpu}", 0.187423516},
 		{"k8s.node.filesystem.usage", nil, "By", 42661888000},
+		// Point 6 of issue 14, through the real apiserver and the informer's
+		// transform: state reasons, init and sidecar containers, volumes
+		// (k8s.volume.type from the transformed pod's spec), node info.
+		{"k8s.container.status.reason", with(web, "k8s.container.name", "log-shipper"), "{container}", 1},
+		{"k8s.container.status.last_terminated_reason", with(with(web, "k8s.container.name", "log-shipper"), "k8s.container.status.last_terminated_reason", "OOMKilled"), "{container}", 1},
+		{"k8s.container.status.state", with(with(web, "k8s.container.name", "log-shipper"), "k8s.container.status.state", "waiting"), "{container}", 1},
+		{"k8s.container.restart.count", map[string]string{"k8s.pod.name": "postgres-0", "k8s.container.name": "metrics"}, "{restart}", 2},
+		{"k8s.container.ready", map[string]string{"k8s.pod.name": "postgres-0", "k8s.container.name": "init-perms"}, "{container}", 0},
+		{"k8s.pod.volume.usage", map[string]string{"k8s.pod.name": "postgres-0", "k8s.volume.name": "data", "k8s.volume.type": "persistentVolumeClaim", "k8s.persistentvolumeclaim.name": "data-postgres-0"}, "By", 8589934592},
+		{"k8s.pod.volume.usage", with(with(web, "k8s.volume.name", "cache"), "k8s.volume.type", "emptyDir"), "By", 1048576},
+		{"k8s.container.ephemeral_storage.limit", with(web, "k8s.container.name", "nginx"), "By", 2 << 30},
+		{"k8s.node.unschedulable", nil, "{node}", 1},
+		{"k8s.node.info", map[string]string{"k8s.kubelet.version": "v1.37.2", "container.runtime.name": "containerd"}, "1", 1},
 	} {
 		got := otlpreceiver.Find(pts, tc.metric, tc.match)
 		if len(got) != 1 {

@@ -10,12 +10,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from the current output")
@@ -35,8 +37,13 @@ func readJSON(t testing.TB, path string, v any) {
 	}
 }
 
-// testConfig uses the default workload attributes (WorkloadOf).
-var testConfig = Config{PodLabels: []string{"app", "team"}}
+// testTime is the fixed clock of testConfig: the time of the fixtures'
+// kubelet samples.
+var testTime = time.Date(2026, 11, 28, 10, 41, 7, 0, time.UTC)
+
+// testConfig uses the default workload attributes (WorkloadOf) and a fixed
+// clock, so uptimes are stable.
+var testConfig = Config{PodLabels: []string{"app", "team"}, Clock: testingclock.NewFakePassiveClock(testTime)}
 
 // pipeline is a Runner on a real SDK MeterProvider with a manual reader.
 type pipeline struct {

@@ -7,12 +7,14 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 )
 
 type kubeletCollector struct {
 	client *KubeletClient
 	state  KubeState // optional: adds workload and label attributes
 	attrs  *podAttributer
+	clock  clock.PassiveClock // for uptimes
 	// sets keeps the series' attribute sets across collections.
 	sets setCache
 
@@ -34,7 +36,11 @@ type kubeletCollector struct {
 // summary API. state may be nil; when it is set, pods it knows get the same
 // workload and label attributes as the pod collector.
 func NewKubeletCollector(client *KubeletClient, state KubeState, cfg Config) Collector {
-	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg)}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &kubeletCollector{client: client, state: state, attrs: newPodAttributer(cfg), clock: clk}
 }
 
 func (c *kubeletCollector) Name() string { return "kubelet" }
@@ -47,6 +53,10 @@ func (c *kubeletCollector) Describe() []*Desc {
 		PodNetworkIO, PodNetworkErrors, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable,
 		NodePagingFaults, NodeFilesystemInodeCount, NodeFilesystemInodeFree, PodPagingFaults,
 		ContainerMemoryAvailable, ContainerPagingFaults,
+		NodeUptime, PodUptime, ContainerUptime,
+		PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization,
+		ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization,
+		PodVolumeUsage, PodVolumeCapacity, PodVolumeAvailable, PodVolumeInodeCount, PodVolumeInodeUsed, PodVolumeInodeFree,
 		ContainerCPUUsage, ContainerCPUTime, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryRSS,
 		ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable,
 	}
@@ -101,16 +111,18 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 	c.sets.mu.Lock()
 	defer c.sets.mu.Unlock()
 	defer c.sets.sweep()
+	now := c.clock.Now()
 	n := s.Node
 	node := &entity{c: &c.sets, attrs: func() []attribute.KeyValue { return nil }}
+	recordUptime(r, NodeUptime, n.StartTime, now, nil)
 	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, node)
 	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, node)
 	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, node)
 	recordFs(r, n.Fs, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable, node)
 	recordFaults(r, n.Memory, NodePagingFaults, node)
 	if n.Fs != nil {
-		opt(r, NodeFilesystemInodeCount, n.Fs.Inodes, node)
-		opt(r, NodeFilesystemInodeFree, n.Fs.InodesFree, node)
+		optE(r, NodeFilesystemInodeCount, n.Fs.Inodes, node)
+		optE(r, NodeFilesystemInodeFree, n.Fs.InodesFree, node)
 	}
 
 	for i := range s.Pods {
@@ -130,19 +142,21 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 		recordFaults(r, p.Memory, PodPagingFaults, podEnt)
 		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, podEnt)
 		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, podEnt)
+		recordUptime(r, PodUptime, p.StartTime, now, podEnt.kvs())
+		recordUtilization(r, p.CPU, p.Memory, totalsOf(pod),
+			PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization, podEnt.kvs())
+		recordVolumes(r, p.VolumeStats, pod, podEnt.kvs())
 		for j := range p.Containers {
 			ct := &p.Containers[j]
 			ctrEnt := &entity{c: &c.sets, key: setKey{namespace: p.PodRef.Namespace, name: p.PodRef.Name, uid: p.PodRef.UID, container: ct.Name}, pod: pod}
-			ctrEnt.attrs = func() []attribute.KeyValue {
-				if !podEnt.built {
-					podEnt.base, podEnt.built = podEnt.attrs(), true
-				}
-				return with(podEnt.base, containerAttrs(pod, ct.Name)...)
-			}
+			ctrEnt.attrs = func() []attribute.KeyValue { return with(podEnt.kvs(), containerAttrs(pod, ct.Name)...) }
 			recordCPU(r, ct.CPU, ContainerCPUUsage, ContainerCPUTime, ctrEnt)
 			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryAvailable, ContainerMemoryRSS, ctrEnt)
 			recordFaults(r, ct.Memory, ContainerPagingFaults, ctrEnt)
 			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ctrEnt)
+			recordUptime(r, ContainerUptime, ct.StartTime, now, ctrEnt.kvs())
+			recordUtilization(r, ct.CPU, ct.Memory, containerTotals(pod, ct.Name),
+				ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization, ctrEnt.kvs())
 		}
 	}
 }
@@ -195,10 +209,10 @@ func recordMemory(r Recorder, s *MemoryStats, usage, ws, avail, rss *Desc, e *en
 	if s == nil {
 		return
 	}
-	opt(r, usage, s.UsageBytes, e)
-	opt(r, ws, s.WorkingSetBytes, e)
-	opt(r, avail, s.AvailableBytes, e)
-	opt(r, rss, s.RSSBytes, e)
+	optE(r, usage, s.UsageBytes, e)
+	optE(r, ws, s.WorkingSetBytes, e)
+	optE(r, avail, s.AvailableBytes, e)
+	optE(r, rss, s.RSSBytes, e)
 }
 
 var (
@@ -222,9 +236,9 @@ func recordFs(r Recorder, s *FsStats, used, capacity, avail *Desc, e *entity) {
 	if s == nil {
 		return
 	}
-	opt(r, used, s.UsedBytes, e)
-	opt(r, capacity, s.CapacityBytes, e)
-	opt(r, avail, s.AvailableBytes, e)
+	optE(r, used, s.UsedBytes, e)
+	optE(r, capacity, s.CapacityBytes, e)
+	optE(r, avail, s.AvailableBytes, e)
 }
 
 // recordNetwork reports every interface; a summary without the interface
@@ -246,7 +260,15 @@ func recordNetwork(r Recorder, s *NetworkStats, io, errs *Desc, e *entity) {
 	}
 }
 
-func opt(r Recorder, d *Desc, v *uint64, e *entity) {
+func opt(r Recorder, d *Desc, v *uint64, attrs []attribute.KeyValue) {
+	if d == nil || v == nil {
+		return
+	}
+	r.Record(d, float64(*v), attrs...)
+}
+
+// optE records v, when present, with the entity's cached attribute set.
+func optE(r Recorder, d *Desc, v *uint64, e *entity) {
 	if d == nil || v == nil {
 		return
 	}

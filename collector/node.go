@@ -12,15 +12,16 @@ var conditionStatuses = []corev1.ConditionStatus{corev1.ConditionTrue, corev1.Co
 
 type nodeCollector struct{ state KubeState }
 
-// NewNodeCollector reports the conditions, allocatable and capacity of the
-// node in state.
+// NewNodeCollector reports the conditions, allocatable and capacity,
+// schedulability, taints and versions of the node in state.
 func NewNodeCollector(state KubeState) Collector { return &nodeCollector{state: state} }
 
 func (c *nodeCollector) Name() string { return "node" }
 
 func (c *nodeCollector) Describe() []*Desc {
 	return []*Desc{NodeConditionStatus, NodeCPUAllocatable, NodeMemoryAllocatable, NodePodAllocatable,
-		NodeEphemeralStorageAllocatable, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity}
+		NodeEphemeralStorageAllocatable, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity,
+		NodeUnschedulable, NodeTaint, NodeInfo}
 }
 
 func (c *nodeCollector) Collect(_ context.Context, r Recorder) error {
@@ -43,7 +44,42 @@ func (c *nodeCollector) Collect(_ context.Context, r Recorder) error {
 		r.Record(NodeEphemeralStorageAllocatable, float64(q.Value()))
 	}
 	recordResources(r, node.Status.Capacity, NodeCPUCapacity, NodeMemoryCapacity, NodePodCapacity)
+	r.Record(NodeUnschedulable, b2f(node.Spec.Unschedulable))
+	// One series per taint: the node's own few, so bounded by what the
+	// operator (or the node lifecycle controller) set.
+	for _, t := range node.Spec.Taints {
+		r.Record(NodeTaint, 1,
+			attribute.String("k8s.node.taint.key", t.Key),
+			attribute.String("k8s.node.taint.value", t.Value),
+			attribute.String("k8s.node.taint.effect", string(t.Effect)))
+	}
+	r.Record(NodeInfo, 1, nodeInfoAttrs(node.Status.NodeInfo)...)
 	return nil
+}
+
+// nodeInfoAttrs returns the versions of status.nodeInfo that are set:
+// k8s.kubelet.version, container.runtime.name and container.runtime.version
+// (from containerRuntimeVersion "containerd://2.4.2"), os.type,
+// os.description (the OS image), os.version (the kernel) and host.arch.
+func nodeInfoAttrs(ni corev1.NodeSystemInfo) []attribute.KeyValue {
+	var kv []attribute.KeyValue
+	add := func(k, v string) {
+		if v != "" {
+			kv = append(kv, attribute.String(k, v))
+		}
+	}
+	add("k8s.kubelet.version", ni.KubeletVersion)
+	name, version, ok := strings.Cut(ni.ContainerRuntimeVersion, "://")
+	if !ok {
+		name, version = "", ni.ContainerRuntimeVersion
+	}
+	add("container.runtime.name", name)
+	add("container.runtime.version", version)
+	add("os.type", ni.OperatingSystem)
+	add("os.description", ni.OSImage)
+	add("os.version", ni.KernelVersion)
+	add("host.arch", ni.Architecture)
+	return kv
 }
 
 func recordResources(r Recorder, rl corev1.ResourceList, cpu, mem, pods *Desc) {

@@ -9,6 +9,45 @@ import (
 
 var podPhases = []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown}
 
+// containerStates is the k8s.container.status.state enumeration of the
+// semantic conventions; all three are reported for every container with a
+// status, the current one 1.
+var containerStates = []string{"running", "waiting", "terminated"}
+
+// OtherReason is the value of k8s.container.status.reason and
+// k8s.container.status.last_terminated_reason for a reason outside
+// containerReasons (the semantic conventions' "_OTHER" for values outside a
+// known set), so a runtime that writes free-form reasons cannot grow the
+// series count.
+const OtherReason = "_OTHER"
+
+// containerReasons is the fixed set of container state reasons reported as
+// they are: the nine of the semantic conventions v1.44
+// (k8s.container.status.reason) and the other reasons the kubelet itself
+// sets on a waiting or terminated container. Any other reason is reported
+// as OtherReason.
+var containerReasons = map[string]bool{
+	// semantic conventions v1.44
+	"ContainerCreating": true, "CrashLoopBackOff": true, "CreateContainerConfigError": true,
+	"ErrImagePull": true, "ImagePullBackOff": true, "OOMKilled": true, "Completed": true,
+	"Error": true, "ContainerCannotRun": true,
+	// kubelet
+	"PodInitializing": true, "ContainerStatusUnknown": true, "CreateContainerError": true,
+	"InvalidImageName": true, "ErrImageNeverPull": true, "RunContainerError": true,
+	"PreStartHookError": true, "PostStartHookError": true, "StartError": true,
+	"DeadlineExceeded": true, "Evicted": true,
+}
+
+// ContainerReason maps a container state reason to the bounded set the
+// collector reports: the reason itself when it is one of the known
+// reasons, else OtherReason.
+func ContainerReason(reason string) string {
+	if containerReasons[reason] {
+		return reason
+	}
+	return OtherReason
+}
+
 type podCollector struct {
 	state KubeState
 	attrs *podAttributer
@@ -25,7 +64,9 @@ func (c *podCollector) Name() string { return "pod" }
 
 func (c *podCollector) Describe() []*Desc {
 	return []*Desc{PodStatusPhase, ContainerRestartCount, ContainerReady,
-		ContainerCPURequest, ContainerCPULimit, ContainerMemoryRequest, ContainerMemoryLimit}
+		ContainerStatusState, ContainerStatusReason, ContainerLastTerminatedReason,
+		ContainerCPURequest, ContainerCPULimit, ContainerMemoryRequest, ContainerMemoryLimit,
+		ContainerEphemeralStorageRequest, ContainerEphemeralStorageLimit}
 }
 
 func (c *podCollector) Collect(_ context.Context, r Recorder) error {
@@ -41,32 +82,87 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 			}
 			r.Record(PodStatusPhase, v, with(base, attribute.String("k8s.pod.status.phase", string(ph)))...)
 		}
-		statuses := map[string]corev1.ContainerStatus{}
-		for _, st := range pod.Status.ContainerStatuses {
-			statuses[st.Name] = st
-		}
-		for _, ctr := range pod.Spec.Containers {
-			ca := with(base, containerAttrs(pod, ctr.Name)...)
-			if st, ok := statuses[ctr.Name]; ok {
-				r.Record(ContainerRestartCount, float64(st.RestartCount), ca...)
-				r.Record(ContainerReady, b2f(st.Ready), ca...)
-			}
-			res := ctr.Resources
-			if q, ok := res.Requests[corev1.ResourceCPU]; ok {
-				r.Record(ContainerCPURequest, q.AsApproximateFloat64(), ca...)
-			}
-			if q, ok := res.Limits[corev1.ResourceCPU]; ok {
-				r.Record(ContainerCPULimit, q.AsApproximateFloat64(), ca...)
-			}
-			if q, ok := res.Requests[corev1.ResourceMemory]; ok {
-				r.Record(ContainerMemoryRequest, float64(q.Value()), ca...)
-			}
-			if q, ok := res.Limits[corev1.ResourceMemory]; ok {
-				r.Record(ContainerMemoryLimit, float64(q.Value()), ca...)
+		// Init containers (sidecars among them: restartPolicy Always) are
+		// containers like the others: same metrics, their own container
+		// resource named by k8s.container.name.
+		for _, group := range []struct {
+			spec     []corev1.Container
+			statuses []corev1.ContainerStatus
+		}{{pod.Spec.InitContainers, pod.Status.InitContainerStatuses}, {pod.Spec.Containers, pod.Status.ContainerStatuses}} {
+			for i := range group.spec {
+				ctr := &group.spec[i]
+				ca := with(base, containerAttrs(pod, ctr.Name)...)
+				if st := statusOf(group.statuses, ctr.Name); st != nil {
+					recordContainerStatus(r, st, ca)
+				}
+				recordRequirements(r, ctr.Resources, ca)
 			}
 		}
 	}
 	return nil
+}
+
+func statusOf(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
+	for i := range sts {
+		if sts[i].Name == name {
+			return &sts[i]
+		}
+	}
+	return nil
+}
+
+// recordContainerStatus reports restarts, readiness, the state (all three,
+// the current one 1), the current reason of a waiting or terminated
+// container, and the reason of its last termination. Only the current
+// reason is reported (value 1), not all known reasons at 0: at 250 pods of
+// 10 containers the whole set would be over 50,000 series of one
+// instrument, five times the exporter's cardinality limit. A container with
+// no current reason (running) has no k8s.container.status.reason series.
+func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, ca []attribute.KeyValue) {
+	r.Record(ContainerRestartCount, float64(st.RestartCount), ca...)
+	r.Record(ContainerReady, b2f(st.Ready), ca...)
+	state, reason := "", ""
+	switch s := st.State; {
+	case s.Running != nil:
+		state = "running"
+	case s.Waiting != nil:
+		state, reason = "waiting", s.Waiting.Reason
+	case s.Terminated != nil:
+		state, reason = "terminated", s.Terminated.Reason
+	}
+	if state != "" {
+		for _, s := range containerStates {
+			r.Record(ContainerStatusState, b2f(s == state), with(ca, attribute.String("k8s.container.status.state", s))...)
+		}
+	}
+	if reason != "" {
+		r.Record(ContainerStatusReason, 1, with(ca, attribute.String("k8s.container.status.reason", ContainerReason(reason)))...)
+	}
+	if t := st.LastTerminationState.Terminated; t != nil && t.Reason != "" {
+		r.Record(ContainerLastTerminatedReason, 1,
+			with(ca, attribute.String("k8s.container.status.last_terminated_reason", ContainerReason(t.Reason)))...)
+	}
+}
+
+func recordRequirements(r Recorder, res corev1.ResourceRequirements, ca []attribute.KeyValue) {
+	if q, ok := res.Requests[corev1.ResourceCPU]; ok {
+		r.Record(ContainerCPURequest, q.AsApproximateFloat64(), ca...)
+	}
+	if q, ok := res.Limits[corev1.ResourceCPU]; ok {
+		r.Record(ContainerCPULimit, q.AsApproximateFloat64(), ca...)
+	}
+	if q, ok := res.Requests[corev1.ResourceMemory]; ok {
+		r.Record(ContainerMemoryRequest, float64(q.Value()), ca...)
+	}
+	if q, ok := res.Limits[corev1.ResourceMemory]; ok {
+		r.Record(ContainerMemoryLimit, float64(q.Value()), ca...)
+	}
+	if q, ok := res.Requests[corev1.ResourceEphemeralStorage]; ok {
+		r.Record(ContainerEphemeralStorageRequest, float64(q.Value()), ca...)
+	}
+	if q, ok := res.Limits[corev1.ResourceEphemeralStorage]; ok {
+		r.Record(ContainerEphemeralStorageLimit, float64(q.Value()), ca...)
+	}
 }
 
 // with returns base plus more in a new slice, so base can be shared.

@@ -9,10 +9,12 @@ import (
 
 // Entity attributes. Collectors record them on data points; the exporter
 // (exporter.Config.EntityKeys = IsResourceAttribute) moves them onto one
-// OTLP Resource per entity — node, pod, container, volume — as the semantic
+// OTLP Resource per entity — node, pod, container — as the semantic
 // conventions ask ("SHOULD be attached to a K8s resource") and as the
 // Collector's kubeletstats receiver does. Every other attribute stays on the
-// point.
+// point, among them k8s.volume.name, k8s.volume.type and
+// k8s.persistentvolumeclaim.name: the conventions define k8s.pod.volume.*
+// on the pod's resource with the volume as point attributes.
 var resourceKeys = map[string]bool{
 	"k8s.node.name": true, "k8s.node.uid": true,
 	"k8s.namespace.name": true,
@@ -23,7 +25,6 @@ var resourceKeys = map[string]bool{
 	"k8s.job.name": true, "k8s.job.uid": true, "k8s.cronjob.name": true,
 	"k8s.container.name": true, "container.id": true,
 	"container.image.name": true, "container.image.tag": true,
-	"k8s.volume.name": true, "k8s.volume.type": true, "k8s.persistentvolumeclaim.name": true,
 }
 
 // IsResourceAttribute reports whether key identifies an entity and belongs

@@ -19,4 +19,5 @@ type (
 	NetworkStats   = stats.NetworkStats
 	InterfaceStats = stats.InterfaceStats
 	FsStats        = stats.FsStats
+	VolumeStats    = stats.VolumeStats
 )

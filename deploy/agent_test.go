@@ -3,10 +3,7 @@ package deploy_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,9 +13,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
@@ -40,9 +37,9 @@ import (
 func TestAgentRunsWithTheManifests(t *testing.T) {
 	// The first build compiles the agent's dependencies: minutes on a
 	// loaded machine, so it runs before the test's own deadline starts.
-	bin := buildAgent(t)
+	bin := agentbin.Build(t)
 	live := applyFleet(t)
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const node = "node-1"
@@ -120,19 +117,6 @@ func TestAgentRunsWithTheManifests(t *testing.T) {
 	}
 }
 
-// buildAgent builds ./cmd/fleetagent as `make build` and the Dockerfile do
-// (static, trimmed), in the agent's own module.
-func buildAgent(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "fleetagent")
-	cmd := exec.Command("go", "build", "-C", "..", "-trimpath", "-o", out, "./cmd/fleetagent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the agent: %v\n%s", err, b)
-	}
-	return out
-}
-
 var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
 // containerEnv resolves a container's env as the kubelet does: downward API
@@ -163,30 +147,4 @@ func containerEnv(t *testing.T, c corev1.Container, fields map[string]string) ma
 		}
 	}
 	return env
-}
-
-func writeKubeconfig(t *testing.T, dir, user string) string {
-	t.Helper()
-	rc := cp.UserConfig(user)
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
-	cfg.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "agent"}
-	cfg.CurrentContext = "test"
-	p := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, p); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }

@@ -11,30 +11,24 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 )
@@ -111,118 +105,14 @@ func render(t *testing.T, dir string) []*unstructured.Unstructured {
 	return objs
 }
 
-// warnings records the Warning headers of the apiserver's responses, e.g.
-// Pod Security violations of a DaemonSet's pod template.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	m := w.msgs
-	w.msgs = nil
-	return m
-}
-
-type applier struct {
-	dyn    dynamic.Interface
-	mapper meta.RESTMapper
-	warn   *warnings
-}
-
-func newApplier(t *testing.T) *applier {
-	t.Helper()
-	cfg := cp.AdminConfig()
-	cfg.QPS = -1
-	w := &warnings{}
-	cfg.WarningHandlerWithContext = w
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), warn: w}
-}
-
-// apply server-side applies objs (namespaces first, as kubectl does) with
-// strict field validation, so a misspelt or misplaced field is an error, and
-// returns the objects as the apiserver stored them.
-func (a *applier) apply(ctx context.Context, t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
-	t.Helper()
-	objs = slices.Clone(objs)
-	slices.SortStableFunc(objs, func(x, y *unstructured.Unstructured) int {
-		return boolToInt(y.GetKind() == "Namespace") - boolToInt(x.GetKind() == "Namespace")
-	})
-	var out []*unstructured.Unstructured
-	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("map %s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			if obj.GetNamespace() == "" {
-				t.Fatalf("%s %s has no namespace: every namespaced manifest must name fleetagent's", gvk.Kind, obj.GetName())
-			}
-			ri = a.dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
-		}
-		body, err := json.Marshal(obj.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{
-			FieldManager:    fieldManager,
-			Force:           ptrTo(true),
-			FieldValidation: metav1.FieldValidationStrict,
-		})
-		if err != nil {
-			t.Fatalf("server-side apply %s %s/%s: %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
-		}
-		out = append(out, got)
-	}
-	return out
-}
-
-func boolToInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+// newApplier applies as `kubectl apply --server-side --force-conflicts`
+// does, with strict field validation, so a misspelt or misplaced field is an
+// error.
+func newApplier(t *testing.T) *apply.Applier {
+	return apply.New(t, cp.AdminConfig(), fieldManager)
 }
 
 func ptrTo[T any](v T) *T { return &v }
-
-// find returns the typed object of kind and name among objs.
-func find[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
-	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() == kind && o.GetName() == name {
-			v := new(T)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, v); err != nil {
-				t.Fatalf("convert %s %s: %v", kind, name, err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s %q among the applied objects", kind, name)
-	return nil
-}
-
-func has(objs []*unstructured.Unstructured, kind, name string) bool {
-	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind && o.GetName() == name })
-}
 
 // applyFleet applies the full-fleet overlay: the state the RBAC and APF
 // tests need. Server-side apply makes it idempotent.
@@ -230,7 +120,7 @@ func applyFleet(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return newApplier(t).apply(ctx, t, render(t, "overlays/fleet"))
+	return newApplier(t).Apply(ctx, t, render(t, "overlays/fleet"))
 }
 
 // TestApplyEveryOverlay applies the base and every overlay for real, in the
@@ -245,9 +135,9 @@ func TestApplyEveryOverlay(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			rendered := render(t, dir)
-			a.warn.take()
-			live := a.apply(ctx, t, rendered)
-			if w := a.warn.take(); len(w) > 0 {
+			a.Warnings()
+			live := a.Apply(ctx, t, rendered)
+			if w := a.Warnings(); len(w) > 0 {
 				t.Errorf("applying %s drew warnings from the apiserver (Pod Security or deprecation):\n%s", dir, strings.Join(w, "\n"))
 			}
 			for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema", "PriorityLevelConfiguration", "ConfigMap", "DaemonSet"} {
@@ -255,11 +145,11 @@ func TestApplyEveryOverlay(t *testing.T) {
 					t.Errorf("%s has no %s", dir, kind)
 				}
 			}
-			ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+			ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 			templates[dir] = ds.Spec.Template
 			checkDaemonSet(t, ds, dir == "overlays/upgrade")
 			checkKillSwitch(t, dir, ds, live)
-			checkSelfRole(t, ds, find[rbacv1.Role](t, live, "Role", "fleetagent-self"))
+			checkSelfRole(t, ds, apply.Find[rbacv1.Role](t, live, "Role", "fleetagent-self"))
 
 			aff := ds.Spec.Template.Spec.Affinity
 			canary := aff != nil && aff.NodeAffinity != nil && aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil
@@ -415,7 +305,7 @@ func checkKillSwitch(t *testing.T, dir string, ds *appsv1.DaemonSet, live []*uns
 		if vol.ConfigMap == nil || vol.ConfigMap.Name != "fleetagent-control" {
 			t.Fatalf("%s: kill switch %s in volume %s, want the fleetagent-control ConfigMap", dir, file, mustJSON(vol))
 		}
-		cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+		cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 		if v, ok := cm.Data[path.Base(file)]; !ok || v != "off" {
 			t.Errorf("%s: ConfigMap fleetagent-control key %q = %q (present %v), want \"off\"", dir, path.Base(file), v, ok)
 		}
@@ -440,9 +330,9 @@ func checkSelfRole(t *testing.T, ds *appsv1.DaemonSet, role *rbacv1.Role) {
 func checkGateway(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.Unstructured) {
 	t.Helper()
 	const name = "fleetagent-otel-gateway"
-	svc := find[corev1.Service](t, live, "Service", name)
-	dep := find[appsv1.Deployment](t, live, "Deployment", name)
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", name)
+	svc := apply.Find[corev1.Service](t, live, "Service", name)
+	dep := apply.Find[appsv1.Deployment](t, live, "Deployment", name)
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", name)
 	var endpoint string
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" {
@@ -558,13 +448,13 @@ func TestPodSecurityWarningsAreSeen(t *testing.T) {
 	if err := unstructured.SetNestedSlice(ds.Object, containers, "spec", "template", "spec", "containers"); err != nil {
 		t.Fatal(err)
 	}
-	a.warn.take()
-	a.apply(ctx, t, []*unstructured.Unstructured{ds})
-	w := strings.Join(a.warn.take(), "\n")
+	a.Warnings()
+	a.Apply(ctx, t, []*unstructured.Unstructured{ds})
+	w := strings.Join(a.Warnings(), "\n")
 	if !strings.Contains(w, "restricted") || !strings.Contains(w, "capabilities") || !strings.Contains(w, "seccompProfile") {
 		t.Errorf("weakened DaemonSet drew warnings %q, want Pod Security \"restricted\" warnings naming capabilities and seccompProfile", w)
 	}
-	if err := a.dyn.Resource(appsv1.SchemeGroupVersion.WithResource("daemonsets")).Namespace(namespace).Delete(ctx, "fleetagent-weakened", metav1.DeleteOptions{}); err != nil {
+	if err := adminClient().AppsV1().DaemonSets(namespace).Delete(ctx, "fleetagent-weakened", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -688,35 +578,12 @@ func TestFlowSchemaWinsOverBootstrap(t *testing.T) {
 	cs := adminClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ours, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, agentName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"service-accounts", "global-default", "catch-all"} {
-		fs, err := cs.FlowcontrolV1().FlowSchemas().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("bootstrap FlowSchema %s: %v", name, err)
-		}
-		if ours.Spec.MatchingPrecedence >= fs.Spec.MatchingPrecedence {
-			t.Errorf("matchingPrecedence %d does not win over bootstrap %s (%d)", ours.Spec.MatchingPrecedence, name, fs.Spec.MatchingPrecedence)
-		}
-	}
-	pl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, ours.Spec.PriorityLevelConfiguration.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := pl.Spec.Limited
-	if pl.Spec.Type != flowcontrolv1.PriorityLevelEnablementLimited || lim == nil ||
-		lim.LendablePercent == nil || *lim.LendablePercent != 0 ||
-		lim.BorrowingLimitPercent == nil || *lim.BorrowingLimitPercent != 0 ||
-		lim.LimitResponse.Type != flowcontrolv1.LimitResponseTypeQueue {
-		t.Errorf("priority level %s = %s, want Limited, lendablePercent 0, borrowingLimitPercent 0, queuing", pl.Name, mustJSON(pl.Spec))
-	}
+	lim := apfcheck.Isolated(ctx, t, cs, agentName).Spec.Limited
 	wl, err := cs.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, "workload-low", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *lim.NominalConcurrencyShares*10 > *wl.Spec.Limited.NominalConcurrencyShares {
+	if lim != nil && *lim.NominalConcurrencyShares*10 > *wl.Spec.Limited.NominalConcurrencyShares {
 		t.Errorf("nominalConcurrencyShares %d, want at most a tenth of workload-low's %d", *lim.NominalConcurrencyShares, *wl.Spec.Limited.NominalConcurrencyShares)
 	}
 }
@@ -792,7 +659,7 @@ func TestFleetSizeHintSurvivesReapply(t *testing.T) {
 		}
 	})
 	live := applyFleet(t)
-	cm := find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
+	cm := apply.Find[corev1.ConfigMap](t, live, "ConfigMap", "fleetagent-control")
 	if got := cm.Data[fleetSizeHintKey]; got != "1200" {
 		t.Errorf("after re-applying the fleet overlay %s = %q, want the operator's 1200", fleetSizeHintKey, got)
 	}
@@ -812,14 +679,14 @@ func TestTolerateAllTaintsComponent(t *testing.T) {
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
-		a.apply(cctx, t, render(t, "overlays/fleet"))
+		a.Apply(cctx, t, render(t, "overlays/fleet"))
 	})
-	a.warn.take()
-	live := a.apply(ctx, t, render(t, dir))
-	if w := a.warn.take(); len(w) > 0 {
+	a.Warnings()
+	live := a.Apply(ctx, t, render(t, dir))
+	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the component drew warnings:\n%s", strings.Join(w, "\n"))
 	}
-	ps := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec
+	ps := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName).Spec.Template.Spec
 	if want := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}; !equalJSON(ps.Tolerations, want) {
 		t.Errorf("tolerations = %s, want only %s", mustJSON(ps.Tolerations), mustJSON(want))
 	}

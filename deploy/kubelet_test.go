@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
+	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
@@ -39,7 +41,7 @@ import (
 // only, no IP). The agent verifies it, becomes ready, and exports the
 // kubelet's usage.
 func TestKubeletCAComponent(t *testing.T) {
-	bin := buildAgent(t)
+	bin := agentbin.Build(t)
 	const node = "node-1"
 	cert, kubeletCrt, err := testpki.KubeletSelfSigned(node)
 	if err != nil {
@@ -78,18 +80,18 @@ configMapGenerator:
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a := newApplier(t)
-	a.warn.take()
-	live := a.apply(ctx, t, render(t, dir))
+	a.Warnings()
+	live := a.Apply(ctx, t, render(t, dir))
 	// Later tests expect the fleet overlay as it is.
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
-		a.apply(cctx, t, render(t, "overlays/fleet"))
+		a.Apply(cctx, t, render(t, "overlays/fleet"))
 	})
-	if w := a.warn.take(); len(w) > 0 {
+	if w := a.Warnings(); len(w) > 0 {
 		t.Errorf("applying the fleet overlay with components/kubelet-ca drew warnings (Pod Security?):\n%s", strings.Join(w, "\n"))
 	}
-	ds := find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
+	ds := apply.Find[appsv1.DaemonSet](t, live, "DaemonSet", agentName)
 	prepareNode(ctx, t, ds, node)
 	c := ds.Spec.Template.Spec.Containers[0]
 	env := containerEnv(t, c, map[string]string{"spec.nodeName": node, "status.hostIP": "127.0.0.1", "metadata.namespace": namespace})
@@ -136,7 +138,7 @@ func mountedConfigMap(t *testing.T, ds *appsv1.DaemonSet, live []*unstructured.U
 				if v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
 					t.Errorf("volume %s: the kubelet CA ConfigMap is optional; a pod without it would start with nothing to verify against", v.Name)
 				}
-				return find[corev1.ConfigMap](t, live, "ConfigMap", v.ConfigMap.Name)
+				return apply.Find[corev1.ConfigMap](t, live, "ConfigMap", v.ConfigMap.Name)
 			}
 		}
 	}
@@ -247,8 +249,8 @@ func runWithKubelet(ctx context.Context, t *testing.T, bin string, ds *appsv1.Da
 	env["FLEETAGENT_KUBELET_ENDPOINT"] = strings.Replace(kubeletStandIn(t, cert, token), "127.0.0.1", env["NODE_IP"], 1)
 	env["FLEETAGENT_KUBELET_TOKEN_FILE"] = filepath.Join(dir, "token")
 	writeFile(t, env["FLEETAGENT_KUBELET_TOKEN_FILE"], []byte(token))
-	env["KUBECONFIG"] = writeKubeconfig(t, dir, agentUser)
-	p := &agentProcess{t: t, admin: "127.0.0.1:" + freePort(t), ready: c.ReadinessProbe, logs: &bytes.Buffer{}, killFile: killFile,
+	env["KUBECONFIG"] = cp.Kubeconfig(t, agentUser)
+	p := &agentProcess{t: t, admin: "127.0.0.1:" + agentbin.FreePort(t), ready: c.ReadinessProbe, logs: &bytes.Buffer{}, killFile: killFile,
 		grace: time.Duration(*ds.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second}
 	env["FLEETAGENT_ADMIN_ADDRESS"] = p.admin
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{})

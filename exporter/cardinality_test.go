@@ -36,7 +36,8 @@ func podsWithContainers(t testing.TB, n, c int) []*corev1.Pod {
 			name := fmt.Sprintf("c%d", j)
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: name, Image: "nginx:1.29"})
 			p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
-				Name: name, Ready: true, ContainerID: fmt.Sprintf("containerd://%060d%04d", i, j)})
+				Name: name, Ready: true, ContainerID: fmt.Sprintf("containerd://%060d%04d", i, j),
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}})
 		}
 		pods[i] = p
 	}
@@ -114,6 +115,7 @@ func TestNothingLostAt250Pods(t *testing.T) {
 			for metric, want := range map[string]int{
 				"k8s.pod.status.phase":         nPods * 5,
 				"k8s.container.ready":          nPods * nContainers,
+				"k8s.container.status.state":   nPods * nContainers * 3,
 				"container.cpu.time":           nPods * nContainers,
 				"container.memory.working_set": nPods * nContainers,
 				"k8s.pod.cpu.usage":            nPods,

@@ -93,9 +93,16 @@ func TestOneRequestOneResourcePerEntity(t *testing.T) {
 				}
 			}
 			// The fixture: 6 pods in the informer state (4 in the kubelet
-			// summary), 7 containers with a spec.
-			if nodes != 1 || pods != 6 || containers != 7 {
-				t.Errorf("resources: %d node, %d pod, %d container; want 1, 6, 7", nodes, pods, containers)
+			// summary), 7 containers with a spec and postgres-0's init
+			// container and sidecar.
+			if nodes != 1 || pods != 6 || containers != 9 {
+				t.Errorf("resources: %d node, %d pod, %d container; want 1, 6, 9", nodes, pods, containers)
+			}
+			// A volume is a point attribute on its pod's resource.
+			v := one(t, ex.Points, "k8s.pod.volume.usage", map[string]string{"k8s.volume.name": "data"})
+			if v.Resource["k8s.pod.name"] != "postgres-0" || v.Resource["k8s.container.name"] != "" ||
+				v.Attrs["k8s.persistentvolumeclaim.name"] != "data-postgres-0" || v.Attrs["k8s.volume.type"] != "persistentVolumeClaim" {
+				t.Errorf("data volume point: resource %v, attributes %v; want postgres-0's resource and the volume on the point", v.Resource, v.Attrs)
 			}
 			for uid, n := range podsByUID {
 				if n != 1 {

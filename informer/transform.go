@@ -16,10 +16,12 @@ const lastAppliedAnnotation = corev1.LastAppliedConfigAnnotation
 // Kept: object metadata except managedFields and the last-applied
 // annotation (labels, annotations, owner references, uid, timestamps);
 // spec.nodeName, priority, restartPolicy, and for every container and init
-// container its name, image and resources; the whole status except the
-// podIPs duplicate of podIP.
+// container its name, image, resources and restartPolicy; every volume's
+// name and the kind of its source (for k8s.volume.type), with a claim's
+// name but none of the source's contents (projected sources, items,
+// templates); the whole status except the podIPs duplicate of podIP.
 //
-// Dropped: volumes, env, envFrom, command, args, ports, volume mounts,
+// Dropped: volume contents, env, envFrom, command, args, ports, volume mounts,
 // probes, lifecycle hooks, security contexts, affinity, tolerations,
 // topology spread constraints, DNS and scheduling gates: nothing a
 // telemetry collector reports. A collector that needs one of them must add
@@ -43,6 +45,7 @@ func TransformPod(obj any) (any, error) {
 		Containers:        stripContainers(s.Containers),
 		InitContainers:    stripContainers(s.InitContainers),
 		Resources:         s.Resources,
+		Volumes:           stripVolumes(s.Volumes),
 	}
 	pod.Status.PodIPs = nil
 	pod.Status.HostIPs = nil
@@ -60,6 +63,48 @@ func stripContainers(cs []corev1.Container) []corev1.Container {
 			Image:         c.Image,
 			Resources:     c.Resources,
 			RestartPolicy: c.RestartPolicy, // marks sidecar init containers
+		}
+	}
+	return out
+}
+
+// stripVolumes keeps each volume's name and an empty source of the same
+// kind: a claim keeps its claim name, every other source loses its
+// contents (a projected service-account volume's sources, a ConfigMap's
+// items, an ephemeral volume's claim template).
+func stripVolumes(vs []corev1.Volume) []corev1.Volume {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([]corev1.Volume, len(vs))
+	for i, v := range vs {
+		out[i].Name = v.Name
+		src := &out[i].VolumeSource
+		in := v.VolumeSource
+		switch {
+		case in.PersistentVolumeClaim != nil:
+			src.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: in.PersistentVolumeClaim.ClaimName}
+		case in.EmptyDir != nil:
+			src.EmptyDir = &corev1.EmptyDirVolumeSource{}
+		case in.ConfigMap != nil:
+			src.ConfigMap = &corev1.ConfigMapVolumeSource{}
+		case in.Secret != nil:
+			src.Secret = &corev1.SecretVolumeSource{}
+		case in.Projected != nil:
+			src.Projected = &corev1.ProjectedVolumeSource{}
+		case in.DownwardAPI != nil:
+			src.DownwardAPI = &corev1.DownwardAPIVolumeSource{}
+		case in.HostPath != nil:
+			src.HostPath = &corev1.HostPathVolumeSource{}
+		case in.Ephemeral != nil:
+			src.Ephemeral = &corev1.EphemeralVolumeSource{}
+		case in.CSI != nil:
+			src.CSI = &corev1.CSIVolumeSource{Driver: in.CSI.Driver}
+		case in.Image != nil:
+			src.Image = &corev1.ImageVolumeSource{}
+		default:
+			// Rarer in-tree sources are small: kept as they are.
+			*src = in
 		}
 	}
 	return out

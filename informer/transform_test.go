@@ -93,8 +93,20 @@ func TestTransformKeepsWhatCollectorsRead(t *testing.T) {
 	if p.Spec.NodeName != "node-042" || len(p.Spec.Containers) != 2 || p.Spec.Containers[0].Resources.Requests.Cpu().MilliValue() != 100 {
 		t.Errorf("spec lost what collectors read: %+v", p.Spec)
 	}
-	if len(p.Spec.Volumes) != 0 || len(p.Spec.Containers[0].Env) != 0 || p.Spec.Containers[0].LivenessProbe != nil {
+	if len(p.Spec.Containers[0].Env) != 0 || p.Spec.Containers[0].LivenessProbe != nil {
 		t.Errorf("spec kept what collectors never read: %+v", p.Spec)
+	}
+	// Volumes: names and source kinds (k8s.volume.type), no contents.
+	if orig := loadJSON[corev1.Pod](t, "pod.json"); len(p.Spec.Volumes) != len(orig.Spec.Volumes) || len(orig.Spec.Volumes) == 0 {
+		t.Fatalf("%d volumes kept of %d", len(p.Spec.Volumes), len(orig.Spec.Volumes))
+	}
+	for _, v := range p.Spec.Volumes {
+		switch {
+		case v.Projected != nil && len(v.Projected.Sources) != 0, v.ConfigMap != nil && (v.ConfigMap.Name != "" || len(v.ConfigMap.Items) != 0):
+			t.Errorf("volume %s kept its source's contents: %+v", v.Name, v.VolumeSource)
+		case v.Projected == nil && v.ConfigMap == nil && v.EmptyDir == nil && v.PersistentVolumeClaim == nil && v.Secret == nil:
+			t.Errorf("volume %s lost the kind of its source: %+v", v.Name, v.VolumeSource)
+		}
 	}
 	if len(p.Status.ContainerStatuses) != 2 || p.Status.ContainerStatuses[0].RestartCount != 2 || p.Status.Phase != corev1.PodRunning {
 		t.Errorf("status lost: %+v", p.Status)

@@ -113,48 +113,20 @@ func DefaultConfig() Config {
 }
 
 func (c Config) withDefaults() Config {
-	if c.FleetQPS == 0 {
-		c.FleetQPS = 50
-	}
-	if c.AssumedFleetSize == 0 {
-		c.AssumedFleetSize = MaxFleetSize
-	}
-	if c.FleetSizeRefresh == 0 {
-		c.FleetSizeRefresh = 10 * time.Minute
-	}
-	if c.FleetSizeRefreshJitter == 0 {
-		c.FleetSizeRefreshJitter = 0.2
-	}
-	if c.Burst == 0 {
-		c.Burst = 2
-	}
-	if c.KillSwitchPoll == 0 {
-		c.KillSwitchPoll = 2 * time.Second
-	}
-	if c.InitialBackoff == 0 {
-		c.InitialBackoff = time.Second
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 2 * time.Minute
-	}
-	if c.BackoffMultiplier == 0 {
-		c.BackoffMultiplier = 2
-	}
-	if c.BackoffRandomization == 0 {
-		c.BackoffRandomization = 0.5
-	}
-	if c.MaxRetryAfter == 0 {
-		c.MaxRetryAfter = 10 * time.Minute
-	}
-	if c.BreakerThreshold == 0 {
-		c.BreakerThreshold = 5
-	}
-	if c.LatencyFactor == 0 {
-		c.LatencyFactor = 5
-	}
-	if c.LatencyFloor == 0 {
-		c.LatencyFloor = time.Second
-	}
+	orDefault(&c.FleetQPS, 50)
+	orDefault(&c.AssumedFleetSize, MaxFleetSize)
+	orDefault(&c.FleetSizeRefresh, 10*time.Minute)
+	orDefault(&c.FleetSizeRefreshJitter, 0.2)
+	orDefault(&c.Burst, 2)
+	orDefault(&c.KillSwitchPoll, 2*time.Second)
+	orDefault(&c.InitialBackoff, time.Second)
+	orDefault(&c.MaxBackoff, 2*time.Minute)
+	orDefault(&c.BackoffMultiplier, 2)
+	orDefault(&c.BackoffRandomization, 0.5)
+	orDefault(&c.MaxRetryAfter, 10*time.Minute)
+	orDefault(&c.BreakerThreshold, 5)
+	orDefault(&c.LatencyFactor, 5)
+	orDefault(&c.LatencyFloor, time.Second)
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
 	}
@@ -232,4 +204,12 @@ func (c Config) Validate() error {
 		bad("latency floor is %v: set a positive duration, or 0 for 1s", c.LatencyFloor)
 	}
 	return errors.Join(errs...)
+}
+
+// orDefault sets *p to v when *p is its zero value.
+func orDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
@@ -29,7 +26,7 @@ import (
 // restart. A correctly configured start of the same binary as the same user
 // does show up in the audit log, so the zero is not an artefact of the test.
 func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
-	bin := buildAgent(t)
+	bin := agentbin.Build(t)
 	const user = "agent-crashloop"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -59,9 +56,9 @@ func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
 	missing := filepath.Join(dir, "missing")
 	base := map[string]string{
 		"NODE_NAME":                   "node-1",
-		"KUBECONFIG":                  writeKubeconfig(t, cp, dir, user),
+		"KUBECONFIG":                  cp.Kubeconfig(t, user),
 		"FLEETAGENT_FLEET_SIZE":       "1",
-		"FLEETAGENT_KUBELET_ENDPOINT": "https://127.0.0.1:" + freePort(t),
+		"FLEETAGENT_KUBELET_ENDPOINT": "https://127.0.0.1:" + agentbin.FreePort(t),
 		"FLEETAGENT_ADMIN_ADDRESS":    "127.0.0.1:0",
 		// Short, so that an agent that does start (the old behaviour)
 		// reaches the kubelet client within the test's deadline.
@@ -169,49 +166,11 @@ func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
 	}
 }
 
-// buildAgent builds this command as `make build` does.
-func buildAgent(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "fleetagent")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return out
-}
-
-func writeKubeconfig(t *testing.T, cp *controlplane.ControlPlane, dir, user string) string {
-	t.Helper()
-	rc := cp.UserConfig(user)
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
-	cfg.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "agent"}
-	cfg.CurrentContext = "test"
-	p := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, p); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }
 
 func merge(a, b map[string]string) map[string]string {

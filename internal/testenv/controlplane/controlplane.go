@@ -18,7 +18,6 @@
 package controlplane
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -33,14 +32,17 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
+	"testing"
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/proc"
 )
 
 // Options configures a control plane. The zero value starts one with only
@@ -91,8 +93,8 @@ type ControlPlane struct {
 	apiArgs       []string
 
 	mu   sync.Mutex
-	etcd *process
-	api  *process
+	etcd *proc.Proc
+	api  *proc.Proc
 }
 
 // Start starts etcd and kube-apiserver in a new temporary directory and
@@ -365,7 +367,7 @@ func (cp *ControlPlane) StartEtcd(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("controlplane: etcd did not become healthy: %w\n--- etcd log tail ---\n%s", err, p.tail())
+		return fmt.Errorf("controlplane: etcd did not become healthy: %w\n--- etcd log tail ---\n%s", err, p.Tail(40))
 	}
 	return nil
 }
@@ -394,7 +396,7 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 		return cp.readyz(ctx)
 	})
 	if err != nil {
-		return fmt.Errorf("controlplane: kube-apiserver did not become ready: %w\n--- kube-apiserver log tail ---\n%s", err, p.tail())
+		return fmt.Errorf("controlplane: kube-apiserver did not become ready: %w\n--- kube-apiserver log tail ---\n%s", err, p.Tail(40))
 	}
 	return nil
 }
@@ -416,7 +418,7 @@ func (cp *ControlPlane) readyz(ctx context.Context) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("/readyz: %s: %s", resp.Status, lastLines(string(body), 5))
+		return fmt.Errorf("/readyz: %s: %s", resp.Status, proc.LastLines(string(body), 5))
 	}
 	return nil
 }
@@ -428,7 +430,7 @@ func (cp *ControlPlane) StopAPIServer() error {
 	p := cp.api
 	cp.api = nil
 	cp.mu.Unlock()
-	return p.stop()
+	return stop(p)
 }
 
 // KillAPIServer kills kube-apiserver with SIGKILL, as a crash would.
@@ -437,7 +439,7 @@ func (cp *ControlPlane) KillAPIServer() error {
 	p := cp.api
 	cp.api = nil
 	cp.mu.Unlock()
-	return p.kill()
+	return kill(p)
 }
 
 // StopEtcd stops etcd and waits for it to exit.
@@ -446,7 +448,7 @@ func (cp *ControlPlane) StopEtcd() error {
 	p := cp.etcd
 	cp.etcd = nil
 	cp.mu.Unlock()
-	return p.stop()
+	return stop(p)
 }
 
 // RestartAPIServer stops and starts kube-apiserver in place.
@@ -475,7 +477,7 @@ func (cp *ControlPlane) APIServerLogTail() string {
 	if p == nil {
 		return ""
 	}
-	return p.tail()
+	return p.Tail(40)
 }
 
 // APIServerPID is the apiserver's process id, or 0 when it is stopped.
@@ -485,111 +487,39 @@ func (cp *ControlPlane) APIServerPID() int {
 	if cp.api == nil {
 		return 0
 	}
-	return cp.api.cmd.Process.Pid
+	return cp.api.Cmd.Process.Pid
 }
 
-// process is one child process with its log file.
-type process struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
-func (cp *ControlPlane) startProcess(name string, args []string) (*process, error) {
-	logPath := filepath.Join(cp.dir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+func (cp *ControlPlane) startProcess(name string, args []string) (*proc.Proc, error) {
+	p, err := proc.Start(proc.Spec{
+		Name:    name,
+		Path:    filepath.Join(cp.binDir, name),
+		Args:    args,
+		LogPath: filepath.Join(cp.dir, name+".log"),
+		Also:    cp.opts.LogWriter,
+		Banner:  true,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	fmt.Fprintf(f, "=== %s starting %s\n", time.Now().Format(time.RFC3339Nano), name)
-	cmd := exec.Command(filepath.Join(cp.binDir, name), args...)
-	var out io.Writer = f
-	if cp.opts.LogWriter != nil {
-		out = io.MultiWriter(f, cp.opts.LogWriter)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	// Die with the test binary even if it never calls Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("controlplane: start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
 	return p, nil
 }
 
-func (p *process) stop() error {
-	if p == nil {
-		return nil
-	}
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(30 * time.Second):
-		return p.kill()
-	}
-}
-
-func (p *process) kill() error {
-	if p == nil {
-		return nil
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
+// stop stops p gracefully (SIGTERM, then SIGKILL after 30s); nil is a no-op.
+func stop(p *proc.Proc) error {
+	p.Stop(30 * time.Second)
 	return nil
 }
 
-func (p *process) tail() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	return lastLines(string(b), 40)
-}
-
-func lastLines(s string, n int) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+// kill kills p as a crash would; nil is a no-op.
+func kill(p *proc.Proc) error {
+	p.Kill()
+	return nil
 }
 
 // waitFor polls check until it passes, the process exits, or ctx ends.
-func waitFor(ctx context.Context, p *process, check func() error) error {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	var last error
-	for {
-		if last = check(); last == nil {
-			return nil
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last check: %v)", ctx.Err(), last)
-		case <-t.C:
-		}
-	}
+func waitFor(ctx context.Context, p *proc.Proc, check func() error) error {
+	return proc.WaitFor(ctx, p, 100*time.Millisecond, check)
 }
 
 // ModuleRoot is the fleetagent module's root directory, found from the
@@ -601,4 +531,22 @@ func ModuleRoot() string {
 		panic(err)
 	}
 	return d
+}
+
+// Kubeconfig writes a kubeconfig file for user (a name from Options.Users,
+// or "admin") against this control plane into a directory of t's, as a
+// process under test reads it with --kubeconfig, and returns its path.
+func (cp *ControlPlane) Kubeconfig(t testing.TB, user string) string {
+	t.Helper()
+	rc := cp.UserConfig(user)
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: user}
+	cfg.CurrentContext = "test"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -23,7 +24,7 @@ import (
 // ids): no series changes identity because of the agent's own state, before,
 // during or after.
 func TestSeriesKeepIdentityAcrossKillSwitch(t *testing.T) {
-	bin := fleetagentBinary(t)
+	bin := agentbin.Build(t)
 	checkLeaksAtEnd(t)
 	node := cluster.NodeNames()[12]
 	pods := agentrig.PodsOn(t, cp, node)
@@ -39,7 +40,7 @@ func TestSeriesKeepIdentityAcrossKillSwitch(t *testing.T) {
 	t.Cleanup(kub.Close)
 	kill := filepath.Join(t.TempDir(), "kill-switch")
 	logs := &testlog.Buffer{}
-	cmd := exec.Command(bin, "--kubeconfig="+writeKubeconfig(t, identUser), "--collection-interval=1s",
+	cmd := exec.Command(bin, "--kubeconfig="+cp.Kubeconfig(t, identUser), "--collection-interval=1s",
 		"--shutdown-timeout=10s", "--kill-switch-file="+kill, "--fleet-size=1", "--pod-labels=app")
 	cmd.Env = append(os.Environ(), "NODE_NAME="+node,
 		"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",

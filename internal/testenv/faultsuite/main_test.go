@@ -235,7 +235,7 @@ func noLeaks(t *testing.T, before goleak.Option) {
 		// production.) TestMain's check, after the control plane stopped,
 		// still sees any that is not idle.
 		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
-		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/testenv/controlplane.(*ControlPlane).startProcess.func1"),
+		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/testenv/proc.Start.func1"),
 	); err != nil {
 		t.Errorf("goroutines left after the agents stopped: %v", err)
 	}

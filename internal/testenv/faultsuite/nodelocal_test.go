@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
@@ -29,7 +30,7 @@ import (
 // on, the audit log must show no request of the agent's user at all: not
 // even the fleet-size read.
 func TestNodeLocalFirst(t *testing.T) {
-	bin := fleetagentBinary(t)
+	bin := agentbin.Build(t)
 	checkLeaksAtEnd(t)
 	const interval = 5 * time.Second
 	node := cluster.NodeNames()[9]
@@ -113,7 +114,7 @@ func TestNodeLocalFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		from := time.Now()
-		started, recv, logs, stop := run(t, writeKubeconfig(t, localUser), kill)
+		started, recv, logs, stop := run(t, cp.Kubeconfig(t, localUser), kill)
 		kubeletWithin(t, started, recv, logs)
 		time.Sleep(interval) // one more interval with the switch on
 		stop()
@@ -130,7 +131,7 @@ func TestNodeLocalFirst(t *testing.T) {
 		}
 		addr := l.Addr().String()
 		_ = l.Close()
-		kc := writeKubeconfig(t, localUser)
+		kc := cp.Kubeconfig(t, localUser)
 		cfg, err := clientcmd.LoadFromFile(kc)
 		if err != nil {
 			t.Fatal(err)
@@ -159,7 +160,7 @@ func TestNodeLocalFirst(t *testing.T) {
 		}
 		defer release()
 		from := time.Now()
-		started, recv, logs, _ := run(t, writeKubeconfig(t, localUser), filepath.Join(t.TempDir(), "kill-switch"))
+		started, recv, logs, _ := run(t, cp.Kubeconfig(t, localUser), filepath.Join(t.TempDir(), "kill-switch"))
 		kubeletWithin(t, started, recv, logs)
 		// The first request waits for its spread slot; once it is
 		// rejected, kubelet metrics must go on.

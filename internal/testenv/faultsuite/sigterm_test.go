@@ -6,63 +6,16 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildOut  []byte
-)
-
-// fleetagentBinary builds cmd/fleetagent once per test binary.
-func fleetagentBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fleetagent-faultsuite-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "fleetagent")
-		cmd := exec.Command("go", "build", "-o", binPath, "../../../cmd/fleetagent")
-		buildOut, buildErr = cmd.CombinedOutput()
-	})
-	if buildErr != nil {
-		t.Fatalf("go build ./cmd/fleetagent: %v\n%s", buildErr, buildOut)
-	}
-	t.Cleanup(func() {}) // the binary is removed with its directory by the OS tmp cleaner; it is small
-	return binPath
-}
-
-// writeKubeconfig writes a kubeconfig for user against the control plane.
-func writeKubeconfig(t *testing.T, user string) string {
-	t.Helper()
-	uc := cp.UserConfig(user)
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["fault"] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: uc.TLSClientConfig.CAData}
-	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: uc.BearerToken}
-	kc.Contexts["fault"] = &clientcmdapi.Context{Cluster: "fault", AuthInfo: user}
-	kc.CurrentContext = "fault"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // TestSIGTERM runs the real binary and sends it SIGTERM at every logged
 // phase of its start-up, while it waits for an informer sync that cannot
@@ -70,12 +23,12 @@ func writeKubeconfig(t *testing.T, user string) string {
 // collector. Each time it must exit 0 within --shutdown-timeout, with no
 // panic on stderr, having logged that it stopped.
 func TestSIGTERM(t *testing.T) {
-	bin := fleetagentBinary(t)
+	bin := agentbin.Build(t)
 	checkLeaksAtEnd(t)
 	const shutdownTimeout = 6 * time.Second
 	nodes := cluster.NodeNames()
-	okConfig := writeKubeconfig(t, sigUser)
-	forbidden := writeKubeconfig(t, norbac)
+	okConfig := cp.Kubeconfig(t, sigUser)
+	forbidden := cp.Kubeconfig(t, norbac)
 
 	type trigger struct {
 		name       string

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	// gzip-compressed gRPC requests are decoded as a real Collector decodes
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -56,6 +58,11 @@ type Options struct {
 	// HTTPTLS, when set, makes the HTTP endpoint https with this
 	// configuration (exports go to https://<addr>/v1/metrics).
 	HTTPTLS *tls.Config
+	// OnRequest, when set, is given every accepted request as it arrived,
+	// after it was recorded (e.g. to hand the export on to OpenTelemetry
+	// Collector components as pdata). It is called from server goroutines
+	// and must not keep or modify req after it returns.
+	OnRequest func(protocol string, req *colmetricpb.ExportMetricsServiceRequest)
 }
 
 // Failure tells the receiver to refuse export requests.
@@ -120,6 +127,11 @@ type Export struct {
 	Resources int
 	// Bytes is the request's protobuf size, uncompressed.
 	Bytes int
+	// WireBytes is the request's message as it arrived, compressed when
+	// Encoding is gzip: over gRPC the message and its 5-byte gRPC frame
+	// header (grpc stats.InPayload.WireLength), over HTTP the body. HTTP/2
+	// and HTTP headers are not counted.
+	WireBytes int
 	// Encoding is how the request arrived on the wire: "gzip" or
 	// "identity" (HTTP Content-Encoding, gRPC grpc-encoding).
 	Encoding string
@@ -203,7 +215,7 @@ func (r *Receiver) Up() error {
 		hl = tls.NewListener(hl, r.opts.HTTPTLS)
 	}
 
-	r.grpcSrv = grpc.NewServer()
+	r.grpcSrv = grpc.NewServer(grpc.StatsHandler(wireStats{}))
 	colmetricpb.RegisterMetricsServiceServer(r.grpcSrv, &grpcService{r: r})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/metrics", r.serveHTTP)
@@ -371,16 +383,19 @@ func (r *Receiver) admit(ctx context.Context) (Failure, bool) {
 	return f, true
 }
 
-func (r *Receiver) record(protocol, encoding string, req *colmetricpb.ExportMetricsServiceRequest) {
+func (r *Receiver) record(protocol, encoding string, wire int, req *colmetricpb.ExportMetricsServiceRequest) {
 	pts := Flatten(req)
 	r.mu.Lock()
-	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Bytes: proto.Size(req), Encoding: encoding, Points: pts, Received: time.Now()})
+	r.exports = append(r.exports, Export{Protocol: protocol, Resources: len(req.GetResourceMetrics()), Bytes: proto.Size(req), WireBytes: wire, Encoding: encoding, Points: pts, Received: time.Now()})
 	if len(r.exports) > r.maxKeep {
 		r.exports = r.exports[len(r.exports)-r.maxKeep:]
 	}
 	r.stats.Accepted++
 	r.stats.Points += len(pts)
 	r.mu.Unlock()
+	if r.opts.OnRequest != nil {
+		r.opts.OnRequest(protocol, req)
+	}
 	r.signal()
 	if r.opts.Summary != nil {
 		fmt.Fprintln(r.opts.Summary, summaryLine(protocol, req, pts))
@@ -403,6 +418,31 @@ func summaryLine(protocol string, req *colmetricpb.ExportMetricsServiceRequest, 
 	}
 	return fmt.Sprintf("otlp %s export: %d points, %d metrics, %d resources, resource %s", protocol, len(pts), len(MetricNames(pts)), len(req.GetResourceMetrics()), strings.Join(res, ","))
 }
+
+// wireStats records each gRPC request message's size on the wire into the
+// wireSize its TagRPC put in the request's context; grpc-go reports it
+// while decoding the request, before the service method runs.
+type wireStats struct{}
+
+type wireKey struct{}
+
+type wireSize struct{ n atomic.Int64 }
+
+func (wireStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, wireKey{}, &wireSize{})
+}
+
+func (wireStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok {
+		if w, ok := ctx.Value(wireKey{}).(*wireSize); ok {
+			w.n.Store(int64(in.WireLength))
+		}
+	}
+}
+
+func (wireStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (wireStats) HandleConn(context.Context, stats.ConnStats) {}
 
 type grpcService struct {
 	colmetricpb.UnimplementedMetricsServiceServer
@@ -429,7 +469,11 @@ func (s *grpcService) Export(ctx context.Context, req *colmetricpb.ExportMetrics
 	if rc, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ RecvCompress() string }); ok && rc.RecvCompress() != "" {
 		enc = rc.RecvCompress()
 	}
-	s.r.record("grpc", enc, req)
+	wire := 0
+	if w, ok := ctx.Value(wireKey{}).(*wireSize); ok {
+		wire = int(w.n.Load())
+	}
+	s.r.record("grpc", enc, wire, req)
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil
 }
 
@@ -443,6 +487,7 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "otlpreceiver: read body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	wire := len(body)
 	if req.Header.Get("Content-Encoding") == "gzip" {
 		body, err = gunzip(body)
 		if err != nil {
@@ -470,7 +515,7 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	if enc == "" {
 		enc = "identity"
 	}
-	r.record("http", enc, &msg)
+	r.record("http", enc, wire, &msg)
 	out, _ := proto.Marshal(&colmetricpb.ExportMetricsServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	_, _ = w.Write(out)

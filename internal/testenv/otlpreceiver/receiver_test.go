@@ -134,6 +134,42 @@ func TestRecordsGRPCAndHTTP(t *testing.T) {
 	}
 }
 
+// TestOnRequestSeesAcceptedRequestsOnly: OnRequest gets every accepted
+// request as it arrived, over gRPC and HTTP (gzip decoded), and none that
+// was refused.
+func TestOnRequestSeesAcceptedRequestsOnly(t *testing.T) {
+	type seen struct {
+		protocol string
+		req      *colmetricpb.ExportMetricsServiceRequest
+	}
+	got := make(chan seen, 4)
+	r := start(t, Options{OnRequest: func(p string, req *colmetricpb.ExportMetricsServiceRequest) {
+		got <- seen{p, proto.Clone(req).(*colmetricpb.ExportMetricsServiceRequest)}
+	}})
+	ctx := context.Background()
+	r.SetFailure(Failure{GRPCCode: codes.Unavailable, HTTPStatus: http.StatusServiceUnavailable})
+	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, request()); status.Code(err) != codes.Unavailable {
+		t.Fatalf("refused export: %v", err)
+	}
+	r.SetFailure(Failure{})
+	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, request()); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := proto.Marshal(request())
+	if resp := postHTTP(t, r.HTTPAddr(), body, true); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP export: %s", resp.Status)
+	}
+	for _, want := range []string{"grpc", "http"} {
+		s := <-got
+		if s.protocol != want || !proto.Equal(s.req, request()) {
+			t.Errorf("OnRequest got %s %v, want %s and the request as sent", s.protocol, s.req, want)
+		}
+	}
+	if len(got) != 0 {
+		t.Errorf("OnRequest called %d more times (a refused request?)", len(got))
+	}
+}
+
 func TestFailuresAndDown(t *testing.T) {
 	r := start(t, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -192,5 +228,48 @@ func TestShutdownIdempotent(t *testing.T) {
 	}
 	if err := r.Up(); err == nil {
 		t.Error("Up after Shutdown succeeded")
+	}
+}
+
+// TestWireBytes: the receiver records what a request cost on the wire:
+// over gRPC the message and its 5-byte frame header, gzip-compressed when
+// the client compresses; over HTTP the body as sent.
+func TestWireBytes(t *testing.T) {
+	r := start(t, Options{})
+	ctx := context.Background()
+	req := request()
+	size := proto.Size(req)
+	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := grpcClient(t, r.GRPCAddr()).Export(ctx, req, grpc.UseCompressor("gzip")); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := proto.Marshal(req)
+	if resp := postHTTP(t, r.HTTPAddr(), body, false); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP export: %s", resp.Status)
+	}
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write(body)
+	_ = w.Close()
+	if resp := postHTTP(t, r.HTTPAddr(), body, true); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP export: %s", resp.Status)
+	}
+	ex := r.Exports()
+	if len(ex) != 4 {
+		t.Fatalf("%d exports, want 4", len(ex))
+	}
+	if ex[0].Encoding != "identity" || ex[0].WireBytes != size+5 || ex[0].Bytes != size {
+		t.Errorf("gRPC identity: encoding %s, wire %d, bytes %d; want identity, %d, %d", ex[0].Encoding, ex[0].WireBytes, ex[0].Bytes, size+5, size)
+	}
+	if ex[1].Encoding != "gzip" || ex[1].WireBytes <= 5 || ex[1].WireBytes == size+5 || ex[1].Bytes != size {
+		t.Errorf("gRPC gzip: encoding %s, wire %d, bytes %d; want gzip and a compressed size", ex[1].Encoding, ex[1].WireBytes, ex[1].Bytes)
+	}
+	if ex[2].WireBytes != size {
+		t.Errorf("HTTP identity: wire %d, want %d", ex[2].WireBytes, size)
+	}
+	if ex[3].Encoding != "gzip" || ex[3].WireBytes != gz.Len() {
+		t.Errorf("HTTP gzip: encoding %s, wire %d; want gzip, %d", ex[3].Encoding, ex[3].WireBytes, gz.Len())
 	}
 }

@@ -49,6 +49,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/proc"
 )
 
 const (
@@ -93,7 +94,7 @@ type Node struct {
 	preexist  map[string]bool
 
 	mu    sync.Mutex
-	procs []*proc // in start order
+	procs []*proc.Proc // in start order
 }
 
 // Start starts the node and waits until it is Ready and untainted.
@@ -191,7 +192,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("realnode: kubelet not healthy: %w\n--- kubelet log tail ---\n%s", err, kp.tail())
+		return nil, fmt.Errorf("realnode: kubelet not healthy: %w\n--- kubelet log tail ---\n%s", err, kp.Tail(40))
 	}
 	n.logf("kubelet healthy after %s", time.Since(t0).Round(100*time.Millisecond))
 	cs, err := kubernetes.NewForConfig(n.CP.AdminConfig())
@@ -213,7 +214,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("realnode: node %s did not become Ready and untainted: %w\n--- kubelet log tail ---\n%s", NodeName, err, kp.tail())
+		return nil, fmt.Errorf("realnode: node %s did not become Ready and untainted: %w\n--- kubelet log tail ---\n%s", NodeName, err, kp.Tail(40))
 	}
 	n.logf("node Ready and untainted after %s", time.Since(t0).Round(100*time.Millisecond))
 	return n, nil
@@ -234,8 +235,8 @@ func (n *Node) LogTail(name string) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, p := range n.procs {
-		if p.name == name {
-			return p.tail()
+		if p.Name == name {
+			return p.Tail(40)
 		}
 	}
 	return ""
@@ -402,7 +403,7 @@ func (n *Node) startContainerd(ctx context.Context) error {
 	if err := waitFor(ctx, time.Minute, p, func() error {
 		return exec.CommandContext(ctx, filepath.Join(n.binDir, "ctr"), "--address", n.sock(), "version").Run()
 	}); err != nil {
-		return fmt.Errorf("realnode: containerd did not answer: %w\n--- containerd log tail ---\n%s", err, p.tail())
+		return fmt.Errorf("realnode: containerd did not answer: %w\n--- containerd log tail ---\n%s", err, p.Tail(40))
 	}
 	n.logf("containerd up")
 	return nil
@@ -419,17 +420,17 @@ func (n *Node) Stop() error {
 	procs := slices.Clone(n.procs)
 	n.procs = nil
 	n.mu.Unlock()
-	byName := map[string]*proc{}
+	byName := map[string]*proc.Proc{}
 	for _, p := range procs {
-		byName[p.name] = p
+		byName[p.Name] = p
 	}
 	// The kubelet first, so it does not restart what is stopped next.
-	byName["kubelet"].stop(20 * time.Second)
-	if p := byName["containerd"]; p != nil && p.running() {
+	byName["kubelet"].Stop(20 * time.Second)
+	if p := byName["containerd"]; p != nil && p.Running() {
 		n.killTasks()
 	}
 	for _, name := range []string{"containerd", "kube-scheduler", "kube-controller-manager"} {
-		byName[name].stop(10 * time.Second)
+		byName[name].Stop(10 * time.Second)
 	}
 	if n.CP != nil {
 		if err := n.CP.Stop(); err != nil {
@@ -622,94 +623,28 @@ func (n *Node) TLSConfig() *tls.Config {
 	return &tls.Config{RootCAs: pool, ServerName: NodeName}
 }
 
-// proc is one child process with its log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
-func (n *Node) start(name string, env []string, args ...string) (*proc, error) {
-	logPath := filepath.Join(n.dir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+func (n *Node) start(name string, env []string, args ...string) (*proc.Proc, error) {
+	// The child dies with the test binary even if it never calls Stop; the
+	// next Start sweeps what such a death leaves.
+	p, err := proc.Start(proc.Spec{
+		Name:    name,
+		Path:    filepath.Join(n.binDir, name),
+		Args:    args,
+		Env:     env,
+		LogPath: filepath.Join(n.dir, name+".log"),
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("realnode: %w", err)
 	}
-	cmd := exec.Command(filepath.Join(n.binDir, name), args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = f, f
-	// Die with the test binary even if it never calls Stop; the next Start
-	// sweeps what such a death leaves.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("realnode: start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
 	n.mu.Lock()
 	n.procs = append(n.procs, p)
 	n.mu.Unlock()
-	n.logf("started %s (pid %d)", name, cmd.Process.Pid)
+	n.logf("started %s (pid %d)", name, p.Cmd.Process.Pid)
 	return p, nil
 }
 
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) stop(grace time.Duration) {
-	if p == nil || !p.running() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) tail() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func waitFor(ctx context.Context, timeout time.Duration, p *proc, check func() error) error {
+func waitFor(ctx context.Context, timeout time.Duration, p *proc.Proc, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	var last error
-	for {
-		if last = check(); last == nil {
-			return nil
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v (last check: %v)", p.name, p.err, last)
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last check: %v)", ctx.Err(), last)
-		case <-t.C:
-		}
-	}
+	return proc.WaitFor(ctx, p, 200*time.Millisecond, check)
 }
