@@ -80,8 +80,7 @@ type Agent struct {
 	lcMu       sync.Mutex
 	lc         lifecycle
 	mu         sync.Mutex
-	self       *exporter.Provider
-	product    *exporter.Provider
+	product    *exporter.Provider // the product and the self-metrics
 	runner     *collector.Runner
 	synced     bool
 	syncErr    error
@@ -348,39 +347,49 @@ func (a *Agent) exportConfig(name string) exporter.Config {
 	return c
 }
 
+// startSelfMetrics builds the OTLP pipeline: one provider for the product
+// metrics, with the agent's own metrics on a second MeterProvider whose
+// metrics go out in the same request of each interval on the agent's own
+// resource (exporter.Config.Self), and which the Prometheus exporter of
+// /metrics reads too. The collectors join it in startExport.
 func (a *Agent) startSelfMetrics(ctx context.Context) error {
 	promExp, err := otelprom.New(otelprom.WithRegisterer(a.promReg))
 	if err != nil {
 		return fmt.Errorf("prometheus exporter: %w", err)
 	}
-	c := a.exportConfig("self-metrics")
-	c.Readers = append(c.Readers, promExp)
-	self, err := exporter.New(ctx, c)
+	c := a.exportConfig("exporter")
+	c.EntityKeys = collector.IsResourceAttribute
+	c.SchemaURL = collector.SchemaURL
+	c.Self = true
+	c.SelfReaders = append(c.SelfReaders, promExp)
+	product, err := exporter.New(ctx, c)
 	if err != nil {
-		return fmt.Errorf("self-metrics exporter: %w", err)
+		return fmt.Errorf("OTLP exporter: %w", err)
 	}
-	m := self.Meter("github.com/fleetagent/fleetagent")
+	m := product.SelfMeter("github.com/fleetagent/fleetagent")
 	err = errors.Join(
 		a.budget.RegisterMetrics(m),
 		a.informers.RegisterMetrics(m),
-		self.RegisterMetrics(m),
+		product.RegisterMetrics(m),
 		a.registerAgentMetrics(m),
 	)
 	if err != nil {
-		_ = self.Shutdown(ctx)
+		_ = product.Shutdown(ctx)
 		return fmt.Errorf("register self-metrics: %w", err)
 	}
 	a.mu.Lock()
-	a.self = self
+	a.product = product
 	a.mu.Unlock()
 	return nil
 }
 
+// stopSelfMetrics stops the pipeline if stopExport has not (it did not
+// start, or failed).
 func (a *Agent) stopSelfMetrics(ctx context.Context) error {
-	if a.self == nil {
+	if a.product == nil {
 		return nil
 	}
-	return a.self.Shutdown(ctx)
+	return a.product.Shutdown(ctx)
 }
 
 func (a *Agent) startExport(ctx context.Context) error {
@@ -391,36 +400,26 @@ func (a *Agent) startExport(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collectors: %w", err)
 	}
-	pcfg := a.exportConfig("exporter")
-	pcfg.EntityKeys = collector.IsResourceAttribute
-	pcfg.SchemaURL = collector.SchemaURL
-	product, err := exporter.New(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("OTLP exporter: %w", err)
-	}
+	product := a.product
 	runner, err := collector.NewRunner(product.Meter("github.com/fleetagent/fleetagent/collector"), cols,
 		collector.WithLogger(a.log.With("component", "collector")))
 	if err != nil {
-		_ = product.Shutdown(ctx)
 		return fmt.Errorf("collector runner: %w", err)
 	}
 	a.mu.Lock()
-	a.product, a.runner = product, runner
-	self := a.self
+	a.runner = runner
 	a.mu.Unlock()
-	if self != nil {
-		m := self.Meter("github.com/fleetagent/fleetagent")
-		if err := errors.Join(runner.RegisterMetrics(m), product.RegisterMetrics(m)); err != nil {
-			a.log.Warn("register collector self-metrics", "err", err)
-		}
+	if err := runner.RegisterMetrics(product.SelfMeter("github.com/fleetagent/fleetagent")); err != nil {
+		a.log.Warn("register collector self-metrics", "err", err)
 	}
 	a.probeKubelet(ctx)
 	return nil
 }
 
 func (a *Agent) stopExport(ctx context.Context) error {
-	// The product provider's Shutdown collects and exports one last time
-	// while the informers and the kubelet client are still up.
+	// The provider's Shutdown collects and exports one last time (the
+	// product metrics and the self-metrics) while the informers and the
+	// kubelet client are still up.
 	var errs []error
 	if a.product != nil {
 		errs = append(errs, a.product.Shutdown(ctx))

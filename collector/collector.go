@@ -120,6 +120,8 @@ type Runner struct {
 	log    *slog.Logger
 	reg    metric.Registration
 	insts  map[*Desc]metric.Observable
+	// sets keeps the attribute sets of Record calls across collections.
+	sets contentSets
 }
 
 // RunnerOption configures a Runner.
@@ -200,6 +202,7 @@ func newInstrument(m metric.Meter, d *Desc) (metric.Observable, error) {
 type observerRecorder struct {
 	o     metric.Observer
 	insts map[*Desc]metric.Observable
+	sets  *contentSets
 	// unknown counts Record calls with an undescribed Desc (a programming
 	// error reported as the collector's failure).
 	unknown string
@@ -211,7 +214,20 @@ func (o *observerRecorder) Record(d *Desc, v float64, attrs ...attribute.KeyValu
 		o.unknown = d.Name
 		return
 	}
-	opt := metric.WithAttributes(attrs...)
+	o.observe(inst, v, metric.WithAttributeSet(o.sets.get(attrs)))
+}
+
+// RecordSet records with a set the collector keeps across collections.
+func (o *observerRecorder) RecordSet(d *Desc, v float64, set attribute.Set) {
+	inst, ok := o.insts[d]
+	if !ok {
+		o.unknown = d.Name
+		return
+	}
+	o.observe(inst, v, metric.WithAttributeSet(set))
+}
+
+func (o *observerRecorder) observe(inst metric.Observable, v float64, opt metric.ObserveOption) {
 	switch i := inst.(type) {
 	case metric.Float64Observable:
 		o.o.ObserveFloat64(i, v, opt)
@@ -221,8 +237,11 @@ func (o *observerRecorder) Record(d *Desc, v float64, attrs ...attribute.KeyValu
 }
 
 func (r *Runner) callback(ctx context.Context, o metric.Observer) error {
+	r.sets.mu.Lock()
+	defer r.sets.mu.Unlock()
+	defer r.sets.sweep()
 	for _, s := range r.states {
-		rec := &observerRecorder{o: o, insts: r.insts}
+		rec := &observerRecorder{o: o, insts: r.insts, sets: &r.sets}
 		start := r.clock.Now()
 		err := safeCollect(ctx, s.c, rec)
 		if err == nil && rec.unknown != "" {

@@ -18,6 +18,8 @@ type kubeletCollector struct {
 	// known has (Config.KubeletPodsFallback).
 	fallback bool
 	clock    clock.PassiveClock // for uptimes
+	// sets keeps the series' attribute sets across collections.
+	sets setCache
 
 	// known is the last pod object the informers held for each pod uid of
 	// the last summary: while the state is stale (kill switch, apiserver
@@ -104,48 +106,62 @@ func (f countersOnly) Record(d *Desc, v float64, attrs ...attribute.KeyValue) {
 	}
 }
 
+func (f countersOnly) RecordSet(d *Desc, v float64, set attribute.Set) {
+	if d.Kind == Counter {
+		recordSet(f.r, d, v, set)
+	}
+}
+
 func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev1.Pod) {
+	c.sets.mu.Lock()
+	defer c.sets.mu.Unlock()
+	defer c.sets.sweep()
 	now := c.clock.Now()
 	n := s.Node
+	node := &entity{c: &c.sets, attrs: func() []attribute.KeyValue { return nil }}
 	recordUptime(r, NodeUptime, n.StartTime, now, nil)
-	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, nil)
-	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, nil)
-	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, nil)
-	recordFs(r, n.Fs, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable, nil)
-	recordFaults(r, n.Memory, NodePagingFaults, nil)
+	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, node)
+	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, node)
+	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, node)
+	recordFs(r, n.Fs, NodeFilesystemUsage, NodeFilesystemCapacity, NodeFilesystemAvailable, node)
+	recordFaults(r, n.Memory, NodePagingFaults, node)
 	if n.Fs != nil {
-		opt(r, NodeFilesystemInodeCount, n.Fs.Inodes, nil)
-		opt(r, NodeFilesystemInodeFree, n.Fs.InodesFree, nil)
+		optE(r, NodeFilesystemInodeCount, n.Fs.Inodes, node)
+		optE(r, NodeFilesystemInodeFree, n.Fs.InodesFree, node)
 	}
 
 	for i := range s.Pods {
 		p := &s.Pods[i]
-		base := []attribute.KeyValue{
-			attribute.String("k8s.namespace.name", p.PodRef.Namespace),
-			attribute.String("k8s.pod.name", p.PodRef.Name),
-			attribute.String("k8s.pod.uid", p.PodRef.UID),
-		}
 		pod := pods[p.PodRef.UID]
-		base = append(base, c.attrs.extra(pod)...)
-		recordCPU(r, p.CPU, PodCPUUsage, PodCPUTime, base)
-		recordMemory(r, p.Memory, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS, base)
-		recordFaults(r, p.Memory, PodPagingFaults, base)
-		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, base)
-		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, base)
-		recordUptime(r, PodUptime, p.StartTime, now, base)
+		podEnt := &entity{c: &c.sets, key: setKey{namespace: p.PodRef.Namespace, name: p.PodRef.Name, uid: p.PodRef.UID}, pod: pod}
+		podEnt.attrs = func() []attribute.KeyValue {
+			base := []attribute.KeyValue{
+				attribute.String("k8s.namespace.name", p.PodRef.Namespace),
+				attribute.String("k8s.pod.name", p.PodRef.Name),
+				attribute.String("k8s.pod.uid", p.PodRef.UID),
+			}
+			return append(base, c.attrs.extra(pod)...)
+		}
+		recordCPU(r, p.CPU, PodCPUUsage, PodCPUTime, podEnt)
+		recordMemory(r, p.Memory, PodMemoryUsage, PodMemoryWorkingSet, PodMemoryAvailable, PodMemoryRSS, podEnt)
+		recordFaults(r, p.Memory, PodPagingFaults, podEnt)
+		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, podEnt)
+		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, podEnt)
+		recordUptime(r, PodUptime, p.StartTime, now, podEnt.kvs())
 		recordUtilization(r, p.CPU, p.Memory, totalsOf(pod),
-			PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization, base)
-		recordVolumes(r, p.VolumeStats, pod, base)
+			PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization, podEnt.kvs())
+		recordVolumes(r, p.VolumeStats, pod, podEnt.kvs())
 		for j := range p.Containers {
 			ct := &p.Containers[j]
-			ca := with(base, containerAttrs(pod, ct.Name)...)
-			recordCPU(r, ct.CPU, ContainerCPUUsage, ContainerCPUTime, ca)
-			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryAvailable, ContainerMemoryRSS, ca)
-			recordFaults(r, ct.Memory, ContainerPagingFaults, ca)
-			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ca)
-			recordUptime(r, ContainerUptime, ct.StartTime, now, ca)
+			ctrEnt := &entity{c: &c.sets, key: setKey{namespace: p.PodRef.Namespace, name: p.PodRef.Name, uid: p.PodRef.UID, container: ct.Name}, pod: pod}
+			ctrEnt.attrs = func() []attribute.KeyValue { return with(podEnt.kvs(), containerAttrs(pod, ct.Name)...) }
+			recordCPU(r, ct.CPU, ContainerCPUUsage, ContainerCPUTime, ctrEnt)
+			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryAvailable, ContainerMemoryRSS, ctrEnt)
+			recordFaults(r, ct.Memory, ContainerPagingFaults, ctrEnt)
+			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ctrEnt)
+			recordUptime(r, ContainerUptime, ct.StartTime, now, ctrEnt.kvs())
 			recordUtilization(r, ct.CPU, ct.Memory, containerTotals(pod, ct.Name),
-				ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization, ca)
+				ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization, ctrEnt.kvs())
 		}
 	}
 }
@@ -220,50 +236,57 @@ func (c *kubeletCollector) pods(ctx context.Context, s *Summary) map[string]*cor
 // value is the static pod's UID, the one the kubelet reports.
 const mirrorAnnotation = "kubernetes.io/config.mirror"
 
-func recordCPU(r Recorder, s *CPUStats, usage, cpuTime *Desc, attrs []attribute.KeyValue) {
+func recordCPU(r Recorder, s *CPUStats, usage, cpuTime *Desc, e *entity) {
 	if s == nil {
 		return
 	}
 	if s.UsageNanoCores != nil {
-		r.Record(usage, float64(*s.UsageNanoCores)/1e9, attrs...)
+		recordSet(r, usage, float64(*s.UsageNanoCores)/1e9, e.set())
 	}
 	if s.UsageCoreNanoSeconds != nil {
-		r.Record(cpuTime, float64(*s.UsageCoreNanoSeconds)/1e9, attrs...)
+		recordSet(r, cpuTime, float64(*s.UsageCoreNanoSeconds)/1e9, e.set())
 	}
 }
 
-func recordMemory(r Recorder, s *MemoryStats, usage, ws, avail, rss *Desc, attrs []attribute.KeyValue) {
+func recordMemory(r Recorder, s *MemoryStats, usage, ws, avail, rss *Desc, e *entity) {
 	if s == nil {
 		return
 	}
-	opt(r, usage, s.UsageBytes, attrs)
-	opt(r, ws, s.WorkingSetBytes, attrs)
-	opt(r, avail, s.AvailableBytes, attrs)
-	opt(r, rss, s.RSSBytes, attrs)
+	optE(r, usage, s.UsageBytes, e)
+	optE(r, ws, s.WorkingSetBytes, e)
+	optE(r, avail, s.AvailableBytes, e)
+	optE(r, rss, s.RSSBytes, e)
 }
+
+var (
+	faultMinor = attribute.String("system.paging.fault.type", "minor")
+	faultMajor = attribute.String("system.paging.fault.type", "major")
+	netRx      = attribute.String("network.io.direction", "receive")
+	netTx      = attribute.String("network.io.direction", "transmit")
+)
 
 // recordFaults reports the kubelet's minor (pageFaults) and major page
 // fault totals by system.paging.fault.type.
-func recordFaults(r Recorder, s *MemoryStats, d *Desc, attrs []attribute.KeyValue) {
+func recordFaults(r Recorder, s *MemoryStats, d *Desc, e *entity) {
 	if s == nil {
 		return
 	}
-	opt(r, d, s.PageFaults, with(attrs, attribute.String("system.paging.fault.type", "minor")))
-	opt(r, d, s.MajorPageFaults, with(attrs, attribute.String("system.paging.fault.type", "major")))
+	optSet(r, d, s.PageFaults, e, faultMinor)
+	optSet(r, d, s.MajorPageFaults, e, faultMajor)
 }
 
-func recordFs(r Recorder, s *FsStats, used, capacity, avail *Desc, attrs []attribute.KeyValue) {
+func recordFs(r Recorder, s *FsStats, used, capacity, avail *Desc, e *entity) {
 	if s == nil {
 		return
 	}
-	opt(r, used, s.UsedBytes, attrs)
-	opt(r, capacity, s.CapacityBytes, attrs)
-	opt(r, avail, s.AvailableBytes, attrs)
+	optE(r, used, s.UsedBytes, e)
+	optE(r, capacity, s.CapacityBytes, e)
+	optE(r, avail, s.AvailableBytes, e)
 }
 
 // recordNetwork reports every interface; a summary without the interface
 // list reports the default interface inlined in NetworkStats.
-func recordNetwork(r Recorder, s *NetworkStats, io, errs *Desc, attrs []attribute.KeyValue) {
+func recordNetwork(r Recorder, s *NetworkStats, io, errs *Desc, e *entity) {
 	if s == nil {
 		return
 	}
@@ -273,12 +296,10 @@ func recordNetwork(r Recorder, s *NetworkStats, io, errs *Desc, attrs []attribut
 	}
 	for _, i := range ifaces {
 		name := attribute.String("network.interface.name", i.Name)
-		rx := attribute.String("network.io.direction", "receive")
-		tx := attribute.String("network.io.direction", "transmit")
-		opt(r, io, i.RxBytes, with(attrs, name, rx))
-		opt(r, io, i.TxBytes, with(attrs, name, tx))
-		opt(r, errs, i.RxErrors, with(attrs, name, rx))
-		opt(r, errs, i.TxErrors, with(attrs, name, tx))
+		optSet(r, io, i.RxBytes, e, name, netRx)
+		optSet(r, io, i.TxBytes, e, name, netTx)
+		optSet(r, errs, i.RxErrors, e, name, netRx)
+		optSet(r, errs, i.TxErrors, e, name, netTx)
 	}
 }
 
@@ -287,4 +308,20 @@ func opt(r Recorder, d *Desc, v *uint64, attrs []attribute.KeyValue) {
 		return
 	}
 	r.Record(d, float64(*v), attrs...)
+}
+
+// optE records v, when present, with the entity's cached attribute set.
+func optE(r Recorder, d *Desc, v *uint64, e *entity) {
+	if d == nil || v == nil {
+		return
+	}
+	recordSet(r, d, float64(*v), e.set())
+}
+
+// optSet records v, when present, with the entity's attributes and extra.
+func optSet(r Recorder, d *Desc, v *uint64, e *entity, extra ...attribute.KeyValue) {
+	if d == nil || v == nil {
+		return
+	}
+	recordSet(r, d, float64(*v), e.set(extra...))
 }

@@ -10,7 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,12 +36,17 @@ import (
 // each.
 type splitter struct {
 	isEntity func(string) bool
+	// isSelf, when set, names the scopes of the agent's own metrics
+	// (Config.Self): they go, untouched, on the provider's resource with
+	// its service.* attributes.
+	isSelf func(scope string) bool
 	// maxGRPCBytes bounds one gRPC request (0: maxGRPCRequest).
 	maxGRPCBytes int
 
 	// The gRPC exporter hands the same request to every retry attempt;
-	// its split, and which parts were accepted, are kept for them, so a
-	// retry resends only what was not accepted.
+	// its split, and which parts were accepted, are kept for them until
+	// the request is sent whole, so a retry resends only what was not
+	// accepted.
 	mu    sync.Mutex
 	last  *colmetricpb.ExportMetricsServiceRequest
 	parts []*colmetricpb.ExportMetricsServiceRequest
@@ -82,6 +87,10 @@ func (s *splitter) unaryInterceptor(ctx context.Context, method string, req, rep
 		}
 		s.sent[i] = true
 	}
+	// Sent whole: nothing will retry it, and holding it until the next
+	// interval would keep a whole request (about 5 MB of protobuf objects
+	// at 110 pods) in the live heap between intervals.
+	s.last, s.parts, s.sent = nil, nil, nil
 	return nil
 }
 
@@ -158,7 +167,11 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r2)
 }
 
-// split returns a new request; in is not modified.
+// split returns a new request made of in's data points, which move into it
+// with their entity attributes removed: in must not be used afterwards (the
+// gRPC interceptor keeps the result for the retries of the same request;
+// the HTTP round tripper decoded in itself). Moving the points rather than
+// copying them saves one allocation per point (BenchmarkIntervalAllocs).
 func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetricpb.ExportMetricsServiceRequest {
 	out := &colmetricpb.ExportMetricsServiceRequest{}
 	for _, rm := range in.GetResourceMetrics() {
@@ -187,16 +200,18 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 	}
 	var order []*entityGroup
 	groups := map[string]*entityGroup{}
-	var key strings.Builder
+	// key is reused for every point; a lookup with string(key) does not
+	// allocate, only a new group's key does.
+	var key []byte
 	group := func(entity []*commonpb.KeyValue) *entityGroup {
-		key.Reset()
+		key = key[:0]
 		for _, kv := range entity {
-			key.WriteString(kv.GetKey())
-			key.WriteByte(0)
-			key.WriteString(kv.GetValue().GetStringValue())
-			key.WriteByte(0)
+			key = append(key, kv.GetKey()...)
+			key = append(key, 0)
+			key = append(key, kv.GetValue().GetStringValue()...)
+			key = append(key, 0)
 		}
-		if g, ok := groups[key.String()]; ok {
+		if g, ok := groups[string(key)]; ok {
 			return g
 		}
 		attrs := make([]*commonpb.KeyValue, 0, len(base)+len(entity))
@@ -210,7 +225,7 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			metrics: map[[2]int]*metricpb.Metric{},
 			scopes:  map[int]*metricpb.ScopeMetrics{},
 		}
-		groups[key.String()] = g
+		groups[string(key)] = g
 		order = append(order, g)
 		return g
 	}
@@ -242,81 +257,88 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		return c
 	}
 	// partition returns the entity attributes (sorted by key) and the rest.
+	// entity is a scratch slice reused for every point (group copies what
+	// it keeps); rest goes on the point and is allocated at its size.
+	var scratch []*commonpb.KeyValue
 	partition := func(attrs []*commonpb.KeyValue) (entity, rest []*commonpb.KeyValue) {
+		entity = scratch[:0]
 		for _, kv := range attrs {
 			if s.isEntity(kv.GetKey()) {
 				entity = append(entity, kv)
-			} else {
-				rest = append(rest, kv)
 			}
 		}
-		sort.Slice(entity, func(i, j int) bool { return entity[i].GetKey() < entity[j].GetKey() })
+		scratch = entity
+		if n := len(attrs) - len(entity); n > 0 {
+			rest = make([]*commonpb.KeyValue, 0, n)
+			for _, kv := range attrs {
+				if !s.isEntity(kv.GetKey()) {
+					rest = append(rest, kv)
+				}
+			}
+		}
+		slices.SortFunc(entity, func(a, b *commonpb.KeyValue) int { return strings.Compare(a.GetKey(), b.GetKey()) })
 		return entity, rest
 	}
+	var self *metricpb.ResourceMetrics
 	for si, sm := range rm.GetScopeMetrics() {
+		if s.isSelf != nil && s.isSelf(sm.GetScope().GetName()) {
+			if self == nil {
+				self = &metricpb.ResourceMetrics{Resource: rm.GetResource(), SchemaUrl: rm.GetSchemaUrl()}
+			}
+			self.ScopeMetrics = append(self.ScopeMetrics, sm)
+			continue
+		}
 		for mi, m := range sm.GetMetrics() {
 			switch d := m.GetData().(type) {
 			case *metricpb.Metric_Gauge:
 				for _, dp := range d.Gauge.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetGauge()
-					c.DataPoints = append(c.DataPoints, numberPoint(dp, rest))
+					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Sum:
 				for _, dp := range d.Sum.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetSum()
-					c.DataPoints = append(c.DataPoints, numberPoint(dp, rest))
+					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Histogram:
 				for _, dp := range d.Histogram.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetHistogram()
-					p := proto.Clone(dp).(*metricpb.HistogramDataPoint)
-					p.Attributes = rest
-					c.DataPoints = append(c.DataPoints, p)
+					dp.Attributes = rest
+					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_ExponentialHistogram:
 				for _, dp := range d.ExponentialHistogram.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetExponentialHistogram()
-					p := proto.Clone(dp).(*metricpb.ExponentialHistogramDataPoint)
-					p.Attributes = rest
-					c.DataPoints = append(c.DataPoints, p)
+					dp.Attributes = rest
+					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_Summary:
 				for _, dp := range d.Summary.GetDataPoints() {
 					entity, rest := partition(dp.GetAttributes())
 					c := metricOf(group(entity), si, mi, sm, m).GetSummary()
-					p := proto.Clone(dp).(*metricpb.SummaryDataPoint)
-					p.Attributes = rest
-					c.DataPoints = append(c.DataPoints, p)
+					dp.Attributes = rest
+					c.DataPoints = append(c.DataPoints, dp)
 				}
 			}
 		}
 	}
-	out := make([]*metricpb.ResourceMetrics, 0, len(order))
+	out := make([]*metricpb.ResourceMetrics, 0, len(order)+1)
 	for _, g := range order {
 		out = append(out, g.rm)
+	}
+	if self != nil {
+		out = append(out, self)
 	}
 	return out
 }
 
-func numberPoint(dp *metricpb.NumberDataPoint, attrs []*commonpb.KeyValue) *metricpb.NumberDataPoint {
-	p := &metricpb.NumberDataPoint{
-		Attributes:        attrs,
-		StartTimeUnixNano: dp.GetStartTimeUnixNano(),
-		TimeUnixNano:      dp.GetTimeUnixNano(),
-		Exemplars:         dp.GetExemplars(),
-		Flags:             dp.GetFlags(),
-	}
-	switch v := dp.GetValue().(type) {
-	case *metricpb.NumberDataPoint_AsInt:
-		p.Value = &metricpb.NumberDataPoint_AsInt{AsInt: v.AsInt}
-	case *metricpb.NumberDataPoint_AsDouble:
-		p.Value = &metricpb.NumberDataPoint_AsDouble{AsDouble: v.AsDouble}
-	}
-	return p
+func movePoint(dp *metricpb.NumberDataPoint, attrs []*commonpb.KeyValue) *metricpb.NumberDataPoint {
+	dp.Attributes = attrs
+	return dp
 }
 
 // httpClient is the client the HTTP exporter uses when requests are split:

@@ -136,8 +136,8 @@ func TestOneRequestOneResourcePerEntity(t *testing.T) {
 	}
 }
 
-// TestAgentResourceUnsplit: a provider without EntityKeys (the agent's
-// self-metrics) exports one resource describing the agent.
+// TestAgentResourceUnsplit: a provider without EntityKeys exports one
+// resource describing the agent.
 func TestAgentResourceUnsplit(t *testing.T) {
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
 	if err != nil {
@@ -225,7 +225,8 @@ func TestSplitHTTPOverTLS(t *testing.T) {
 }
 
 // TestGRPCPartsRetriedOnce: a request split into parts by size is retried
-// from the first part not accepted; accepted parts are not sent again.
+// from the first part not accepted; accepted parts are not sent again; once
+// sent whole, the request is let go.
 func TestGRPCPartsRetriedOnce(t *testing.T) {
 	req := &colmetricpb.ExportMetricsServiceRequest{}
 	rm := &metricpb.ResourceMetrics{ScopeMetrics: []*metricpb.ScopeMetrics{{}}}
@@ -255,7 +256,7 @@ func TestGRPCPartsRetriedOnce(t *testing.T) {
 	if err := s.unaryInterceptor(context.Background(), exportMethod, req, nil, nil, invoker); err == nil {
 		t.Fatal("the failing part's error was not returned")
 	}
-	first := len(sent)
+	first, parts := len(sent), len(s.parts)
 	if err := s.unaryInterceptor(context.Background(), exportMethod, req, nil, nil, invoker); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,11 @@ func TestGRPCPartsRetriedOnce(t *testing.T) {
 	for _, n := range sent {
 		total += n
 	}
-	if len(s.parts) < 3 || total != 6 || first != 2 || len(sent) != len(s.parts) {
-		t.Errorf("parts %d, sent %v (first attempt %d): want every pod resource sent exactly once", len(s.parts), sent, first)
+	if parts < 3 || total != 6 || first != 2 || len(sent) != parts {
+		t.Errorf("parts %d, sent %v (first attempt %d): want every pod resource sent exactly once", parts, sent, first)
+	}
+	// Sent whole, the request is no longer held for retries.
+	if s.last != nil || s.parts != nil {
+		t.Errorf("the splitter still holds the request after it was sent whole (%d parts)", len(s.parts))
 	}
 }

@@ -46,9 +46,21 @@
 // default).
 //
 // Product resources carry no service.* or telemetry.sdk.* attributes: those
-// describe the agent, whose own metrics are exported by a provider without
-// EntityKeys, on one resource with service.name, service.instance.id (the
-// node name: one agent per node) and service.version.
+// describe the agent. The agent's own metrics (Config.Self) travel in the
+// same request, on one Resource of their own with service.name,
+// service.instance.id (the node name: one agent per node), service.version
+// and telemetry.sdk.*: they live on a second MeterProvider, read through a
+// ManualReader that is an external Producer of the product PeriodicReader,
+// so each product collection collects them too and the splitter puts their
+// scopes on the agent's resource. One request per node per interval, never
+// a second stream at the same rate: a gateway in front of thousands of
+// nodes pays per request, and the self-metrics are a small share of a
+// node's thousands of points (TestSelfMetricsTravelInTheProductRequest). A slower cadence
+// of their own was the alternative; it still doubles the requests of some
+// intervals and needs a flag, while folding them in costs one more
+// Resource in a request that already has hundreds. The Prometheus exporter
+// of /metrics reads the same provider (Config.SelfReaders) and never sees
+// the product metrics, so a scrape of /metrics does not scrape the kubelet.
 //
 // Memory stays bounded while the collector is down: the agent's instruments
 // are asynchronous, so each export collects current state afresh and a failed
@@ -144,6 +156,15 @@ type Config struct {
 	// SchemaURL is the resource's schema URL (the semantic conventions the
 	// metric and attribute names follow); empty: none.
 	SchemaURL string
+	// Self, with EntityKeys set, adds the agent's own MeterProvider
+	// (SelfMeter): its metrics are collected at each export of the product
+	// metrics and travel in the same request, on a Resource of their own
+	// with the agent's service.* attributes (see the package
+	// documentation). SelfReaders read them as well (the agent's
+	// Prometheus exporter for /metrics); those readers never see the
+	// product metrics.
+	Self        bool
+	SelfReaders []sdkmetric.Reader
 }
 
 // DefaultCardinalityLimit is the default Config.CardinalityLimit: a node at
@@ -161,6 +182,12 @@ func (c Config) Validate() error {
 	}
 	if c.CardinalityLimit < 0 {
 		errs = append(errs, fmt.Errorf("exporter: cardinality limit %d must not be negative", c.CardinalityLimit))
+	}
+	if (c.Self || len(c.SelfReaders) > 0) && c.EntityKeys == nil {
+		errs = append(errs, errors.New("exporter: Self needs EntityKeys: the agent's own metrics go on their own Resource when the request is regrouped"))
+	}
+	if len(c.SelfReaders) > 0 && !c.Self {
+		errs = append(errs, errors.New("exporter: SelfReaders without Self"))
 	}
 	if c.Interval < 0 || c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("exporter: interval %v and timeout %v must not be negative", c.Interval, c.Timeout))
@@ -188,6 +215,7 @@ type Stats struct {
 // Provider owns the MeterProvider and its OTLP exporter.
 type Provider struct {
 	mp       *sdkmetric.MeterProvider
+	self     *sdkmetric.MeterProvider // Config.Self
 	exp      *countingExporter
 	protocol string
 
@@ -223,6 +251,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	var split *splitter
 	if cfg.EntityKeys != nil {
 		split = &splitter{isEntity: cfg.EntityKeys}
+	}
+	var selfProd *selfProducer
+	if cfg.Self {
+		selfProd = &selfProducer{log: log.With("component", "self-metrics")}
+		split.isSelf = selfProd.isSelf
 	}
 	// gzip unless the user chose: a node's export is mostly repeated
 	// attribute strings, which compress well.
@@ -280,37 +313,54 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if limit == 0 {
 		limit = DefaultCardinalityLimit
 	}
+	var self *sdkmetric.MeterProvider
+	if selfProd != nil {
+		// The self-metrics take the OTLP exporter's temporality and
+		// aggregation (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE),
+		// as they would with a reader of their own.
+		selfProd.r = sdkmetric.NewManualReader(sdkmetric.WithTemporalitySelector(exp.Temporality),
+			sdkmetric.WithAggregationSelector(exp.Aggregation))
+		sopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithCardinalityLimit(limit),
+			sdkmetric.WithReader(selfProd.r)}
+		for _, r := range cfg.SelfReaders {
+			sopts = append(sopts, sdkmetric.WithReader(r))
+		}
+		self = sdkmetric.NewMeterProvider(sopts...)
+		ropts = append(ropts, sdkmetric.WithProducer(selfProd))
+	}
 	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithCardinalityLimit(limit),
 		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(ce, ropts...))}
 	for _, r := range cfg.Readers {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}
-	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), exp: ce, protocol: protocol}, nil
+	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), self: self, exp: ce, protocol: protocol}, nil
 }
 
-// newResource is the agent's resource (service.name, service.instance.id,
+// newResource is the agent's resource: service.name, service.instance.id,
 // service.version, telemetry.sdk.*, OTEL_RESOURCE_ATTRIBUTES and
-// k8s.node.name), or, with cfg.EntityKeys, the node's: only
-// OTEL_RESOURCE_ATTRIBUTES (such as k8s.cluster.name) and k8s.node.name.
+// k8s.node.name. With cfg.EntityKeys the splitter strips the service.* and
+// telemetry.sdk.* attributes from every resource but the self-metrics'
+// one, leaving the node's: OTEL_RESOURCE_ATTRIBUTES (such as
+// k8s.cluster.name) and k8s.node.name.
 func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
-	var defaults []attribute.KeyValue
-	if cfg.EntityKeys == nil {
-		defaults = append(defaults, attribute.String("service.name", firstNonEmpty(cfg.ServiceName, "fleetagent")))
-		if cfg.ServiceVersion != "" {
-			defaults = append(defaults, attribute.String("service.version", cfg.ServiceVersion))
-		}
-		if cfg.NodeName != "" {
-			// One agent per node: the node names the instance.
-			defaults = append(defaults, attribute.String("service.instance.id", cfg.NodeName))
-		}
+	defaults := []attribute.KeyValue{attribute.String("service.name", firstNonEmpty(cfg.ServiceName, "fleetagent"))}
+	if cfg.ServiceVersion != "" {
+		defaults = append(defaults, attribute.String("service.version", cfg.ServiceVersion))
+	}
+	if cfg.NodeName != "" {
+		// One agent per node: the node names the instance.
+		defaults = append(defaults, attribute.String("service.instance.id", cfg.NodeName))
 	}
 	// Later options override earlier ones: the environment overrides the
 	// defaults, and the node name from the downward API is authoritative.
-	opts := []resource.Option{resource.WithSchemaURL(cfg.SchemaURL), resource.WithAttributes(defaults...)}
-	if cfg.EntityKeys == nil {
-		opts = append(opts, resource.WithTelemetrySDK())
+	// The telemetry.sdk.* detector carries the SDK's own schema URL, which
+	// conflicts with cfg.SchemaURL: its attributes are taken without it.
+	sdkRes, err := resource.New(ctx, resource.WithTelemetrySDK())
+	if err != nil {
+		return nil, fmt.Errorf("exporter: telemetry.sdk resource: %w", err)
 	}
-	opts = append(opts, resource.WithFromEnv())
+	opts := []resource.Option{resource.WithSchemaURL(cfg.SchemaURL), resource.WithAttributes(defaults...),
+		resource.WithAttributes(sdkRes.Attributes()...), resource.WithFromEnv()}
 	if cfg.NodeName != "" {
 		opts = append(opts, resource.WithAttributes(attribute.String("k8s.node.name", cfg.NodeName)))
 	}
@@ -327,6 +377,16 @@ func (p *Provider) MeterProvider() *sdkmetric.MeterProvider { return p.mp }
 // Meter returns a meter of the provider.
 func (p *Provider) Meter(name string) metric.Meter { return p.mp.Meter(name) }
 
+// SelfMeter returns a meter for the agent's own metrics (Config.Self); they
+// go out with the product metrics, on the agent's resource. Its scope name
+// must differ from the product meters'. Without Config.Self it is Meter.
+func (p *Provider) SelfMeter(name string) metric.Meter {
+	if p.self == nil {
+		return p.mp.Meter(name)
+	}
+	return p.self.Meter(name)
+}
+
 // ForceFlush collects and exports now.
 func (p *Provider) ForceFlush(ctx context.Context) error { return p.mp.ForceFlush(ctx) }
 
@@ -336,7 +396,14 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	if p == nil {
 		return nil
 	}
-	p.shutdownOnce.Do(func() { p.shutdownErr = p.mp.Shutdown(ctx) })
+	p.shutdownOnce.Do(func() {
+		// The product provider's last export collects the self-metrics
+		// too, so the self provider stops after it.
+		p.shutdownErr = p.mp.Shutdown(ctx)
+		if p.self != nil {
+			p.shutdownErr = errors.Join(p.shutdownErr, p.self.Shutdown(ctx))
+		}
+	})
 	return p.shutdownErr
 }
 
