@@ -221,8 +221,14 @@ func TestKubeletErrorClasses(t *testing.T) {
 		}
 	})
 
-	hang := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	// hang answers nothing before the test ends. A handler that returned
+	// when its request's context ended once answered an empty 200 that the
+	// client read within its timeout (a clean run's CI under load: class
+	// bad_response, "decode 0 bytes", instead of timeout).
+	hangDone := make(chan struct{})
+	hang := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hangDone }))
 	startTLS(t, hang, cert)
+	t.Cleanup(func() { close(hangDone) }) // before hang.Close, which waits for the handler
 	notJSON := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("<html>502 Bad Gateway</html>"))
 	}))
