@@ -369,6 +369,14 @@ func (cp *ControlPlane) StartEtcd(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("controlplane: etcd did not become healthy: %w\n--- etcd log tail ---\n%s", err, p.Tail(40))
 	}
+	// The port was free when picked; a parallel test package's etcd can
+	// take it in between and answer /health while this one fails to bind
+	// ("address already in use", which Start retries) and exits.
+	select {
+	case <-p.Done():
+		return fmt.Errorf("controlplane: etcd exited after %s/health answered: another process serves that port\n--- etcd log tail ---\n%s", cp.etcdClientURL, p.Tail(40))
+	case <-time.After(500 * time.Millisecond):
+	}
 	return nil
 }
 
@@ -402,6 +410,10 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 }
 
 func (cp *ControlPlane) readyz(ctx context.Context) error {
+	// One attempt must not hang on a connection the apiserver accepted
+	// but does not answer yet and so use up the whole start timeout.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	client, err := rest.HTTPClientFor(cp.AdminConfig())
 	if err != nil {
 		return err
