@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,9 +21,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -222,8 +220,8 @@ type measurement struct {
 // it once per interval for b.N intervals (or fixed.n) while churn runs.
 func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 	t.Helper()
-	kubeconfig := writeKubeconfig(t, e.cp)
-	adminAddr := freeAddr(t)
+	kubeconfig := e.cp.Kubeconfig(t, agentUser)
+	adminAddr := "127.0.0.1:" + agentbin.FreePort(t)
 	logs := &testlog.Buffer{}
 	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--collection-interval="+interval.String(),
 		"--fleet-size=1", "--fleet-size-hint-file=", "--kill-switch-file=", "--shutdown-timeout=10s")
@@ -432,29 +430,4 @@ func scrape(url string) (map[string]float64, error) {
 		}
 	}
 	return out, s.Err()
-}
-
-func freeAddr(t tb) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func writeKubeconfig(t tb, cp *controlplane.ControlPlane) string {
-	t.Helper()
-	uc := cp.UserConfig(agentUser)
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["fp"] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: uc.TLSClientConfig.CAData}
-	kc.AuthInfos[agentUser] = &clientcmdapi.AuthInfo{Token: uc.BearerToken}
-	kc.Contexts["fp"] = &clientcmdapi.Context{Cluster: "fp", AuthInfo: agentUser}
-	kc.CurrentContext = "fp"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
