@@ -223,13 +223,6 @@ func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
 	if cfg.Clock != nil {
 		clk = cfg.Clock
 	}
-	minIntv := cfg.MinInterval
-	switch {
-	case minIntv == 0:
-		minIntv = DefaultKubeletMinInterval
-	case minIntv < 0:
-		minIntv = 0
-	}
 	caSource := "the system roots"
 	switch {
 	case cfg.InsecureSkipVerify:
@@ -237,21 +230,14 @@ func NewKubeletClient(cfg KubeletConfig) (*KubeletClient, error) {
 	case cfg.CAFile != "":
 		caSource = cfg.CAFile
 	}
-	podsMinIntv := cfg.PodsMinInterval
-	switch {
-	case podsMinIntv == 0:
-		podsMinIntv = DefaultKubeletPodsMinInterval
-	case podsMinIntv < 0:
-		podsMinIntv = 0
-	}
 	return &KubeletClient{
 		podsURL:     strings.TrimSuffix(cfg.Endpoint, "/") + "/pods",
-		podsMinIntv: podsMinIntv,
+		podsMinIntv: reuseInterval(cfg.PodsMinInterval, DefaultKubeletPodsMinInterval),
 		url:         strings.TrimSuffix(cfg.Endpoint, "/") + "/stats/summary",
 		client:      &http.Client{Transport: rt},
 		timeout:     defaultDuration(cfg.Timeout, DefaultKubeletTimeout),
 		max:         defaultInt(cfg.MaxResponseBytes, DefaultKubeletMaxResponse),
-		minIntv:     minIntv,
+		minIntv:     reuseInterval(cfg.MinInterval, DefaultKubeletMinInterval),
 		clock:       clk,
 		caSource:    caSource,
 	}, nil
@@ -470,4 +456,16 @@ func (k *KubeletClient) PodsStats() KubeletPodsStats {
 		st.LastError = e.Error()
 	}
 	return st
+}
+
+// reuseInterval is a response-reuse interval as configured: zero takes def,
+// negative disables reuse.
+func reuseInterval(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }

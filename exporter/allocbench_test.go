@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/grpc"
@@ -15,10 +14,6 @@ import (
 
 	// The sink accepts gzip-compressed requests, the exporter's default.
 	_ "google.golang.org/grpc/encoding/gzip"
-
-	"github.com/fleetagent/fleetagent/collector"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
 )
 
 // BenchmarkIntervalAllocs measures what one interval allocates in the agent:
@@ -35,30 +30,8 @@ import (
 func BenchmarkIntervalAllocs(b *testing.B) {
 	for _, n := range []int{30, 110, 250} {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
-			pods := podsWithContainers(b, n, 3)
-			k, err := fakekubelet.StartForPods("../collector/testdata/summary.json", "", podValues(pods))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer k.Close()
 			sink := startSink(b)
-			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+sink.addr)
-			prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,
-				EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer prov.Shutdown(context.Background())
-			cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
-				Kubelet: collector.KubeletConfig{Endpoint: k.URL(), MinInterval: -1}}, fakestate.New(pods, nil))
-			if err != nil {
-				b.Fatal(err)
-			}
-			runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer runner.Shutdown(context.Background())
+			prov := intervalPipeline(b, n, sink.addr)
 			// One interval before timing: connections, the SDK's
 			// aggregators and any cache are then as they are in a running
 			// agent.

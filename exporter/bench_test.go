@@ -24,34 +24,12 @@ import (
 func BenchmarkCollectExport(b *testing.B) {
 	for _, n := range []int{110, 250} {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
-			pods := podsWithContainers(b, n, 3)
-			k, err := fakekubelet.StartForPods("../collector/testdata/summary.json", "", podValues(pods))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer k.Close()
 			recv, err := otlpreceiver.Start(otlpreceiver.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer recv.Shutdown(context.Background())
-			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
-			prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,
-				EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer prov.Shutdown(context.Background())
-			cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
-				Kubelet: collector.KubeletConfig{Endpoint: k.URL(), MinInterval: -1}}, fakestate.New(pods, nil))
-			if err != nil {
-				b.Fatal(err)
-			}
-			runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer runner.Shutdown(context.Background())
+			b.Cleanup(func() { _ = recv.Shutdown(context.Background()) }) // after the provider's, registered later
+			prov := intervalPipeline(b, n, recv.GRPCAddr())
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -84,4 +62,36 @@ func BenchmarkCollectExport(b *testing.B) {
 			b.ReportMetric(float64(recv.Stats().Accepted)/float64(b.N), "requests/interval")
 		})
 	}
+}
+
+// intervalPipeline builds what one interval of the agent runs for a node of
+// n pods of 3 containers: a stand-in kubelet serving their summary, every
+// collector over the informer view, and a Provider exporting over gRPC to
+// otlpAddr. Flushing the Provider runs one interval.
+func intervalPipeline(b *testing.B, n int, otlpAddr string) *Provider {
+	b.Helper()
+	pods := podsWithContainers(b, n, 3)
+	k, err := fakekubelet.StartForPods("../collector/testdata/summary.json", "", podValues(pods))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(k.Close)
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+otlpAddr)
+	prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,
+		EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = prov.Shutdown(context.Background()) })
+	cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
+		Kubelet: collector.KubeletConfig{Endpoint: k.URL(), MinInterval: -1}}, fakestate.New(pods, nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = runner.Shutdown(context.Background()) })
+	return prov
 }
