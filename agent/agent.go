@@ -80,7 +80,8 @@ type Agent struct {
 	lcMu       sync.Mutex
 	lc         lifecycle
 	mu         sync.Mutex
-	product    *exporter.Provider // the product and the self-metrics
+	product    *exporter.Provider  // the product and the self-metrics
+	entities   *collector.Entities // the entity handles of the product's points
 	runner     *collector.Runner
 	synced     bool
 	syncErr    error
@@ -359,6 +360,8 @@ func (a *Agent) startSelfMetrics(ctx context.Context) error {
 	}
 	c := a.exportConfig("exporter")
 	c.EntityKeys = collector.IsResourceAttribute
+	ents := collector.NewEntities()
+	c.EntityHandles = exporter.EntityHandles{Key: collector.EntityHandleKey, Attributes: ents.Attributes}
 	c.SchemaURL = collector.SchemaURL
 	c.Self = true
 	c.SelfReaders = append(c.SelfReaders, promExp)
@@ -378,7 +381,7 @@ func (a *Agent) startSelfMetrics(ctx context.Context) error {
 		return fmt.Errorf("register self-metrics: %w", err)
 	}
 	a.mu.Lock()
-	a.product = product
+	a.product, a.entities = product, ents
 	a.mu.Unlock()
 	return nil
 }
@@ -402,7 +405,7 @@ func (a *Agent) startExport(ctx context.Context) error {
 	}
 	product := a.product
 	runner, err := collector.NewRunner(product.Meter("github.com/fleetagent/fleetagent/collector"), cols,
-		collector.WithLogger(a.log.With("component", "collector")))
+		collector.WithLogger(a.log.With("component", "collector")), collector.WithEntityHandles(a.entities))
 	if err != nil {
 		return fmt.Errorf("collector runner: %w", err)
 	}

@@ -87,7 +87,8 @@ type Desc struct {
 }
 
 // Recorder receives observations during a collection. Record converts v to
-// the instrument's number type.
+// the instrument's number type. Record does not keep attrs after it
+// returns, so a collector may reuse one slice for many calls.
 type Recorder interface {
 	Record(d *Desc, v float64, attrs ...attribute.KeyValue)
 }
@@ -122,6 +123,8 @@ type Runner struct {
 	insts  map[*Desc]metric.Observable
 	// sets keeps the attribute sets of Record calls across collections.
 	sets contentSets
+	// handles, with WithEntityHandles, converts every recorded set.
+	handles *handleSets
 }
 
 // RunnerOption configures a Runner.
@@ -132,6 +135,15 @@ func WithClock(c clock.PassiveClock) RunnerOption { return func(r *Runner) { r.c
 
 // WithLogger sets the logger for collector state changes.
 func WithLogger(l *slog.Logger) RunnerOption { return func(r *Runner) { r.log = l } }
+
+// WithEntityHandles makes the runner record each series with an entity
+// handle (EntityHandleKey, from ents) in place of its entity attributes
+// (IsResourceAttribute keys); the exporter, given ents.Attributes
+// (exporter.Config.EntityHandles), restores them on the point's Resource.
+// Without it, points carry their entity attributes.
+func WithEntityHandles(ents *Entities) RunnerOption {
+	return func(r *Runner) { r.handles = &handleSets{ents: ents, isEntity: IsResourceAttribute} }
+}
 
 // NewRunner creates every instrument the collectors describe on meter and
 // registers one callback that runs all collectors at each collection.
@@ -203,6 +215,8 @@ type observerRecorder struct {
 	o     metric.Observer
 	insts map[*Desc]metric.Observable
 	sets  *contentSets
+	// handles, when set, converts sets to entity handles.
+	handles *handleSets
 	// unknown counts Record calls with an undescribed Desc (a programming
 	// error reported as the collector's failure).
 	unknown string
@@ -214,7 +228,11 @@ func (o *observerRecorder) Record(d *Desc, v float64, attrs ...attribute.KeyValu
 		o.unknown = d.Name
 		return
 	}
-	o.observe(inst, v, metric.WithAttributeSet(o.sets.get(attrs)))
+	set := o.sets.get(attrs)
+	if o.handles != nil {
+		set = o.handles.convert(set)
+	}
+	o.observe(inst, v, metric.WithAttributeSet(set))
 }
 
 // RecordSet records with a set the collector keeps across collections.
@@ -223,6 +241,9 @@ func (o *observerRecorder) RecordSet(d *Desc, v float64, set attribute.Set) {
 	if !ok {
 		o.unknown = d.Name
 		return
+	}
+	if o.handles != nil {
+		set = o.handles.convert(set)
 	}
 	o.observe(inst, v, metric.WithAttributeSet(set))
 }
@@ -240,8 +261,11 @@ func (r *Runner) callback(ctx context.Context, o metric.Observer) error {
 	r.sets.mu.Lock()
 	defer r.sets.mu.Unlock()
 	defer r.sets.sweep()
+	if r.handles != nil {
+		defer r.handles.sweep()
+	}
 	for _, s := range r.states {
-		rec := &observerRecorder{o: o, insts: r.insts, sets: &r.sets}
+		rec := &observerRecorder{o: o, insts: r.insts, sets: &r.sets, handles: r.handles}
 		start := r.clock.Now()
 		err := safeCollect(ctx, s.c, rec)
 		if err == nil && rec.unknown != "" {

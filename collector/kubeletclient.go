@@ -164,6 +164,7 @@ type KubeletClient struct {
 
 	// cacheMu serialises scrapes so concurrent collections share one.
 	cacheMu   sync.Mutex
+	sumBuf    bytes.Buffer // the summary's body, reused (guarded by cacheMu)
 	cached    *Summary
 	cachedAt  time.Time
 	cacheHits atomic.Uint64
@@ -172,6 +173,7 @@ type KubeletClient struct {
 	// from the summary's scrape health (a refused /pods does not make the
 	// kubelet "down" for usage metrics).
 	podsMu      sync.Mutex
+	podsBuf     bytes.Buffer // the /pods body, reused (guarded by podsMu)
 	podsMinIntv time.Duration
 	podsCached  []*corev1.Pod
 	podsAt      time.Time
@@ -288,7 +290,7 @@ func (k *KubeletClient) scrape(ctx context.Context) (*Summary, error) {
 
 func (k *KubeletClient) fetch(ctx context.Context) (*Summary, int, *KubeletError) {
 	var s Summary
-	n, err := k.get(ctx, k.url, summaryEndpoint, &s)
+	n, err := k.get(ctx, k.url, summaryEndpoint, &k.sumBuf, &s)
 	if err != nil {
 		return nil, n, err
 	}
@@ -307,8 +309,17 @@ var (
 	podsEndpoint    = kubeletEndpoint{what: "pods", rbac: "get on nodes/pods (kubelets with fine-grained authorization, KubeletFineGrainedAuthz: beta and on by default from v1.33, GA in v1.36) or nodes/proxy (older kubelets)", noun: "a kubelet pod list (v1 PodList)"}
 )
 
-// get GETs u and decodes the JSON answer, at most k.max bytes, into v.
-func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, v any) (int, *KubeletError) {
+// get GETs u and decodes the JSON answer, at most k.max bytes, into v. The
+// body is read into buf, which the caller owns and reuses across calls (a
+// fresh body per scrape was a few percent of what one interval allocated);
+// a buffer grown past maxKeptBuffer by an unusually large answer is
+// released.
+func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, buf *bytes.Buffer, v any) (int, *KubeletError) {
+	defer func() {
+		if buf.Cap() > maxKeptBuffer {
+			*buf = bytes.Buffer{}
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -329,7 +340,9 @@ func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, v
 		return 0, &KubeletError{Class: KubeletErrBadResponse, URL: u, What: ep.what,
 			Err: fmt.Errorf("response of %d bytes exceeds the %d-byte limit", resp.ContentLength, k.max), Fix: "raise MaxResponseBytes"}
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, k.max+1))
+	buf.Reset()
+	_, err = buf.ReadFrom(io.LimitReader(resp.Body, k.max+1))
+	body := buf.Bytes()
 	if err != nil {
 		ke := k.transportError(u, ep, err)
 		if ke.Class != KubeletErrTimeout {
@@ -348,6 +361,10 @@ func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, v
 	}
 	return len(body), nil
 }
+
+// maxKeptBuffer is the largest response buffer kept between scrapes: a
+// summary at 250 pods of 10 containers is well under it.
+const maxKeptBuffer = 4 << 20
 
 // Stats returns the client's scrape counts.
 func (k *KubeletClient) Stats() KubeletStats {
@@ -423,7 +440,7 @@ func (k *KubeletClient) Pods(ctx context.Context) ([]*corev1.Pod, error) {
 	}
 	k.podsGets.Add(1)
 	var list corev1.PodList
-	n, err := k.get(ctx, k.podsURL, podsEndpoint, &list)
+	n, err := k.get(ctx, k.podsURL, podsEndpoint, &k.podsBuf, &list)
 	k.podsBytes.Store(uint64(n))
 	k.podsAt = now
 	if err != nil {

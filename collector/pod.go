@@ -73,6 +73,10 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 	if !c.state.HasSynced() {
 		return ErrNoData
 	}
+	// One scratch slice for the attributes of every point (Record does
+	// not keep them); a new slice per point was a tenth of what one
+	// interval allocated.
+	var sc scratch
 	for _, pod := range c.state.Pods() {
 		base := c.attrs.of(pod)
 		for _, ph := range podPhases {
@@ -80,7 +84,7 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 			if pod.Status.Phase == ph {
 				v = 1
 			}
-			r.Record(PodStatusPhase, v, with(base, attribute.String("k8s.pod.status.phase", string(ph)))...)
+			r.Record(PodStatusPhase, v, sc.with(base, attribute.String("k8s.pod.status.phase", string(ph)))...)
 		}
 		// Init containers (sidecars among them: restartPolicy Always) are
 		// containers like the others: same metrics, their own container
@@ -93,7 +97,7 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 				ctr := &group.spec[i]
 				ca := with(base, containerAttrs(pod, ctr.Name)...)
 				if st := statusOf(group.statuses, ctr.Name); st != nil {
-					recordContainerStatus(r, st, ca)
+					recordContainerStatus(r, st, ca, &sc)
 				}
 				recordRequirements(r, ctr.Resources, ca)
 			}
@@ -118,7 +122,7 @@ func statusOf(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus
 // 10 containers the whole set would be over 50,000 series of one
 // instrument, five times the exporter's cardinality limit. A container with
 // no current reason (running) has no k8s.container.status.reason series.
-func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, ca []attribute.KeyValue) {
+func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, ca []attribute.KeyValue, sc *scratch) {
 	r.Record(ContainerRestartCount, float64(st.RestartCount), ca...)
 	r.Record(ContainerReady, b2f(st.Ready), ca...)
 	state, reason := "", ""
@@ -132,15 +136,15 @@ func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, ca []attribut
 	}
 	if state != "" {
 		for _, s := range containerStates {
-			r.Record(ContainerStatusState, b2f(s == state), with(ca, attribute.String("k8s.container.status.state", s))...)
+			r.Record(ContainerStatusState, b2f(s == state), sc.with(ca, attribute.String("k8s.container.status.state", s))...)
 		}
 	}
 	if reason != "" {
-		r.Record(ContainerStatusReason, 1, with(ca, attribute.String("k8s.container.status.reason", ContainerReason(reason)))...)
+		r.Record(ContainerStatusReason, 1, sc.with(ca, attribute.String("k8s.container.status.reason", ContainerReason(reason)))...)
 	}
 	if t := st.LastTerminationState.Terminated; t != nil && t.Reason != "" {
 		r.Record(ContainerLastTerminatedReason, 1,
-			with(ca, attribute.String("k8s.container.status.last_terminated_reason", ContainerReason(t.Reason)))...)
+			sc.with(ca, attribute.String("k8s.container.status.last_terminated_reason", ContainerReason(t.Reason)))...)
 	}
 }
 
@@ -163,6 +167,16 @@ func recordRequirements(r Recorder, res corev1.ResourceRequirements, ca []attrib
 	if q, ok := res.Limits[corev1.ResourceEphemeralStorage]; ok {
 		r.Record(ContainerEphemeralStorageLimit, float64(q.Value()), ca...)
 	}
+}
+
+// scratch builds point attributes in one reused slice: valid until its
+// next with, for a Record call (which does not keep them).
+type scratch struct{ buf []attribute.KeyValue }
+
+// with returns base plus kv in the scratch slice.
+func (s *scratch) with(base []attribute.KeyValue, kv attribute.KeyValue) []attribute.KeyValue {
+	s.buf = append(append(s.buf[:0], base...), kv)
+	return s.buf
 }
 
 // with returns base plus more in a new slice, so base can be shared.

@@ -77,8 +77,11 @@ func intervalPipeline(b *testing.B, n int, otlpAddr string) *Provider {
 	}
 	b.Cleanup(k.Close)
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+otlpAddr)
+	// As the agent builds it: entity handles on the points.
+	ents := collector.NewEntities()
 	prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,
-		EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
+		EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL,
+		EntityHandles: EntityHandles{Key: collector.EntityHandleKey, Attributes: ents.Attributes}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -88,7 +91,7 @@ func intervalPipeline(b *testing.B, n int, otlpAddr string) *Provider {
 	if err != nil {
 		b.Fatal(err)
 	}
-	runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
+	runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs, collector.WithEntityHandles(ents))
 	if err != nil {
 		b.Fatal(err)
 	}

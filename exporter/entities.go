@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -42,6 +43,18 @@ type splitter struct {
 	isSelf func(scope string) bool
 	// maxGRPCBytes bounds one gRPC request (0: maxGRPCRequest).
 	maxGRPCBytes int
+	// handles resolves entity handles (Config.EntityHandles); Key "" when
+	// there are none.
+	handles EntityHandles
+
+	// cmu guards the handles' Resource attributes, kept as protobuf from
+	// one request to the next (an id always stands for the same
+	// attributes): building them anew for every entity of every request
+	// was most of what the regrouping allocated. An id absent from two
+	// requests in a row is dropped.
+	cmu   sync.Mutex
+	cgen  uint64
+	cache map[string]*handleRes
 
 	// The gRPC exporter hands the same request to every retry attempt;
 	// its split, and which parts were accepted, are kept for them until
@@ -173,11 +186,70 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // the HTTP round tripper decoded in itself). Moving the points rather than
 // copying them saves one allocation per point (BenchmarkIntervalAllocs).
 func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetricpb.ExportMetricsServiceRequest {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
 	out := &colmetricpb.ExportMetricsServiceRequest{}
 	for _, rm := range in.GetResourceMetrics() {
 		out.ResourceMetrics = append(out.ResourceMetrics, s.splitResource(rm)...)
 	}
+	for id, r := range s.cache {
+		if r.gen+1 < s.cgen {
+			delete(s.cache, id)
+		}
+	}
+	s.cgen++
 	return out
+}
+
+// handleRes is the entity attributes of one handle as protobuf.
+type handleRes struct {
+	kvs []*commonpb.KeyValue
+	gen uint64
+}
+
+// resolve returns the entity attributes handle id stands for, or nil when
+// the id is unknown (then the handle stays on the point: nothing is lost,
+// and the attribute shows what went wrong).
+func (s *splitter) resolve(id string) *handleRes {
+	if r, ok := s.cache[id]; ok {
+		r.gen = s.cgen
+		return r
+	}
+	attrs, ok := s.handles.Attributes(id)
+	if !ok {
+		return nil
+	}
+	r := &handleRes{kvs: make([]*commonpb.KeyValue, len(attrs)), gen: s.cgen}
+	for i, kv := range attrs {
+		r.kvs[i] = &commonpb.KeyValue{Key: string(kv.Key), Value: anyValue(kv.Value)}
+	}
+	if s.cache == nil {
+		s.cache = map[string]*handleRes{}
+	}
+	s.cache[id] = r
+	return r
+}
+
+// anyValue converts an attribute value to OTLP, as the SDK's exporters do.
+func anyValue(v attribute.Value) *commonpb.AnyValue {
+	switch v.Type() {
+	case attribute.BOOL:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: v.AsBool()}}
+	case attribute.INT64:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v.AsInt64()}}
+	case attribute.FLOAT64:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v.AsFloat64()}}
+	case attribute.STRING:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.AsString()}}
+	case attribute.STRINGSLICE:
+		ss := v.AsStringSlice()
+		arr := &commonpb.ArrayValue{Values: make([]*commonpb.AnyValue, len(ss))}
+		for i, e := range ss {
+			arr.Values[i] = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: e}}
+		}
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: arr}}
+	}
+	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.Emit()}}
 }
 
 type entityGroup struct {
@@ -203,8 +275,13 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 	// key is reused for every point; a lookup with string(key) does not
 	// allocate, only a new group's key does.
 	var key []byte
-	group := func(entity []*commonpb.KeyValue) *entityGroup {
+	group := func(h *handleRes, id string, entity []*commonpb.KeyValue) *entityGroup {
 		key = key[:0]
+		if h != nil {
+			key = append(key, 1)
+			key = append(key, id...)
+			key = append(key, 0)
+		}
 		for _, kv := range entity {
 			key = append(key, kv.GetKey()...)
 			key = append(key, 0)
@@ -214,8 +291,13 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		if g, ok := groups[string(key)]; ok {
 			return g
 		}
-		attrs := make([]*commonpb.KeyValue, 0, len(base)+len(entity))
+		var hkvs []*commonpb.KeyValue
+		if h != nil {
+			hkvs = h.kvs
+		}
+		attrs := make([]*commonpb.KeyValue, 0, len(base)+len(hkvs)+len(entity))
 		attrs = append(attrs, base...)
+		attrs = append(attrs, hkvs...)
 		attrs = append(attrs, entity...)
 		g := &entityGroup{
 			rm: &metricpb.ResourceMetrics{
@@ -256,28 +338,39 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		sc.Metrics = append(sc.Metrics, c)
 		return c
 	}
-	// partition returns the entity attributes (sorted by key) and the rest.
-	// entity is a scratch slice reused for every point (group copies what
-	// it keeps); rest goes on the point and is allocated at its size.
+	// partition returns the entity attributes (sorted by key), the
+	// resolved entity handle and its id, and the rest. entity is a scratch
+	// slice reused for every point (group copies what it keeps); rest is
+	// attrs compacted in place: the point is moved, not copied, so its
+	// attribute slice is the splitter's to reuse.
 	var scratch []*commonpb.KeyValue
-	partition := func(attrs []*commonpb.KeyValue) (entity, rest []*commonpb.KeyValue) {
+	partition := func(attrs []*commonpb.KeyValue) (entity []*commonpb.KeyValue, h *handleRes, id string, rest []*commonpb.KeyValue) {
 		entity = scratch[:0]
 		for _, kv := range attrs {
-			if s.isEntity(kv.GetKey()) {
+			switch k := kv.GetKey(); {
+			case s.handles.Key != "" && k == s.handles.Key:
+				id = kv.GetValue().GetStringValue()
+				h = s.resolve(id)
+			case s.isEntity(k):
 				entity = append(entity, kv)
 			}
 		}
 		scratch = entity
-		if n := len(attrs) - len(entity); n > 0 {
-			rest = make([]*commonpb.KeyValue, 0, n)
-			for _, kv := range attrs {
-				if !s.isEntity(kv.GetKey()) {
-					rest = append(rest, kv)
-				}
+		n := 0
+		for _, kv := range attrs {
+			k := kv.GetKey()
+			if (h != nil && k == s.handles.Key) || s.isEntity(k) {
+				continue
 			}
+			attrs[n] = kv
+			n++
+		}
+		clear(attrs[n:])
+		if n > 0 {
+			rest = attrs[:n]
 		}
 		slices.SortFunc(entity, func(a, b *commonpb.KeyValue) int { return strings.Compare(a.GetKey(), b.GetKey()) })
-		return entity, rest
+		return entity, h, id, rest
 	}
 	var self *metricpb.ResourceMetrics
 	for si, sm := range rm.GetScopeMetrics() {
@@ -292,34 +385,34 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			switch d := m.GetData().(type) {
 			case *metricpb.Metric_Gauge:
 				for _, dp := range d.Gauge.GetDataPoints() {
-					entity, rest := partition(dp.GetAttributes())
-					c := metricOf(group(entity), si, mi, sm, m).GetGauge()
+					entity, h, id, rest := partition(dp.GetAttributes())
+					c := metricOf(group(h, id, entity), si, mi, sm, m).GetGauge()
 					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Sum:
 				for _, dp := range d.Sum.GetDataPoints() {
-					entity, rest := partition(dp.GetAttributes())
-					c := metricOf(group(entity), si, mi, sm, m).GetSum()
+					entity, h, id, rest := partition(dp.GetAttributes())
+					c := metricOf(group(h, id, entity), si, mi, sm, m).GetSum()
 					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Histogram:
 				for _, dp := range d.Histogram.GetDataPoints() {
-					entity, rest := partition(dp.GetAttributes())
-					c := metricOf(group(entity), si, mi, sm, m).GetHistogram()
+					entity, h, id, rest := partition(dp.GetAttributes())
+					c := metricOf(group(h, id, entity), si, mi, sm, m).GetHistogram()
 					dp.Attributes = rest
 					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_ExponentialHistogram:
 				for _, dp := range d.ExponentialHistogram.GetDataPoints() {
-					entity, rest := partition(dp.GetAttributes())
-					c := metricOf(group(entity), si, mi, sm, m).GetExponentialHistogram()
+					entity, h, id, rest := partition(dp.GetAttributes())
+					c := metricOf(group(h, id, entity), si, mi, sm, m).GetExponentialHistogram()
 					dp.Attributes = rest
 					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_Summary:
 				for _, dp := range d.Summary.GetDataPoints() {
-					entity, rest := partition(dp.GetAttributes())
-					c := metricOf(group(entity), si, mi, sm, m).GetSummary()
+					entity, h, id, rest := partition(dp.GetAttributes())
+					c := metricOf(group(h, id, entity), si, mi, sm, m).GetSummary()
 					dp.Attributes = rest
 					c.DataPoints = append(c.DataPoints, dp)
 				}

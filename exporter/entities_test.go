@@ -17,6 +17,7 @@ import (
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/grpc"
 
 	"github.com/fleetagent/fleetagent/collector"
@@ -60,7 +61,7 @@ func TestOneRequestOneResourcePerEntity(t *testing.T) {
 					t.Errorf("%s resource schema URL %q, want %q", p.Metric, p.SchemaURL, collector.SchemaURL)
 				}
 				for k := range p.Attrs {
-					if collector.IsResourceAttribute(k) {
+					if collector.IsResourceAttribute(k) || k == collector.EntityHandleKey {
 						t.Errorf("%s point carries entity attribute %s", p.Metric, k)
 					}
 				}
@@ -271,4 +272,124 @@ func TestGRPCPartsRetriedOnce(t *testing.T) {
 	if s.last != nil || s.parts != nil {
 		t.Errorf("the splitter still holds the request after it was sent whole (%d parts)", len(s.parts))
 	}
+}
+
+// TestEntityHandlesSameExport: the agent's points carry entity handles
+// (collector.WithEntityHandles) and the splitter puts each handle's
+// attributes on its Resource; the request that arrives holds the same
+// resources, metrics and point attributes as one built from points that
+// carry their entity attributes, over gRPC and HTTP/protobuf.
+func TestEntityHandlesSameExport(t *testing.T) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			e := setup(t, protocol, Config{}) // with handles, as the agent
+			if err := e.prov.ForceFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			withHandles := e.recv.Last()
+
+			plain, err := New(context.Background(), Config{Protocol: protocol, NodeName: "node-1", Interval: time.Hour,
+				EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = plain.Shutdown(context.Background()) })
+			cs, err := collector.Default(collector.Config{PodLabels: []string{"app"},
+				Kubelet: collector.KubeletConfig{Endpoint: e.kubelet.URL(), MinInterval: -1}}, e.state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runner, err := collector.NewRunner(plain.Meter("github.com/fleetagent/fleetagent/collector"), cs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = runner.Shutdown(context.Background()) })
+			if err := plain.ForceFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			without := e.recv.Last()
+
+			series := func(pts []otlpreceiver.Point) map[string]bool {
+				out := map[string]bool{}
+				for _, p := range pts {
+					if p.Scope != "github.com/fleetagent/fleetagent/collector" {
+						continue
+					}
+					out[p.Metric+" "+p.Type+" "+p.Unit+" {"+resourceKey(p.Resource)+"} {"+resourceKey(p.Attrs)+"}"] = true
+				}
+				return out
+			}
+			a, b := series(withHandles), series(without)
+			if len(a) < 100 {
+				t.Fatalf("%d product series with handles; the fixture has more", len(a))
+			}
+			for k := range a {
+				if !b[k] {
+					t.Errorf("only with handles: %s", k)
+				}
+			}
+			for k := range b {
+				if !a[k] {
+					t.Errorf("only without handles: %s", k)
+				}
+			}
+		})
+	}
+}
+
+// TestUnknownHandleStaysOnPoint: a handle the registry does not know
+// (which the agent never sends: ids live one collection longer than their
+// last use) is not dropped: the point keeps it as an attribute, on the
+// node's resource, so the data arrives and the attribute shows what went
+// wrong.
+func TestUnknownHandleStaysOnPoint(t *testing.T) {
+	known := []attribute.KeyValue{attribute.String("k8s.pod.uid", "u1"), attribute.String("k8s.pod.name", "p1")}
+	s := &splitter{isEntity: collector.IsResourceAttribute, handles: EntityHandles{Key: collector.EntityHandleKey,
+		Attributes: func(id string) ([]attribute.KeyValue, bool) {
+			if id == "1" {
+				return known, true
+			}
+			return nil, false
+		}}}
+	str := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	}
+	point := func(handle string) *metricpb.NumberDataPoint {
+		return &metricpb.NumberDataPoint{Attributes: []*commonpb.KeyValue{str("network.io.direction", "receive"), str(collector.EntityHandleKey, handle)},
+			Value: &metricpb.NumberDataPoint_AsInt{AsInt: 1}}
+	}
+	req := &colmetricpb.ExportMetricsServiceRequest{ResourceMetrics: []*metricpb.ResourceMetrics{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("k8s.node.name", "n1")}},
+		ScopeMetrics: []*metricpb.ScopeMetrics{{Metrics: []*metricpb.Metric{{Name: "m",
+			Data: &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{DataPoints: []*metricpb.NumberDataPoint{point("1"), point("9")}}}}}}},
+	}}}
+	out := s.split(req)
+	if n := len(out.ResourceMetrics); n != 2 {
+		t.Fatalf("%d resources, want the pod's and the node's", n)
+	}
+	res := func(rm *metricpb.ResourceMetrics) map[string]string { return kvMap(rm.GetResource().GetAttributes()) }
+	pt := func(rm *metricpb.ResourceMetrics) map[string]string {
+		return kvMap(rm.GetScopeMetrics()[0].GetMetrics()[0].GetGauge().GetDataPoints()[0].GetAttributes())
+	}
+	pod, node := out.ResourceMetrics[0], out.ResourceMetrics[1]
+	if r := res(pod); r["k8s.pod.uid"] != "u1" || r["k8s.pod.name"] != "p1" || r["k8s.node.name"] != "n1" {
+		t.Errorf("known handle: resource %v, want the node's and the pod's attributes", r)
+	}
+	if a := pt(pod); len(a) != 1 || a["network.io.direction"] != "receive" {
+		t.Errorf("known handle: point attributes %v, want the direction alone", a)
+	}
+	if r := res(node); len(r) != 1 || r["k8s.node.name"] != "n1" {
+		t.Errorf("unknown handle: resource %v, want the node's", r)
+	}
+	if a := pt(node); a[collector.EntityHandleKey] != "9" || a["network.io.direction"] != "receive" {
+		t.Errorf("unknown handle: point attributes %v, want the handle kept beside the direction", a)
+	}
+}
+
+func kvMap(kvs []*commonpb.KeyValue) map[string]string {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		m[kv.GetKey()] = kv.GetValue().GetStringValue()
+	}
+	return m
 }

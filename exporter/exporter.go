@@ -149,6 +149,13 @@ type Config struct {
 	// no service.* or telemetry.sdk.* attributes, which describe the agent
 	// and stay on the self-metrics' resource.
 	EntityKeys func(key string) bool
+	// EntityHandles, with EntityKeys, resolves the entity handles the
+	// collectors' Runner records in place of entity attributes
+	// (collector.WithEntityHandles): a point whose attribute Key holds an
+	// id goes, without it, under the Resource of the attributes
+	// Attributes(id) returns. Points with entity attributes of their own
+	// are regrouped by EntityKeys as before.
+	EntityHandles EntityHandles
 	// CardinalityLimit is the most series one instrument may have per
 	// collection (the SDK folds the rest into one series with
 	// otel.metric.overflow=true); 0 means DefaultCardinalityLimit.
@@ -165,6 +172,14 @@ type Config struct {
 	// product metrics.
 	Self        bool
 	SelfReaders []sdkmetric.Reader
+}
+
+// EntityHandles names the point attribute that holds an entity handle
+// and how to read the entity attributes it stands for
+// (collector.EntityHandleKey and collector.Entities.Attributes).
+type EntityHandles struct {
+	Key        string
+	Attributes func(id string) ([]attribute.KeyValue, bool)
 }
 
 // DefaultCardinalityLimit is the default Config.CardinalityLimit: a node at
@@ -185,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if (c.Self || len(c.SelfReaders) > 0) && c.EntityKeys == nil {
 		errs = append(errs, errors.New("exporter: Self needs EntityKeys: the agent's own metrics go on their own Resource when the request is regrouped"))
+	}
+	if (c.EntityHandles.Key == "") != (c.EntityHandles.Attributes == nil) || (c.EntityHandles.Key != "" && c.EntityKeys == nil) {
+		errs = append(errs, errors.New("exporter: EntityHandles needs both Key and Attributes, and EntityKeys"))
 	}
 	if len(c.SelfReaders) > 0 && !c.Self {
 		errs = append(errs, errors.New("exporter: SelfReaders without Self"))
@@ -250,7 +268,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	retry.MaxElapsedTime = orDefault(retry.MaxElapsedTime, 20*time.Second)
 	var split *splitter
 	if cfg.EntityKeys != nil {
-		split = &splitter{isEntity: cfg.EntityKeys}
+		split = &splitter{isEntity: cfg.EntityKeys, handles: cfg.EntityHandles}
 	}
 	var selfProd *selfProducer
 	if cfg.Self {

@@ -88,6 +88,8 @@ func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)
 
 	cfg.NodeName = "node-1"
 	cfg.EntityKeys = collector.IsResourceAttribute // the product provider, as the agent builds it
+	ents := collector.NewEntities()
+	cfg.EntityHandles = EntityHandles{Key: collector.EntityHandleKey, Attributes: ents.Attributes}
 	cfg.SchemaURL = collector.SchemaURL
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Hour
@@ -117,7 +119,7 @@ func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)
 	if err != nil {
 		t.Fatal(err)
 	}
-	runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs)
+	runner, err := collector.NewRunner(prov.Meter("github.com/fleetagent/fleetagent/collector"), cs, collector.WithEntityHandles(ents))
 	if err != nil {
 		t.Fatal(err)
 	}

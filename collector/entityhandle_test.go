@@ -1,0 +1,247 @@
+package collector
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// expandHandles replaces each point's entity handle with the entity
+// attributes ents gives for it; a handle ents does not know fails the test.
+func expandHandles(t *testing.T, ents *Entities, rm *metricdata.ResourceMetrics) {
+	t.Helper()
+	expand := func(set attribute.Set) attribute.Set {
+		id, ok := set.Value(EntityHandleKey)
+		if !ok {
+			return set
+		}
+		attrs, ok := ents.Attributes(id.AsString())
+		if !ok {
+			t.Fatalf("handle %q is not in the registry", id.AsString())
+		}
+		var kvs []attribute.KeyValue
+		for _, kv := range set.ToSlice() {
+			if kv.Key != EntityHandleKey {
+				kvs = append(kvs, kv)
+			}
+		}
+		return attribute.NewSet(append(kvs, attrs...)...)
+	}
+	for si := range rm.ScopeMetrics {
+		for mi := range rm.ScopeMetrics[si].Metrics {
+			m := &rm.ScopeMetrics[si].Metrics[mi]
+			switch d := m.Data.(type) {
+			case metricdata.Gauge[int64]:
+				for i := range d.DataPoints {
+					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
+				}
+			case metricdata.Gauge[float64]:
+				for i := range d.DataPoints {
+					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
+				}
+			case metricdata.Sum[int64]:
+				for i := range d.DataPoints {
+					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
+				}
+			case metricdata.Sum[float64]:
+				for i := range d.DataPoints {
+					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
+				}
+			}
+		}
+	}
+}
+
+// TestEntityHandlesLoseNothing: with entity handles, every series of the
+// default collectors carries no entity attribute, only its handle (plus
+// its point attributes; node series have neither), and putting the registry's attributes back gives
+// exactly the output without handles (the goldens), over two collections.
+func TestEntityHandlesLoseNothing(t *testing.T) {
+	srv := serveFile(t, "testdata/summary.json")
+	cfg := testConfig
+	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL}
+	cs, err := Default(cfg, loadState(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := NewEntities()
+	p := newPipeline(t, cs, WithEntityHandles(ents))
+	var want string
+	for _, g := range []string{"kubelet.golden", "node.golden", "pod.golden"} {
+		b, err := os.ReadFile(filepath.Join("testdata", g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += string(b)
+	}
+	for round := 0; round < 2; round++ {
+		rm := p.collect(t)
+		handles, points := map[string]bool{}, 0
+		for _, sm := range rm.ScopeMetrics {
+			if sm.Scope.Name != "fleetagent/collector" {
+				continue
+			}
+			for _, m := range sm.Metrics {
+				_, lines := series(m)
+				points += len(lines)
+				forEachSet(m, func(set attribute.Set) {
+					for _, kv := range set.ToSlice() {
+						if IsResourceAttribute(string(kv.Key)) {
+							t.Fatalf("%s: entity attribute %s on a point with handles on", m.Name, kv.Key)
+						}
+					}
+					// Node series have no entity attribute (the
+					// node's are on the provider's resource) and so
+					// no handle.
+					if id, ok := set.Value(EntityHandleKey); ok {
+						handles[id.AsString()] = true
+					}
+				})
+			}
+		}
+		if points == 0 || len(handles) == 0 {
+			t.Fatalf("round %d: %d points, %d handles", round, points, len(handles))
+		}
+		// One handle per entity: the node, each pod, each container.
+		if got := ents.Len(); got != len(handles) {
+			t.Errorf("round %d: registry holds %d entities, the points use %d", round, got, len(handles))
+		}
+		expandHandles(t, ents, &rm)
+		if got := render(rm); sortedLines(got) != sortedLines(want) {
+			t.Errorf("round %d: output with handles expanded differs from the goldens:\n%s", round, diff(sortedLines(want), sortedLines(got)))
+		}
+	}
+}
+
+func forEachSet(m metricdata.Metrics, f func(attribute.Set)) {
+	switch d := m.Data.(type) {
+	case metricdata.Gauge[int64]:
+		for _, p := range d.DataPoints {
+			f(p.Attributes)
+		}
+	case metricdata.Gauge[float64]:
+		for _, p := range d.DataPoints {
+			f(p.Attributes)
+		}
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			f(p.Attributes)
+		}
+	case metricdata.Sum[float64]:
+		for _, p := range d.DataPoints {
+			f(p.Attributes)
+		}
+	}
+}
+
+// recordFunc is a Collector that records what its function says.
+type recordFunc struct {
+	d *Desc
+	f func(r Recorder)
+}
+
+func (c recordFunc) Name() string      { return "test" }
+func (c recordFunc) Describe() []*Desc { return []*Desc{c.d} }
+func (c recordFunc) Collect(_ context.Context, r Recorder) error {
+	c.f(r)
+	return nil
+}
+
+// TestEntityHandleLifetime: an id always stands for the same attributes (a
+// pod whose labels change gets a new one, a set recorded again keeps its
+// own); an entity's id stays readable for the collection after the last
+// that used it (an export still in flight resolves it) and is dropped
+// after that; a series without entity attributes gets no handle.
+func TestEntityHandleLifetime(t *testing.T) {
+	d := &Desc{Source: "test", Name: "test.bytes", Unit: "By", Kind: Gauge}
+	pod := func(uid, label string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("k8s.pod.uid", uid), attribute.String("k8s.pod.name", "p-"+uid), attribute.String("k8s.pod.label.app", label)}
+	}
+	var record []func(Recorder)
+	c := recordFunc{d: d, f: func(r Recorder) {
+		for _, f := range record {
+			f(r)
+		}
+	}}
+	ents := NewEntities()
+	p := newPipeline(t, []Collector{c}, WithEntityHandles(ents))
+	points := func() map[string]attribute.Set { // by direction
+		out := map[string]attribute.Set{}
+		rm := p.collect(t)
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if m.Name == d.Name {
+					forEachSet(m, func(s attribute.Set) {
+						dir, _ := s.Value("network.io.direction")
+						out[dir.AsString()] = s
+					})
+				}
+			}
+		}
+		return out
+	}
+	id := func(s attribute.Set) string {
+		v, ok := s.Value(EntityHandleKey)
+		if !ok {
+			t.Fatalf("no handle on {%s}", attrString(s))
+		}
+		return v.AsString()
+	}
+
+	// Collection 1: pod u1 (two series, one set and one attribute slice),
+	// and a series with no entity attribute.
+	record = []func(Recorder){
+		func(r Recorder) {
+			r.Record(d, 1, append(pod("u1", "web"), attribute.String("network.io.direction", "receive"))...)
+		},
+		func(r Recorder) {
+			recordSet(r, d, 2, attribute.NewSet(append(pod("u1", "web"), attribute.String("network.io.direction", "transmit"))...))
+		},
+		func(r Recorder) { r.Record(d, 3, attribute.String("network.io.direction", "none")) },
+	}
+	got := points()
+	u1 := id(got["receive"])
+	if id(got["transmit"]) != u1 {
+		t.Errorf("one pod's two series have handles %s and %s", u1, id(got["transmit"]))
+	}
+	if tr := got["transmit"]; tr.Len() != 2 {
+		t.Errorf("point attributes {%s}: want the direction and the handle only", attrString(got["transmit"]))
+	}
+	if s := got["none"]; s.Len() != 1 || s.HasValue(EntityHandleKey) {
+		t.Errorf("a series without entity attributes became {%s}", attrString(s))
+	}
+	attrs, ok := ents.Attributes(u1)
+	want, have := attribute.NewSet(pod("u1", "web")...), attribute.NewSet(attrs...)
+	if !ok || !have.Equals(&want) {
+		t.Errorf("Attributes(%s) = %v, %v; want the pod's attributes", u1, attrs, ok)
+	}
+
+	// Collection 2: u1's label changed: a new id, the old one still readable.
+	record = record[:1]
+	record[0] = func(r Recorder) {
+		r.Record(d, 1, append(pod("u1", "api"), attribute.String("network.io.direction", "receive"))...)
+	}
+	u1b := id(points()["receive"])
+	if u1b == u1 {
+		t.Errorf("a pod whose label changed kept handle %s", u1)
+	}
+	if _, ok := ents.Attributes(u1); !ok {
+		t.Errorf("handle %s dropped one collection after its last use; an export in flight may still hold it", u1)
+	}
+	// Collection 3: u1's old id is gone, the new one stays.
+	points()
+	if _, ok := ents.Attributes(u1); ok {
+		t.Errorf("handle %s still held two collections after its last use", u1)
+	}
+	a, ok := ents.Attributes(u1b)
+	if set := attribute.NewSet(a...); !ok || !set.HasValue("k8s.pod.label.app") {
+		t.Errorf("Attributes(%s) = %v, %v", u1b, a, ok)
+	}
+	if n := ents.Len(); n != 1 {
+		t.Errorf("registry holds %d entities after the pod's old attributes went, want 1", n)
+	}
+}
