@@ -241,6 +241,14 @@ func TestSameSeriesRow(t *testing.T) {
 	if !strings.Contains(md, "| protobuf bytes per data point, same series (4 metrics) (B) | 150 | 100 | 1.50 |") {
 		t.Errorf("markdown lacks the row:\n%s", md)
 	}
+	if !strings.Contains(md, "protobuf bytes per data point, same series (4 metrics): resource attributes are 60.0 B") {
+		t.Errorf("markdown lacks the breakdown under the table:\n%s", md)
+	}
+	// Below the Collector: no why, the breakdown still under the table.
+	r = Rows([]Window{oc}, []Window{fa})[7]
+	if r.Why != "" || !strings.Contains(r.Note, "resource attributes are 20.0 B of fleetagent's bytes per point against 60.0 B of the Collector's") {
+		t.Errorf("below: why %q, note %q", r.Why, r.Note)
+	}
 	if !strings.Contains(md, "The 2 metrics, over all windows: `a.b`, `c.d`.") {
 		t.Errorf("markdown lacks the shared metrics:\n%s", md)
 	}
