@@ -172,6 +172,13 @@ type Window struct {
 	GzipShare       float64
 	PointsPerMin    float64
 	SelfPointsMin   float64
+	// Same series (see SameSeries): the number of shared metrics, the
+	// agent's protobuf bytes per data point over them and the part of
+	// those bytes in its resources, and their data points per minute.
+	SameMetrics       float64
+	SameBytesPerPoint float64
+	SameResBytesPerPt float64
+	SamePointsPerMin  float64
 }
 
 // Summarise turns a window's first and last Points and its samples into
@@ -196,6 +203,19 @@ func Summarise(first, last Point, rss, heap []float64) Window {
 		w.GzipShare = float64(d.Gzip) / float64(d.Requests)
 	}
 	return w
+}
+
+// SetSame sets the same-series figures from what the agent sent of the
+// shared metrics (n of them) in a window of the given minutes.
+func (w *Window) SetSame(s Series, n int, minutes float64) {
+	w.SameMetrics = float64(n)
+	w.SameBytesPerPoint = s.BytesPerPoint()
+	if s.Points > 0 {
+		w.SameResBytesPerPt = float64(s.ResourceBytes) / float64(s.Points)
+	}
+	if minutes > 0 {
+		w.SamePointsPerMin = float64(s.Points) / minutes
+	}
 }
 
 func median(v []float64) float64 {

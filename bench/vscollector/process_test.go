@@ -61,8 +61,8 @@ func TestRows(t *testing.T) {
 	}
 	oc := Window{RSSMiB: 40, HeapMiB: 8, CPUsPerMin: 1, AllocMiBPerMin: 20, ReqPerMin: 6, PayloadKiBMin: 20, WireKiBPerMin: 5}
 	rows := Rows([]Window{fa}, []Window{oc})
-	if len(rows) != 7 {
-		t.Fatalf("%d rows, want 7", len(rows))
+	if len(rows) != 8 {
+		t.Fatalf("%d rows, want 8", len(rows))
 	}
 	for i, r := range rows {
 		above := i == 4

@@ -53,6 +53,9 @@ type Receiver struct {
 
 	mu sync.Mutex
 	c  Counts
+	// recording says whether Export keeps the requests in kept.
+	recording bool
+	kept      []*colmetricpb.ExportMetricsServiceRequest
 }
 
 // StartReceiver listens on a free loopback port.
@@ -77,6 +80,22 @@ func (r *Receiver) Counts() Counts {
 	c := r.c
 	c.Wire = r.wire.Load()
 	return c
+}
+
+// Record starts keeping the requests received, dropping any kept before.
+func (r *Receiver) Record() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recording, r.kept = true, nil
+}
+
+// Take stops keeping requests and returns those received since Record.
+func (r *Receiver) Take() []*colmetricpb.ExportMetricsServiceRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := r.kept
+	r.recording, r.kept = false, nil
+	return k
 }
 
 // Stop closes the receiver.
@@ -118,6 +137,9 @@ func (s *service) Export(ctx context.Context, req *colmetricpb.ExportMetricsServ
 	}
 	if gz {
 		s.r.c.Gzip++
+	}
+	if s.r.recording {
+		s.r.kept = append(s.r.kept, req)
 	}
 	s.r.mu.Unlock()
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil

@@ -18,6 +18,9 @@ type Setup struct {
 	Window           string
 	Windows          int
 	Warmup           string
+	// SharedMetrics are the metric names of the same-series row, over
+	// all windows.
+	SharedMetrics []string
 }
 
 // Row is one line of the table.
@@ -28,7 +31,10 @@ type Row struct {
 	Fleetagent, Collector       float64
 	FleetagentSpr, CollectorSpr float64
 	Why                         string
-	get                         func(Window) float64
+	// Note is printed under the table, whether or not fleetagent is
+	// above.
+	Note string
+	get  func(Window) float64
 }
 
 // Rows computes the table from each agent's windows.
@@ -41,12 +47,19 @@ func Rows(fa, oc []Window) []Row {
 		{Name: "OTLP requests", Unit: "/min", get: func(w Window) float64 { return w.ReqPerMin }},
 		{Name: "protobuf payload", Unit: "KiB/min", get: func(w Window) float64 { return w.PayloadKiBMin }},
 		{Name: "bytes on the wire (gzip, as shipped)", Unit: "KiB/min", get: func(w Window) float64 { return w.WireKiBPerMin }},
+		{Name: "protobuf bytes per data point, same series (" + sharedCount(fa) + " metrics)", Unit: "B", get: func(w Window) float64 { return w.SameBytesPerPoint }},
 	}
 	self := func(get func(Window) float64) float64 { return stat(fa, get).med }
 	for i := range rows {
 		r := &rows[i]
 		f, c := stat(fa, r.get), stat(oc, r.get)
 		r.Fleetagent, r.FleetagentSpr, r.Collector, r.CollectorSpr = f.med, f.spread, c.med, c.spread
+		if i == 7 && r.Collector > 0 {
+			res := func(ws []Window) float64 { return stat(ws, func(w Window) float64 { return w.SameResBytesPerPt }).med }
+			pts := func(ws []Window) float64 { return stat(ws, func(w Window) float64 { return w.SamePointsPerMin }).med }
+			r.Note = fmt.Sprintf("resource attributes are %.1f B of fleetagent's bytes per point against %.1f B of the Collector's; the rest (metric, point and attribute encoding) %.1f B against %.1f B; over %.0f data points/min of these series against the Collector's %.0f",
+				res(fa), res(oc), r.Fleetagent-res(fa), r.Collector-res(oc), pts(fa), pts(oc))
+		}
 		if r.Fleetagent <= r.Collector {
 			continue
 		}
@@ -61,6 +74,8 @@ func Rows(fa, oc []Window) []Row {
 				fp, sp, cp := self(func(w Window) float64 { return w.PointsPerMin }), self(func(w Window) float64 { return w.SelfPointsMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
 				r.Why += fmt.Sprintf("; its product metrics alone are %.1f KiB/min, still above: %.0f data points/min against the Collector's %.0f", r.Fleetagent-s, fp-sp, cp)
 			}
+		case 7:
+			r.Why = r.Note
 		default:
 			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		}
@@ -68,13 +83,32 @@ func Rows(fa, oc []Window) []Row {
 	return rows
 }
 
-type stats struct{ med, spread float64 }
+// sharedCount is the number of shared metrics in fa's windows, a range
+// where they differ.
+func sharedCount(fa []Window) string {
+	if len(fa) == 0 {
+		return "0"
+	}
+	n := func(w Window) float64 { return w.SameMetrics }
+	lo, hi := minimum(mapWindows(fa, n)), -minimum(neg(mapWindows(fa, n)))
+	if lo == hi {
+		return fmt.Sprintf("%.0f", lo)
+	}
+	return fmt.Sprintf("%.0f–%.0f", lo, hi)
+}
 
-func stat(ws []Window, get func(Window) float64) stats {
+func mapWindows(ws []Window, get func(Window) float64) []float64 {
 	v := make([]float64, len(ws))
 	for i, w := range ws {
 		v[i] = get(w)
 	}
+	return v
+}
+
+type stats struct{ med, spread float64 }
+
+func stat(ws []Window, get func(Window) float64) stats {
+	v := mapWindows(ws, get)
 	lo, hi := minimum(v), -minimum(neg(v))
 	return stats{median(v), (hi - lo) / 2}
 }
@@ -105,6 +139,14 @@ func WriteMarkdown(w io.Writer, s Setup, rows []Row) {
 		p("| %s (%s) | %s | %s | %s | %s |\n", r.Name, r.Unit, fig(r.Fleetagent, r.FleetagentSpr), fig(r.Collector, r.CollectorSpr), ratio, strings.ReplaceAll(r.Why, "|", "/"))
 	}
 	p("\n")
+	if len(s.SharedMetrics) > 0 {
+		p("Same series: the metric names both agents exported in a window (the exact intersection of the names each sent, fleetagent's self-metrics left out; no renaming), each restricted to the entities both sent it for: the node (k8s.node.name), a pod (k8s.pod.uid) or a container (k8s.pod.uid and k8s.container.name); data points within them are not matched one by one. Each agent is charged proto.Size of a copy of each request it sent in the window holding only those metrics, on its own resources with their attributes as sent, divided by the data points in the copies (bench/vscollector/sameseries.go). The %d metrics, over all windows: %s.\n\n", len(s.SharedMetrics), "`"+strings.Join(s.SharedMetrics, "`, `")+"`")
+	}
+	for _, r := range rows {
+		if r.Note != "" {
+			p("%s: %s.\n\n", r.Name, r.Note)
+		}
+	}
 }
 
 func fig(v, spread float64) string {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +48,8 @@ const (
 
 // BenchmarkFootprint runs fleetagent and the Collector side by side on one
 // node and reports each one's RSS, CPU, heap, allocation rate, OTLP
-// requests, payload and wire bytes per minute, and their ratios.
+// requests, payload and wire bytes per minute, protobuf bytes per data
+// point over the series both send (SameSeries), and their ratios.
 func BenchmarkFootprint(b *testing.B) {
 	if *windows < 1 || *window <= 0 || *interval <= 0 || *pods < 1 {
 		b.Fatalf("-vscollector.windows (%d), -vscollector.window (%v), -vscollector.interval (%v) and -vscollector.pods (%d) must be positive", *windows, *window, *interval, *pods)
@@ -130,6 +133,7 @@ func BenchmarkFootprint(b *testing.B) {
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	results := make([][]vscollector.Window, len(agents))
+	sharedNames := map[string]bool{}
 	b.ResetTimer()
 	for w := 0; w < *windows; w++ {
 		first := make([]vscollector.Point, len(agents))
@@ -148,23 +152,40 @@ func BenchmarkFootprint(b *testing.B) {
 			}
 		}
 		sample(first)
+		for _, a := range agents {
+			a.Recv.Record()
+		}
 		end := time.Now().Add(*window)
 		for time.Now().Before(end) {
 			time.Sleep(min(2*time.Second, time.Until(end)))
 			sample(last)
 		}
+		faReqs, ocReqs := faRecv.Take(), ocRecv.Take()
 		for i := range agents {
 			if !procs[i].Running() {
 				b.Fatalf("%s exited during window %d:\n%s", procs[i].Name, w+1, procs[i].Tail(60))
 			}
 			results[i] = append(results[i], vscollector.Summarise(first[i], last[i], rss[i], heap[i]))
 		}
+		// The same series: what each sent in the window of the metrics
+		// both sent, for the entities both sent them for.
+		shared, faSame, ocSame := vscollector.SameSeries(faReqs, ocReqs)
+		if len(shared) == 0 {
+			b.Fatalf("window %d: no metric name both agents exported (%d and %d requests)", w+1, len(faReqs), len(ocReqs))
+		}
+		minutes := last[0].At.Sub(first[0].At).Minutes()
+		results[0][w].SetSame(faSame, len(shared), minutes)
+		results[1][w].SetSame(ocSame, len(shared), minutes)
+		for _, n := range shared {
+			sharedNames[n] = true
+		}
+		b.Logf("window %d: same series, %d metrics: fleetagent %+v, collector %+v", w+1, len(shared), faSame, ocSame)
 		b.Logf("window %d: fleetagent %+v; collector %+v", w+1, results[0][w], results[1][w])
 	}
 	b.StopTimer()
 
 	rows := vscollector.Rows(results[0], results[1])
-	units := []string{"rss-MiB", "cpu-s/min", "heap-MiB", "alloc-MiB/min", "otlp-req/min", "payload-KiB/min", "wire-KiB/min"}
+	units := []string{"rss-MiB", "cpu-s/min", "heap-MiB", "alloc-MiB/min", "otlp-req/min", "payload-KiB/min", "wire-KiB/min", "same-series-B/point"}
 	for i, r := range rows {
 		b.ReportMetric(r.Fleetagent, "fleetagent-"+units[i])
 		b.ReportMetric(r.Collector, "collector-"+units[i])
@@ -179,6 +200,7 @@ func BenchmarkFootprint(b *testing.B) {
 			FleetagentCommit: measured, CollectorVersion: collectorVersion,
 			Node: node, Pods: len(podList.Items), Interval: interval.String(),
 			Window: window.String(), Windows: *windows, Warmup: warmup.String(),
+			SharedMetrics: slices.Sorted(maps.Keys(sharedNames)),
 		}, rows)
 		if err := os.WriteFile(*mdOut, md.Bytes(), 0o644); err != nil {
 			b.Fatal(err)
