@@ -2,6 +2,7 @@ package collector
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -145,6 +146,8 @@ type contentSets struct {
 	gen uint64
 	m   map[string]*contentEntry
 	key []byte
+	// built counts the sets built (misses), for tests.
+	built int
 }
 
 type contentEntry struct {
@@ -158,7 +161,7 @@ func (c *contentSets) get(attrs []attribute.KeyValue) attribute.Set {
 	key, ok := appendKey(c.key[:0], attrs)
 	c.key = key
 	if !ok {
-		return attribute.NewSet(attrs...)
+		return attribute.NewSet(slices.Clone(attrs)...)
 	}
 	if e, hit := c.m[string(key)]; hit {
 		e.gen = c.gen
@@ -167,7 +170,12 @@ func (c *contentSets) get(attrs []attribute.KeyValue) attribute.Set {
 	if c.m == nil {
 		c.m = map[string]*contentEntry{}
 	}
-	e := &contentEntry{set: attribute.NewSet(attrs...), gen: c.gen}
+	// attribute.NewSet sorts the slice it is given in place: given the
+	// caller's, it reordered a container's attributes under the next
+	// Record calls of the same collection, whose keys then differed from
+	// the next collection's and missed every time.
+	c.built++
+	e := &contentEntry{set: attribute.NewSet(slices.Clone(attrs)...), gen: c.gen}
 	c.m[string(key)] = e
 	return e.set
 }

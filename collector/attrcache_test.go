@@ -111,3 +111,23 @@ func TestContentSetsKeyIsUnambiguous(t *testing.T) {
 		t.Errorf("%d cached sets after a collection that used one, want 1", len(c.m))
 	}
 }
+
+// TestPodSeriesReuseTheirSets: from the second collection on, every series
+// of an unchanged pod reuses its attribute set. It did not: the workload
+// attributes came in a map's order, and building a set sorted the caller's
+// attribute slice in place, reordering it under the container's next
+// series; either changed the series' keys from one collection to the next.
+func TestPodSeriesReuseTheirSets(t *testing.T) {
+	p := newPipeline(t, []Collector{NewPodCollector(loadState(t), testConfig)})
+	p.collect(t)
+	first := p.runner.sets.built
+	if first == 0 {
+		t.Fatal("the first collection built no set")
+	}
+	for i := 0; i < 5; i++ {
+		p.collect(t)
+	}
+	if again := p.runner.sets.built - first; again != 0 {
+		t.Errorf("%d sets built again in 5 collections of unchanged pods (%d in the first)", again, first)
+	}
+}

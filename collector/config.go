@@ -3,6 +3,8 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -148,6 +150,9 @@ func (a *podAttributer) extra(pod *corev1.Pod) []attribute.KeyValue {
 				kv = append(kv, attribute.String(k, v))
 			}
 		}
+		// In key order, not the map's: the Runner reuses a series' set
+		// when its attributes come in the same order as last time.
+		slices.SortFunc(kv, func(a, b attribute.KeyValue) int { return strings.Compare(string(a.Key), string(b.Key)) })
 	}
 	for _, l := range a.labels {
 		if v, ok := pod.Labels[l]; ok {

@@ -7,9 +7,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Entity attributes. Collectors record them on data points; the exporter
-// (exporter.Config.EntityKeys = IsResourceAttribute) moves them onto one
-// OTLP Resource per entity — node, pod, container — as the semantic
+// Entity attributes. Collectors record them on data points (the Runner, with
+// WithEntityHandles, replaces them with one entity handle); the exporter
+// (exporter.Config.EntityKeys = IsResourceAttribute, and EntityHandles)
+// moves them onto one OTLP Resource per entity — node, pod, container — as the semantic
 // conventions ask ("SHOULD be attached to a K8s resource") and as the
 // Collector's kubeletstats receiver does. Every other attribute stays on the
 // point, among them k8s.volume.name, k8s.volume.type and
