@@ -79,3 +79,19 @@ func TestRows(t *testing.T) {
 		t.Errorf("markdown lacks the requests row:\n%s", b.String())
 	}
 }
+
+// TestRowsPerPoint: where fleetagent's CPU or allocations are above the
+// Collector's, the reason gives both per 1,000 data points sent.
+func TestRowsPerPoint(t *testing.T) {
+	fa := Window{CPUsPerMin: 0.2, AllocMiBPerMin: 30, PointsPerMin: 12000}
+	oc := Window{CPUsPerMin: 0.1, AllocMiBPerMin: 20, PointsPerMin: 6000}
+	rows := Rows([]Window{fa}, []Window{oc})
+	// CPU: 0.2 s/min over 12,000 points is 16.7 ms per 1,000 points against
+	// 16.7 for the Collector; allocations 2,560 KiB against 3,413.
+	if want := "fleetagent sends 12000 data points/min against the Collector's 6000; per 1,000 data points sent, 16.7 CPU ms against 16.7 (1.00x)"; rows[1].Why != want {
+		t.Errorf("CPU row: why %q, want %q", rows[1].Why, want)
+	}
+	if want := "per 1,000 data points sent, 2560.0 KiB allocated against 3413.3 (0.75x)"; !strings.Contains(rows[3].Why, want) {
+		t.Errorf("allocations row: why %q, want it to contain %q", rows[3].Why, want)
+	}
+}

@@ -76,6 +76,18 @@ func Rows(fa, oc []Window) []Row {
 			}
 		case 7:
 			r.Why = r.Note
+		case 1, 3:
+			// CPU and allocations follow the data points sent; say so
+			// per point.
+			fp, cp := self(func(w Window) float64 { return w.PointsPerMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
+			if fp > 0 && cp > 0 {
+				unit := map[int]string{1: "CPU ms", 3: "KiB allocated"}[i]
+				scale := map[int]float64{1: 1000, 3: 1024}[i]
+				r.Why = fmt.Sprintf("fleetagent sends %.0f data points/min against the Collector's %.0f; per 1,000 data points sent, %.1f %s against %.1f (%.2fx)",
+					fp, cp, r.Fleetagent*scale/fp*1000, unit, r.Collector*scale/cp*1000, (r.Fleetagent/fp)/(r.Collector/cp))
+				break
+			}
+			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		default:
 			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		}
