@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/deploy/kustomizetest"
 	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
@@ -81,7 +82,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 			if len(c.components) > 0 {
 				dir = userOverlay(t, c.kustomize, c.components...)
 			}
-			want := renderKustomize(t, dir)
+			want := kustomizetest.Render(t, dir)
 			got := mustRender(t, "fleetagent", kustomizeValues+c.values)
 			if d := diffObjects(got, want); d != "" {
 				t.Errorf("chart (values %q) and kustomize %s differ:\n%s", c.values, c.kustomize, d)
@@ -93,7 +94,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 // TestChartDriftIsSeen shows the comparison has teeth: one changed value
 // is reported as a difference in the object it changes, and nowhere else.
 func TestChartDriftIsSeen(t *testing.T) {
-	want := renderKustomize(t, filepath.Join("..", "deploy", "overlays", "fleet"))
+	want := kustomizetest.Render(t, filepath.Join("..", "deploy", "overlays", "fleet"))
 	got := mustRender(t, "fleetagent", kustomizeValues+"fleet: {qps: 10}")
 	d := diffObjects(got, want)
 	if want := "DaemonSet fleetagent/fleetagent:\n  .spec.template.spec.containers[0].env[2].value: chart \"10\", kustomize \"50\""; d != want {
@@ -272,22 +273,7 @@ func envRef(v string) []string {
 // components, as a user's own overlay does.
 func userOverlay(t *testing.T, resource string, components ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	deploy, err := filepath.Abs(filepath.Join("..", "deploy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(dir, deploy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s/%s\ncomponents:\n", filepath.ToSlash(rel), resource)
-	for _, c := range components {
-		fmt.Fprintf(&b, "- %s/%s\n", filepath.ToSlash(rel), c)
-	}
-	writeFile(t, filepath.Join(dir, "kustomization.yaml"), []byte(b.String()))
-	return dir
+	return kustomizetest.Overlay{Resource: resource, Components: components}.Write(t, filepath.Join("..", "deploy"))
 }
 
 // TestLint runs Helm's own linter (what `helm lint` runs: Chart.yaml,

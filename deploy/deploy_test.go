@@ -23,10 +23,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/deploy/kustomizetest"
 	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
@@ -81,28 +80,10 @@ func TestMain(m *testing.M) {
 }
 
 // render builds a kustomization directory exactly as `kubectl kustomize`
-// does (kubectl embeds the same krusty library).
+// does.
 func render(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range m.Resources() {
-		// Through JSON, so numbers are int64/float64 as unstructured expects.
-		b, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
-		}
-		obj := &unstructured.Unstructured{}
-		if err := obj.UnmarshalJSON(b); err != nil {
-			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
-		}
-		objs = append(objs, obj)
-	}
-	return objs
+	return kustomizetest.Render(t, dir)
 }
 
 // newApplier applies as `kubectl apply --server-side --force-conflicts`
@@ -701,22 +682,5 @@ func TestTolerateAllTaintsComponent(t *testing.T) {
 // overlay does, and returns its directory.
 func userOverlay(t *testing.T, resource string, components ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	here, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(dir, here)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s/%s\ncomponents:\n", filepath.ToSlash(rel), resource)
-	for _, c := range components {
-		fmt.Fprintf(&b, "- %s/%s\n", filepath.ToSlash(rel), c)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return kustomizetest.Overlay{Resource: resource, Components: components}.Write(t, ".")
 }
