@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -234,24 +233,8 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 		cmd.Env = append(cmd.Env, strings.Split(*goEnv, ",")...)
 	}
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("agent exited with %v after SIGTERM:\n%s", err, logs)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("agent still running 30 s after SIGTERM:\n%s", logs)
-		}
-	}()
+	defer agentbin.Start(t, cmd, logs)()
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	churn := e.cluster.NewChurner(simcluster.ChurnOptions{ReplacementsPerSecond: 0.5, StatusUpdatesPerSecond: 0.5, Workers: 2})

@@ -4,12 +4,15 @@
 package agentbin
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
@@ -63,4 +66,36 @@ func FreePort(t testing.TB) string {
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port
+}
+
+// Start starts cmd, the agent binary writing its output to logs, and
+// returns a function that stops it as a pod's termination does: SIGTERM,
+// then SIGKILL if it is still running 30 s later. The agent must exit
+// cleanly after SIGTERM; the test fails, with logs, if it exits with an
+// error or has to be killed. Calling stop again does nothing.
+func Start(t testing.TB, cmd *exec.Cmd, logs fmt.Stringer) (stop func()) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	return func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("agent exited with %v after SIGTERM:\n%s", err, logs)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("agent still running 30 s after SIGTERM:\n%s", logs)
+		}
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,29 +62,7 @@ func TestNodeLocalFirst(t *testing.T) {
 			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
 		cmd.Stdout, cmd.Stderr = logs, logs
 		started = time.Now()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		stopped := false
-		stop = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("agent exited with %v after SIGTERM:\n%s", err, logs)
-				}
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-				t.Errorf("agent still running 30s after SIGTERM:\n%s", logs)
-			}
-		}
+		stop = agentbin.Start(t, cmd, logs)
 		t.Cleanup(stop)
 		return started, recv, logs, stop
 	}
