@@ -1,38 +1,20 @@
 package limiter
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
 
 // gaugeValue reads an int64 gauge from the budget's self-metrics.
 func gaugeValue(t *testing.T, reader *metric.ManualReader, name string) (int64, bool) {
@@ -95,7 +77,7 @@ func TestKillSwitchUnreadableFailsClosed(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, "kill-switch")
-			var logs syncBuffer
+			var logs testlog.Buffer
 			b, _ := newTestBudget(t, Config{FleetSize: 1, KillSwitchPath: path})
 			b.log = slog.New(slog.NewTextHandler(&logs, nil))
 			reader := metric.NewManualReader()
@@ -143,8 +125,8 @@ func TestKillSwitchUnreadableFailsClosed(t *testing.T) {
 			if v, _ := gaugeValue(t, reader, "fleetagent.limiter.killswitch.active"); v != 1 {
 				t.Errorf("fleetagent.limiter.killswitch.active = %d, want 1", v)
 			}
-			if n := logs.count("kill switch cannot be read"); n != 1 {
-				t.Errorf("%d log lines for one unreadable state, want 1:\n%s", n, logs.buf.String())
+			if n := logs.Count("kill switch cannot be read"); n != 1 {
+				t.Errorf("%d log lines for one unreadable state, want 1:\n%s", n, logs.String())
 			}
 
 			// Fixed: a readable "off" turns traffic back on.
@@ -164,7 +146,7 @@ func TestKillSwitchUnreadableFailsClosed(t *testing.T) {
 			if v, _ := gaugeValue(t, reader, "fleetagent.limiter.killswitch.unreadable"); v != 0 {
 				t.Errorf("fleetagent.limiter.killswitch.unreadable = %d after the fix", v)
 			}
-			if n := logs.count("kill switch readable again"); n != 1 {
+			if n := logs.Count("kill switch readable again"); n != 1 {
 				t.Errorf("%d 'readable again' lines, want 1", n)
 			}
 		})
