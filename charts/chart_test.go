@@ -17,7 +17,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -28,6 +27,7 @@ import (
 	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/rbaccheck"
 )
 
 // releaseNS is where the apply test installs the chart: not the
@@ -402,20 +402,9 @@ func checkRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 		{"list", "apps", "replicasets", "", "", "", false},
 		{"create", "*", "*", "", "", "", false},
 	} {
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   agentUser,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNS, "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
-			},
-		}}
-		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("%s %s/%s/%s %s/%s: allowed = %v, want %v (%s)", c.verb, c.group, c.resource, c.subresource, c.ns, c.name, got.Status.Allowed, c.allowed, got.Status.Reason)
-		}
+		rbaccheck.Expect(ctx, t, cs, agentUser, releaseNS, authorizationv1.ResourceAttributes{
+			Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
+		}, c.allowed)
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/rbaccheck"
 )
 
 const (
@@ -499,21 +500,9 @@ func TestRBAC(t *testing.T) {
 		)
 	}
 	for _, c := range cases {
-		name := fmt.Sprintf("%s %s/%s/%s %s/%s", c.verb, c.group, c.resource, c.subresource, c.ns, c.name)
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   agentUser,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
-			},
-		}}
-		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("%s: allowed = %v, want %v (%s)", name, got.Status.Allowed, c.allowed, got.Status.Reason)
-		}
+		rbaccheck.Expect(ctx, t, cs, agentUser, namespace, authorizationv1.ResourceAttributes{
+			Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
+		}, c.allowed)
 	}
 }
 
@@ -536,18 +525,7 @@ func TestGatewayRBAC(t *testing.T) {
 		{"update", "", "pods", false},
 		{"get", "", "nodes", false},
 	} {
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:               user,
-			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource},
-		}}
-		got, err := adminClient().AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("gateway %s %s/%s: allowed = %v, want %v", c.verb, c.group, c.resource, got.Status.Allowed, c.allowed)
-		}
+		rbaccheck.Expect(ctx, t, adminClient(), user, namespace, authorizationv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource}, c.allowed)
 	}
 }
 
