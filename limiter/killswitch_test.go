@@ -13,21 +13,16 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/metricsread"
 	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
 
 // gaugeValue reads an int64 gauge from the budget's self-metrics.
 func gaugeValue(t *testing.T, reader *metric.ManualReader, name string) (int64, bool) {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == name && len(g.DataPoints) == 1 {
-				return g.DataPoints[0].Value, true
-			}
+	for _, m := range metricsread.Collect(t, reader) {
+		if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == name && len(g.DataPoints) == 1 {
+			return g.DataPoints[0].Value, true
 		}
 	}
 	return 0, false
