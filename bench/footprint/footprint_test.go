@@ -224,11 +224,7 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 	logs := &testlog.Buffer{}
 	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--collection-interval="+interval.String(),
 		"--fleet-size=1", "--fleet-size-hint-file=", "--kill-switch-file=", "--shutdown-timeout=10s")
-	cmd.Env = append(os.Environ(),
-		"NODE_NAME="+e.node,
-		"FLEETAGENT_KUBELET_ENDPOINT="+e.kubelet.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-		"FLEETAGENT_ADMIN_ADDRESS="+adminAddr,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+e.recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
+	cmd.Env = agentbin.Env(e.node, e.kubelet.URL(), adminAddr, e.recv.GRPCAddr())
 	if *goEnv != "" {
 		cmd.Env = append(cmd.Env, strings.Split(*goEnv, ",")...)
 	}

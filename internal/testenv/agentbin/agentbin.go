@@ -68,6 +68,17 @@ func FreePort(t testing.TB) string {
 	return port
 }
 
+// Env is the environment of an agent process on node: this process's
+// environment plus the node's name, a plain-HTTP stand-in kubelet at
+// kubeletURL (no CA, no token), the admin server at adminAddr, and OTLP
+// export over insecure gRPC to otlpAddr (host:port), then more.
+func Env(node, kubeletURL, adminAddr, otlpAddr string, more ...string) []string {
+	return append(append(os.Environ(), "NODE_NAME="+node,
+		"FLEETAGENT_KUBELET_ENDPOINT="+kubeletURL, "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
+		"FLEETAGENT_ADMIN_ADDRESS="+adminAddr,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+otlpAddr, "OTEL_EXPORTER_OTLP_INSECURE=true"), more...)
+}
+
 // Start starts cmd, the agent binary writing its output to logs, and
 // returns a function that stops it as a pod's termination does: SIGTERM,
 // then SIGKILL if it is still running 30 s later. The agent must exit

@@ -54,12 +54,9 @@ func TestNodeLocalFirst(t *testing.T) {
 		}
 		cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--collection-interval="+interval.String(),
 			"--sync-timeout=5m", "--shutdown-timeout=10s", "--kill-switch-file="+killSwitch)
-		cmd.Env = append(os.Environ(),
-			"NODE_NAME="+node, "POD_NAMESPACE=fleetagent", // fleet size discovered, as shipped
-			"FLEETAGENT_FLEET_SIZE_HINT_FILE="+hint,
-			"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-			"FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:0",
-			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
+		cmd.Env = agentbin.Env(node, kub.URL(), "127.0.0.1:0", recv.GRPCAddr(),
+			"POD_NAMESPACE=fleetagent", // fleet size discovered, as shipped
+			"FLEETAGENT_FLEET_SIZE_HINT_FILE="+hint)
 		cmd.Stdout, cmd.Stderr = logs, logs
 		started = time.Now()
 		stop = agentbin.Start(t, cmd, logs)
