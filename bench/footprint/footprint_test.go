@@ -239,24 +239,13 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 	}
 	defer func() { _ = churn.Shutdown(context.Background()) }()
 	// The stand-in kubelet follows the node's pods as churn changes them.
-	refreshed := make(chan struct{})
-	defer func() { cancel(); <-refreshed }()
-	go func() {
-		defer close(refreshed)
-		tick := time.NewTicker(interval / 2)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				l, err := e.admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + e.node})
-				if err == nil {
-					_ = e.kubelet.SetPods(l.Items)
-				}
-			}
+	defer e.kubelet.Follow(ctx, interval/2, func(ctx context.Context) ([]corev1.Pod, error) {
+		l, err := e.admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + e.node})
+		if err != nil {
+			return nil, err
 		}
-	}()
+		return l.Items, nil
+	})()
 
 	metricsURL := "http://" + adminAddr + "/metrics"
 	// Warm-up: the informers' sync and five exports.
