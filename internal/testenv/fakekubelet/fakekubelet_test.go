@@ -36,15 +36,23 @@ func get(t *testing.T, url string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-// TestServesPods: /pods is 404 for a bare recording, then exactly the pods
-// of SetPods as a v1 PodList, counted apart; the summary has the same pods.
-func TestServesPods(t *testing.T) {
+// startRecording serves the collector's recorded summary for node n1
+// until the end of t.
+func startRecording(t *testing.T) *Server {
+	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	s, err := Start(filepath.Join(filepath.Dir(file), "..", "..", "..", "collector", "testdata", "summary.json"), "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestServesPods: /pods is 404 for a bare recording, then exactly the pods
+// of SetPods as a v1 PodList, counted apart; the summary has the same pods.
+func TestServesPods(t *testing.T) {
+	s := startRecording(t)
 	if code, _ := get(t, s.URL()+"/pods"); code != http.StatusNotFound {
 		t.Fatalf("/pods before SetPods: %d, want 404 (no pods to serve)", code)
 	}
@@ -81,12 +89,7 @@ func TestServesPods(t *testing.T) {
 // TestFollow: Follow serves what its list returns, keeps the last pods
 // when a list fails, and lists no more once stopped.
 func TestFollow(t *testing.T) {
-	_, file, _, _ := runtime.Caller(0)
-	s, err := Start(filepath.Join(filepath.Dir(file), "..", "..", "..", "collector", "testdata", "summary.json"), "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startRecording(t)
 	var mu sync.Mutex
 	var calls int
 	var pods []corev1.Pod
