@@ -28,6 +28,25 @@ var Commit = "unknown"
 
 // Config is the agent's whole configuration. DefaultConfig gives the
 // defaults; ParseFlags fills it from flags with environment fallbacks;
+// fromEnv sets *p to the value of the environment variable env, parsed,
+// when the variable is set (not empty). A value parse rejects leaves *p as
+// it is and adds an error to errs: the variable, its value, and problem
+// (what is wrong and what to give instead).
+func fromEnv[T any](getenv func(string) string, errs *[]error, env string, p *T, parse func(string) (T, error), problem string) {
+	v := getenv(env)
+	if v == "" {
+		return
+	}
+	x, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q %s", env, v, problem))
+		return
+	}
+	*p = x
+}
+
+func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+
 // Validate reports every problem at once.
 type Config struct {
 	// NodeName is the node this agent watches (downward API spec.nodeName).
@@ -171,53 +190,36 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		fs.StringVar(p, s.name, *p, s.usage+" (env "+s.env+", which clears the default when set empty)")
 		return ok
 	}
+	// The typed flags below take their variable's value when it is set
+	// and parses, and otherwise record an error saying what to give.
 	dur := func(p *time.Duration, s flagSpec) {
-		if v := getenv(s.env); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q is not a duration: use a value like 30s or 2m", s.env, v))
-			} else {
-				*p = d
-			}
-		}
+		fromEnv(getenv, &errs, s.env, p, time.ParseDuration, "is not a duration: use a value like 30s or 2m")
 		fs.DurationVar(p, s.name, *p, s.usage+" (env "+s.env+")")
+	}
+	whole := func(p *int, s flagSpec, give string) {
+		fromEnv(getenv, &errs, s.env, p, strconv.Atoi, "is not a whole number: "+give)
+		fs.IntVar(p, s.name, *p, s.usage+" (env "+s.env+")")
+	}
+	boolean := func(p *bool, s flagSpec) {
+		fromEnv(getenv, &errs, s.env, p, strconv.ParseBool, "is not a boolean: use true or false")
+		fs.BoolVar(p, s.name, *p, s.usage+" (env "+s.env+")")
 	}
 
 	str(&cfg.NodeName, flagSpec{"node-name", "NODE_NAME", "name of the node this agent runs on; set it from the downward API (spec.nodeName). Required"})
 	str(&cfg.Kubeconfig, flagSpec{"kubeconfig", "KUBECONFIG", "path to a kubeconfig; empty means the in-cluster service account"})
-	if v := getenv("FLEETAGENT_FLEET_QPS"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("FLEETAGENT_FLEET_QPS=%q is not a number: give the fleet-wide requests per second, e.g. 50", v))
-		} else {
-			cfg.FleetQPS = f
-		}
-	}
+	fromEnv(getenv, &errs, "FLEETAGENT_FLEET_QPS", &cfg.FleetQPS, parseFloat, "is not a number: give the fleet-wide requests per second, e.g. 50")
 	fs.Float64Var(&cfg.FleetQPS, "fleet-qps", cfg.FleetQPS, "apiserver requests per second the whole DaemonSet may spend together; each agent gets fleet-qps / fleet size (env FLEETAGENT_FLEET_QPS)")
-	if v := getenv("FLEETAGENT_FLEET_SIZE"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("FLEETAGENT_FLEET_SIZE=%q is not a whole number: give the number of agents, or 0 to read it from the DaemonSet", v))
-		} else {
-			cfg.FleetSize = n
-		}
-	}
-	fs.IntVar(&cfg.FleetSize, "fleet-size", cfg.FleetSize, "number of agents sharing the fleet budget; 0 reads the DaemonSet's desiredNumberScheduled (env FLEETAGENT_FLEET_SIZE)")
+	whole(&cfg.FleetSize, flagSpec{"fleet-size", "FLEETAGENT_FLEET_SIZE", "number of agents sharing the fleet budget; 0 reads the DaemonSet's desiredNumberScheduled"},
+		"give the number of agents, or 0 to read it from the DaemonSet")
 	if ns := getenv("POD_NAMESPACE"); ns != "" {
 		cfg.DaemonSet = ns + "/fleetagent"
 	}
 	str(&cfg.DaemonSet, flagSpec{"daemonset", "FLEETAGENT_DAEMONSET", "the agent's own DaemonSet as namespace/name, read for the fleet size (default $POD_NAMESPACE/fleetagent)"})
 	clearable(&cfg.FleetSizeHintFile, flagSpec{"fleet-size-hint-file", "FLEETAGENT_FLEET_SIZE_HINT_FILE",
 		"file holding the number of agents (the control ConfigMap's fleet-size-hint key, set at install or upgrade), read with no apiserver request to spread the start until the DaemonSet is read; empty: no hint"})
-	if v := getenv("FLEETAGENT_ASSUMED_FLEET_SIZE"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("FLEETAGENT_ASSUMED_FLEET_SIZE=%q is not a whole number: give the largest number of agents the fleet may have", v))
-		} else {
-			cfg.AssumedFleetSize = n
-		}
-	}
-	fs.IntVar(&cfg.AssumedFleetSize, "assumed-fleet-size", cfg.AssumedFleetSize, "fleet size assumed, when no fixed size or hint is given, until the DaemonSet is read: a smaller guess than the real fleet lets a simultaneous start exceed fleet-qps, a larger one only slows the start (env FLEETAGENT_ASSUMED_FLEET_SIZE)")
+	whole(&cfg.AssumedFleetSize, flagSpec{"assumed-fleet-size", "FLEETAGENT_ASSUMED_FLEET_SIZE",
+		"fleet size assumed, when no fixed size or hint is given, until the DaemonSet is read: a smaller guess than the real fleet lets a simultaneous start exceed fleet-qps, a larger one only slows the start"},
+		"give the largest number of agents the fleet may have")
 	if ip := getenv("NODE_IP"); ip != "" {
 		cfg.KubeletEndpoint = "https://" + net.JoinHostPort(ip, "10250")
 	}
@@ -228,16 +230,8 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	clearable(&cfg.KubeletTokenFile, flagSpec{"kubelet-token-file", "FLEETAGENT_KUBELET_TOKEN_FILE", "bearer token file for the kubelet, the service-account token by default; empty sends none"})
 	str(&cfg.KubeletTLSServerName, flagSpec{"kubelet-tls-server-name", "FLEETAGENT_KUBELET_TLS_SERVER_NAME",
 		"name to verify in the kubelet's serving certificate instead of the endpoint's host; a kubelet's self-signed certificate names only the node's hostname"})
-	if v := getenv("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY=%q is not a boolean: use true or false", v))
-		} else {
-			cfg.KubeletInsecureSkipVerify = b
-		}
-	}
-	fs.BoolVar(&cfg.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", cfg.KubeletInsecureSkipVerify,
-		"do not verify the kubelet's serving certificate: needs no other setting, and the agent's token then goes to whoever answers at the kubelet endpoint (env FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY)")
+	boolean(&cfg.KubeletInsecureSkipVerify, flagSpec{"kubelet-insecure-skip-verify", "FLEETAGENT_KUBELET_INSECURE_SKIP_VERIFY",
+		"do not verify the kubelet's serving certificate: needs no other setting, and the agent's token then goes to whoever answers at the kubelet endpoint"})
 	dur(&cfg.KubeletReadyTimeout, flagSpec{"kubelet-ready-timeout", "FLEETAGENT_KUBELET_READY_TIMEOUT",
 		"/readyz fails until a kubelet scrape has succeeded, for at most this long after the collectors start; then the agent is ready but degraded"})
 	str(&cfg.KillSwitchFile, flagSpec{"kill-switch-file", "FLEETAGENT_KILL_SWITCH_FILE", "file that, when present with content other than off/false/0/empty, stops all apiserver traffic; empty disables the switch"})
@@ -253,29 +247,14 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		}
 	}
 	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics (default OTEL_METRIC_EXPORT_INTERVAL, then 30s)"})
-	if v := getenv("FLEETAGENT_CARDINALITY_LIMIT"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("FLEETAGENT_CARDINALITY_LIMIT=%q is not a whole number: give the most series one metric may have", v))
-		} else {
-			cfg.CardinalityLimit = n
-		}
-	}
-	fs.IntVar(&cfg.CardinalityLimit, "cardinality-limit", cfg.CardinalityLimit, "most series one metric may have per export; more fold into one otel.metric.overflow series (env FLEETAGENT_CARDINALITY_LIMIT)")
+	whole(&cfg.CardinalityLimit, flagSpec{"cardinality-limit", "FLEETAGENT_CARDINALITY_LIMIT", "most series one metric may have per export; more fold into one otel.metric.overflow series"},
+		"give the most series one metric may have")
 	dur(&cfg.SyncTimeout, flagSpec{"sync-timeout", "FLEETAGENT_SYNC_TIMEOUT", "how long to wait for the first informer sync before running degraded"})
 	dur(&cfg.ShutdownTimeout, flagSpec{"shutdown-timeout", "FLEETAGENT_SHUTDOWN_TIMEOUT", "bound on the stop sequence including the final export; keep below terminationGracePeriodSeconds"})
 	str(&cfg.InformerMode, flagSpec{"informer-mode", "FLEETAGENT_INFORMER_MODE", "list-watch (cache-served LIST then WATCH) or watch-list (streaming list)"})
 	str(&cfg.KubeSource, flagSpec{"kube-source", "FLEETAGENT_KUBE_SOURCE", "where this node's pods come from: informer (node-scoped informers on the apiserver's watch cache) or kubelet (the node's kubelet /pods: no apiserver request; no Node object unless --node-get-at-start)"})
-	if v := getenv("FLEETAGENT_NODE_GET_AT_START"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("FLEETAGENT_NODE_GET_AT_START=%q is not a boolean: use true or false", v))
-		} else {
-			cfg.NodeGetAtStart = b
-		}
-	}
-	fs.BoolVar(&cfg.NodeGetAtStart, "node-get-at-start", cfg.NodeGetAtStart,
-		"with --kube-source=kubelet: read this node's Node object once at start (one cache-served GET paid from the fleet budget) for node conditions, allocatable and capacity (env FLEETAGENT_NODE_GET_AT_START)")
+	boolean(&cfg.NodeGetAtStart, flagSpec{"node-get-at-start", "FLEETAGENT_NODE_GET_AT_START",
+		"with --kube-source=kubelet: read this node's Node object once at start (one cache-served GET paid from the fleet budget) for node conditions, allocatable and capacity"})
 	podLabels = getenv("FLEETAGENT_POD_LABELS")
 	fs.StringVar(&podLabels, "pod-labels", podLabels, "comma-separated pod label keys to export as attributes (env FLEETAGENT_POD_LABELS)")
 	str(&cfg.LogLevel, flagSpec{"log-level", "FLEETAGENT_LOG_LEVEL", "debug, info, warn or error"})

@@ -17,16 +17,17 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/deploy/kustomizetest"
 	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/rbaccheck"
 )
 
 // releaseNS is where the apply test installs the chart: not the
@@ -81,7 +82,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 			if len(c.components) > 0 {
 				dir = userOverlay(t, c.kustomize, c.components...)
 			}
-			want := renderKustomize(t, dir)
+			want := kustomizetest.Render(t, dir)
 			got := mustRender(t, "fleetagent", kustomizeValues+c.values)
 			if d := diffObjects(got, want); d != "" {
 				t.Errorf("chart (values %q) and kustomize %s differ:\n%s", c.values, c.kustomize, d)
@@ -93,7 +94,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 // TestChartDriftIsSeen shows the comparison has teeth: one changed value
 // is reported as a difference in the object it changes, and nowhere else.
 func TestChartDriftIsSeen(t *testing.T) {
-	want := renderKustomize(t, filepath.Join("..", "deploy", "overlays", "fleet"))
+	want := kustomizetest.Render(t, filepath.Join("..", "deploy", "overlays", "fleet"))
 	got := mustRender(t, "fleetagent", kustomizeValues+"fleet: {qps: 10}")
 	d := diffObjects(got, want)
 	if want := "DaemonSet fleetagent/fleetagent:\n  .spec.template.spec.containers[0].env[2].value: chart \"10\", kustomize \"50\""; d != want {
@@ -272,22 +273,7 @@ func envRef(v string) []string {
 // components, as a user's own overlay does.
 func userOverlay(t *testing.T, resource string, components ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	deploy, err := filepath.Abs(filepath.Join("..", "deploy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(dir, deploy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s/%s\ncomponents:\n", filepath.ToSlash(rel), resource)
-	for _, c := range components {
-		fmt.Fprintf(&b, "- %s/%s\n", filepath.ToSlash(rel), c)
-	}
-	writeFile(t, filepath.Join(dir, "kustomization.yaml"), []byte(b.String()))
-	return dir
+	return kustomizetest.Overlay{Resource: resource, Components: components}.Write(t, filepath.Join("..", "deploy"))
 }
 
 // TestLint runs Helm's own linter (what `helm lint` runs: Chart.yaml,
@@ -416,20 +402,9 @@ func checkRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
 		{"list", "apps", "replicasets", "", "", "", false},
 		{"create", "*", "*", "", "", "", false},
 	} {
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   agentUser,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNS, "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
-			},
-		}}
-		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("%s %s/%s/%s %s/%s: allowed = %v, want %v (%s)", c.verb, c.group, c.resource, c.subresource, c.ns, c.name, got.Status.Allowed, c.allowed, got.Status.Reason)
-		}
+		rbaccheck.Expect(ctx, t, cs, agentUser, releaseNS, authorizationv1.ResourceAttributes{
+			Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
+		}, c.allowed)
 	}
 }
 

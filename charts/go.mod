@@ -2,18 +2,20 @@ module github.com/fleetagent/fleetagent/charts
 
 go 1.26.7
 
-replace github.com/fleetagent/fleetagent => ../
+replace (
+	github.com/fleetagent/fleetagent => ../
+	github.com/fleetagent/fleetagent/deploy => ../deploy
+)
 
 require (
 	github.com/fleetagent/fleetagent v0.0.0-00010101000000-000000000000
+	github.com/fleetagent/fleetagent/deploy v0.0.0-00010101000000-000000000000
 	github.com/prometheus/common v0.74.0
 	github.com/prometheus/prometheus v0.316.0
 	helm.sh/helm/v4 v4.3.2
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	k8s.io/client-go v0.37.2
-	sigs.k8s.io/kustomize/api v0.21.2
-	sigs.k8s.io/kustomize/kyaml v0.21.2
 	sigs.k8s.io/yaml v1.6.0
 )
 
@@ -113,6 +115,8 @@ require (
 	k8s.io/kubelet v0.37.2 // indirect
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd // indirect
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
+	sigs.k8s.io/kustomize/api v0.21.2 // indirect
+	sigs.k8s.io/kustomize/kyaml v0.21.2 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )

@@ -23,14 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fleetagent/fleetagent/deploy/kustomizetest"
 	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
+	"github.com/fleetagent/fleetagent/internal/testenv/rbaccheck"
 )
 
 const (
@@ -81,28 +81,10 @@ func TestMain(m *testing.M) {
 }
 
 // render builds a kustomization directory exactly as `kubectl kustomize`
-// does (kubectl embeds the same krusty library).
+// does.
 func render(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range m.Resources() {
-		// Through JSON, so numbers are int64/float64 as unstructured expects.
-		b, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
-		}
-		obj := &unstructured.Unstructured{}
-		if err := obj.UnmarshalJSON(b); err != nil {
-			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
-		}
-		objs = append(objs, obj)
-	}
-	return objs
+	return kustomizetest.Render(t, dir)
 }
 
 // newApplier applies as `kubectl apply --server-side --force-conflicts`
@@ -518,21 +500,9 @@ func TestRBAC(t *testing.T) {
 		)
 	}
 	for _, c := range cases {
-		name := fmt.Sprintf("%s %s/%s/%s %s/%s", c.verb, c.group, c.resource, c.subresource, c.ns, c.name)
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   agentUser,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
-			},
-		}}
-		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("%s: allowed = %v, want %v (%s)", name, got.Status.Allowed, c.allowed, got.Status.Reason)
-		}
+		rbaccheck.Expect(ctx, t, cs, agentUser, namespace, authorizationv1.ResourceAttributes{
+			Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Namespace: c.ns, Name: c.name,
+		}, c.allowed)
 	}
 }
 
@@ -555,18 +525,7 @@ func TestGatewayRBAC(t *testing.T) {
 		{"update", "", "pods", false},
 		{"get", "", "nodes", false},
 	} {
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:               user,
-			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource},
-		}}
-		got, err := adminClient().AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status.Allowed != c.allowed {
-			t.Errorf("gateway %s %s/%s: allowed = %v, want %v", c.verb, c.group, c.resource, got.Status.Allowed, c.allowed)
-		}
+		rbaccheck.Expect(ctx, t, adminClient(), user, namespace, authorizationv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource}, c.allowed)
 	}
 }
 
@@ -701,22 +660,5 @@ func TestTolerateAllTaintsComponent(t *testing.T) {
 // overlay does, and returns its directory.
 func userOverlay(t *testing.T, resource string, components ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	here, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(dir, here)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s/%s\ncomponents:\n", filepath.ToSlash(rel), resource)
-	for _, c := range components {
-		fmt.Fprintf(&b, "- %s/%s\n", filepath.ToSlash(rel), c)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return kustomizetest.Overlay{Resource: resource, Components: components}.Write(t, ".")
 }

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/fleetagent/fleetagent/deploy/kustomizetest"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -54,28 +55,17 @@ func TestKubeletCAComponent(t *testing.T) {
 	bundle := append(otherCrt, kubeletCrt...)
 
 	// The user's overlay, as components/kubelet-ca/kustomization.yaml shows it.
-	dir := t.TempDir()
-	here, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(dir, here)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "kubelets.pem"), bundle)
-	writeFile(t, filepath.Join(dir, "kustomization.yaml"), []byte(fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- %[1]s/overlays/fleet
-components:
-- %[1]s/components/kubelet-ca
-configMapGenerator:
+	dir := kustomizetest.Overlay{
+		Resource:   "overlays/fleet",
+		Components: []string{"components/kubelet-ca"},
+		Extra: `configMapGenerator:
 - name: fleetagent-kubelet-ca
   namespace: fleetagent
   files:
   - ca.crt=kubelets.pem
-`, filepath.ToSlash(rel))))
+`,
+		Files: map[string][]byte{"kubelets.pem": bundle},
+	}.Write(t, ".")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -371,7 +361,5 @@ func (p *agentProcess) exported(node, metric string) bool {
 
 func writeFile(t *testing.T, p string, b []byte) {
 	t.Helper()
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	kustomizetest.WriteFile(t, p, b)
 }

@@ -8,9 +8,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
+	"github.com/fleetagent/fleetagent/internal/testenv/rbaccheck"
 )
 
 // TestKubeletSourceComponents applies the fleet overlay with
@@ -40,16 +40,12 @@ func TestKubeletSourceComponents(t *testing.T) {
 			var reason string
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-					User:               agentUser,
-					Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
-					ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: c.verb, Resource: c.resource, Subresource: c.sub, Name: "node-1"},
-				}}
-				res, err := adminClient().AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+				res, err := rbaccheck.Review(ctx, adminClient(), agentUser, namespace,
+					authorizationv1.ResourceAttributes{Verb: c.verb, Resource: c.resource, Subresource: c.sub, Name: "node-1"})
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, reason = res.Status.Allowed, res.Status.Reason
+				got, reason = res.Allowed, res.Reason
 				if got == c.allowed || time.Now().After(deadline) {
 					break
 				}

@@ -33,18 +33,10 @@ import (
 //
 // Run: FLEETAGENT_BIN_DIR=$PWD/bin go test -run XXX -bench NodeStartCost -benchtime 30x ./informer/
 func BenchmarkNodeStartCost(b *testing.B) {
-	for _, tc := range []struct {
-		mode Mode
-		user string
-	}{{ModeListWatch, agentBenchLW}, {ModeWatchList, agentBenchWL}} {
+	for _, tc := range benchModes {
 		b.Run(string(tc.mode), func(b *testing.B) {
 			ctx := context.Background()
-			logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-			nodes := sim.NodeNames()
-			before, err := cp.Metrics(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
+			logger, nodes, before := costBaseline(ctx, b)
 			var starts int
 			for b.Loop() {
 				node := nodes[starts%len(nodes)]
@@ -62,12 +54,7 @@ func BenchmarkNodeStartCost(b *testing.B) {
 				if n := len(inf.Pods()); n != simPodsPerNode {
 					b.Fatalf("node %s: %d pods cached, want %d", node, n, simPodsPerNode)
 				}
-				sctx, cancel := context.WithTimeout(ctx, time.Minute)
-				err = inf.Shutdown(sctx)
-				cancel()
-				if err != nil {
-					b.Fatal(err)
-				}
+				shutdownWithin(ctx, b, inf)
 			}
 			b.StopTimer()
 			reportApiserverCost(ctx, b, before, float64(starts), "start")
@@ -93,10 +80,7 @@ func BenchmarkFleetStartCost(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		for _, tc := range []struct {
-			mode Mode
-			user string
-		}{{ModeListWatch, agentBenchLW}, {ModeWatchList, agentBenchWL}} {
+		for _, tc := range benchModes {
 			b.Run(fmt.Sprintf("pods=%d/%s", simNodes*simPodsPerNode+extra, tc.mode), func(b *testing.B) {
 				benchFleetStart(ctx, b, tc.mode, tc.user)
 			})
@@ -105,12 +89,8 @@ func BenchmarkFleetStartCost(b *testing.B) {
 }
 
 func benchFleetStart(ctx context.Context, b *testing.B, mode Mode, user string) {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nodes := sim.NodeNames()
-	before, err := cp.Metrics(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
+	logger, nodes, before := costBaseline(ctx, b)
+	var err error
 	var starts int
 	for b.Loop() {
 		starts++
@@ -133,17 +113,39 @@ func benchFleetStart(ctx context.Context, b *testing.B, mode Mode, user string) 
 		}
 		b.StopTimer()
 		for _, inf := range fleet {
-			sctx, cancel := context.WithTimeout(ctx, time.Minute)
-			err := inf.Shutdown(sctx)
-			cancel()
-			if err != nil {
-				b.Fatal(err)
-			}
+			shutdownWithin(ctx, b, inf)
 		}
 		b.StartTimer()
 	}
 	b.StopTimer()
 	reportApiserverCost(ctx, b, before, float64(starts), "fleet-start")
+}
+
+// benchModes are the ways an agent fills its cache that the start-cost
+// benchmarks compare, each run as its own user.
+var benchModes = []struct {
+	mode Mode
+	user string
+}{{ModeListWatch, agentBenchLW}, {ModeWatchList, agentBenchWL}}
+
+// costBaseline is what a start-cost benchmark starts from: a logger that
+// discards, the simulated cluster's nodes, and the apiserver's metrics
+// before the first start.
+func costBaseline(ctx context.Context, b *testing.B) (*slog.Logger, []string, map[string]*dto.MetricFamily) {
+	before, err := cp.Metrics(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil)), sim.NodeNames(), before
+}
+
+// shutdownWithin shuts inf down, allowing it a minute.
+func shutdownWithin(ctx context.Context, b *testing.B, inf *Informers) {
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := inf.Shutdown(sctx); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // addPodsElsewhere creates n pods bound to nodes no agent in the benchmark

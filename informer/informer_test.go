@@ -29,6 +29,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/metricsread"
 )
 
 // startInformers starts informers for node as user and stops them when
@@ -585,24 +586,18 @@ func checkMetrics(t *testing.T, inf *Informers) {
 	if err := inf.RegisterMetrics(mp.Meter("informer-test")); err != nil {
 		t.Fatal(err)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			var points []metricdata.DataPoint[int64]
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				points = d.DataPoints
-			case metricdata.Gauge[int64]:
-				points = d.DataPoints
-			}
-			for _, p := range points {
-				r, _ := p.Attributes.Value("k8s.resource")
-				got[m.Name+"/"+r.AsString()] = p.Value
-			}
+	for _, m := range metricsread.Collect(t, reader) {
+		var points []metricdata.DataPoint[int64]
+		switch d := m.Data.(type) {
+		case metricdata.Sum[int64]:
+			points = d.DataPoints
+		case metricdata.Gauge[int64]:
+			points = d.DataPoints
+		}
+		for _, p := range points {
+			r, _ := p.Attributes.Value("k8s.resource")
+			got[m.Name+"/"+r.AsString()] = p.Value
 		}
 	}
 	s := inf.Stats()

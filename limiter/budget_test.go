@@ -219,6 +219,12 @@ func TestBackoffNeverShorterThanRetryAfter(t *testing.T) {
 
 func TestBreakerTransitions(t *testing.T) {
 	b, clk := newTestBudget(t, Config{FleetSize: 1, BreakerThreshold: 3, InitialBackoff: time.Second, MaxBackoff: 10 * time.Second})
+	// gate asks the breaker's gate about one request, as Wait does.
+	gate := func() (reason string, until time.Time, probe bool) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.checkLocked(clk.Now(), true)
+	}
 	for i := 0; i < 2; i++ {
 		b.observe(clk.Now(), outcomeServer, 0, false)
 		if s := b.Stats(); s.Breaker != BreakerClosed || s.ConsecutiveFailures != i+1 {
@@ -233,9 +239,7 @@ func TestBreakerTransitions(t *testing.T) {
 	if deg, why := b.Degraded(); !deg || !strings.Contains(why, "circuit breaker open after 3 consecutive failures (last: connection error)") {
 		t.Fatalf("Degraded() = %v %q", deg, why)
 	}
-	b.mu.Lock()
-	reason, until, _ := b.checkLocked(clk.Now(), true)
-	b.mu.Unlock()
+	reason, until, _ := gate()
 	if reason != "circuit breaker open" || !until.Equal(s.BackoffUntil) {
 		t.Fatalf("gate while open = %q until %v", reason, until)
 	}
@@ -262,9 +266,7 @@ func TestBreakerTransitions(t *testing.T) {
 		t.Fatalf("after failed probe: %v opens %d", s.Breaker, s.BreakerOpens)
 	}
 	clk.SetTime(s.BackoffUntil)
-	b.mu.Lock()
-	_, _, probe = b.checkLocked(clk.Now(), true)
-	b.mu.Unlock()
+	_, _, probe = gate()
 	if !probe {
 		t.Fatal("no probe after the second open")
 	}
@@ -273,9 +275,7 @@ func TestBreakerTransitions(t *testing.T) {
 	if s := b.Stats(); s.Breaker != BreakerHalfOpen {
 		t.Fatalf("after canceled probe: %v", s.Breaker)
 	}
-	b.mu.Lock()
-	_, _, probe = b.checkLocked(clk.Now(), true)
-	b.mu.Unlock()
+	_, _, probe = gate()
 	if !probe {
 		t.Fatal("probe slot not freed by a canceled probe")
 	}
@@ -296,9 +296,7 @@ func TestBreakerTransitions(t *testing.T) {
 		b.observe(clk.Now(), outcomeServer, 0, false)
 	}
 	clk.SetTime(b.Stats().BackoffUntil)
-	b.mu.Lock()
-	_, _, probe = b.checkLocked(clk.Now(), true)
-	b.mu.Unlock()
+	_, _, probe = gate()
 	b.observe(clk.Now(), outcomeSlow, 0, probe)
 	if s := b.Stats(); !probe || s.Breaker != BreakerClosed || !s.BackingOff || s.Slow != 1 {
 		t.Fatalf("after a slow probe: probe %v breaker %v backing off %v slow %d", probe, s.Breaker, s.BackingOff, s.Slow)

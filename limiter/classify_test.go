@@ -19,6 +19,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/metricsread"
 )
 
 // The servers below fail in one way each, on loopback only.
@@ -173,20 +175,14 @@ func failingTransport(t *testing.T) *http.Transport {
 // error.type from the budget's self-metrics.
 func connErrorsMetric(t *testing.T, reader *metric.ManualReader) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "fleetagent.limiter.connection.errors" {
-				continue
-			}
-			for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				v, _ := p.Attributes.Value("error.type")
-				out[v.AsString()] = p.Value
-			}
+	for _, m := range metricsread.Collect(t, reader) {
+		if m.Name != "fleetagent.limiter.connection.errors" {
+			continue
+		}
+		for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
+			v, _ := p.Attributes.Value("error.type")
+			out[v.AsString()] = p.Value
 		}
 	}
 	return out

@@ -8,11 +8,32 @@ import (
 	"time"
 )
 
+// windows is how a fleet's requests fell into 1-second windows.
+type windows struct {
+	maxWindow int // most requests in any 1-second window
+	p99Window int // 99th percentile of the 1-second windows that start at a request
+}
+
+// windowsOf measures the 1-second windows that start at an arrival.
+func windowsOf(arrivals []time.Time) windows {
+	counts := windowCounts(arrivals)
+	slices.Sort(counts)
+	if len(counts) == 0 {
+		return windows{}
+	}
+	return windows{maxWindow: counts[len(counts)-1], p99Window: counts[len(counts)*99/100]}
+}
+
+// worst keeps, of w and o, the larger of each figure.
+func (w *windows) worst(o windows) {
+	w.maxWindow = max(w.maxWindow, o.maxWindow)
+	w.p99Window = max(w.p99Window, o.p99Window)
+}
+
 // startResult is what one simulated simultaneous start measured.
 type startResult struct {
-	requests  int
-	maxWindow int           // most requests in any 1-second window
-	p99Window int           // 99th percentile of the 1-second windows that start at a request
+	requests int
+	windows
 	synced    time.Duration // until every agent had both watches established
 	allSynced bool
 }
@@ -26,14 +47,7 @@ func simulateStart(t testing.TB, sc simConfig) startResult {
 	_, last := f.allSynced()
 	arrivals := f.server.arrivalsSince(f.start)
 	f.stop(t)
-	counts := windowCounts(arrivals)
-	slices.Sort(counts)
-	r := startResult{requests: len(arrivals), synced: last.Sub(f.start), allSynced: ok}
-	if len(counts) > 0 {
-		r.maxWindow = counts[len(counts)-1]
-		r.p99Window = counts[len(counts)*99/100]
-	}
-	return r
+	return startResult{requests: len(arrivals), windows: windowsOf(arrivals), synced: last.Sub(f.start), allSynced: ok}
 }
 
 // TestFleetStartBound starts N agents at the same instant, each through
@@ -85,9 +99,8 @@ func TestFleetStartBound(t *testing.T) {
 
 // restartResult is what one simulated apiserver restart measured.
 type restartResult struct {
-	requests  int // from the break
-	maxWindow int // most requests in any 1-second window from the break
-	p99Window int
+	requests  int           // from the break
+	windows                 // of the requests from the break
 	maxUp     int           // most requests in any 1-second window from the apiserver's return
 	recovered time.Duration // from the return until every agent watches again
 	allBack   bool
@@ -114,15 +127,9 @@ func simulateRestart(t testing.TB, sc simConfig, down time.Duration) restartResu
 	ok := f.runUntil(up.Add(2*time.Hour), f.allWatching)
 	back := time.Now()
 	arrivals := f.server.arrivalsSince(broke)
-	r := restartResult{requests: len(arrivals), maxUp: maxWindow(f.server.arrivalsSince(up)),
+	r := restartResult{requests: len(arrivals), windows: windowsOf(arrivals), maxUp: maxWindow(f.server.arrivalsSince(up)),
 		recovered: back.Sub(up), allBack: ok, relists: f.server.countSince(broke, "list")}
 	f.stop(t)
-	counts := windowCounts(arrivals)
-	slices.Sort(counts)
-	if len(counts) > 0 {
-		r.maxWindow = counts[len(counts)-1]
-		r.p99Window = counts[len(counts)*99/100]
-	}
 	return r
 }
 
@@ -186,8 +193,7 @@ func BenchmarkFleetStart(b *testing.B) {
 				seed++
 				runInBubble(b, func(t *testing.T) {
 					r := simulateStart(t, simConfig{agents: tc.agents, fleetQPS: fleetQPS, seed: seed, hint: tc.hint})
-					worst.maxWindow = max(worst.maxWindow, r.maxWindow)
-					worst.p99Window = max(worst.p99Window, r.p99Window)
+					worst.worst(r.windows)
 					worst.synced = max(worst.synced, r.synced)
 				})
 			}
@@ -216,8 +222,7 @@ func BenchmarkFleetRestart(b *testing.B) {
 				seed++
 				runInBubble(b, func(t *testing.T) {
 					r := simulateRestart(t, simConfig{agents: agents, fleetQPS: fleetQPS, seed: seed, hint: agents}, 30*time.Second)
-					worst.maxWindow = max(worst.maxWindow, r.maxWindow)
-					worst.p99Window = max(worst.p99Window, r.p99Window)
+					worst.worst(r.windows)
 					worst.maxUp = max(worst.maxUp, r.maxUp)
 					worst.recovered = max(worst.recovered, r.recovered)
 				})

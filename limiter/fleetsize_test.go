@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
 
 // TestFleetSizeHint: Start reads the fleet-size hint with no apiserver
@@ -40,7 +42,7 @@ func TestFleetSizeHint(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				path := filepath.Join(t.TempDir(), "fleet-size-hint")
 				tc.make(t, path)
-				var logs syncBuffer
+				var logs testlog.Buffer
 				b, clk := newTestBudget(t, Config{FleetQPS: 50, DaemonSetNamespace: "ns", DaemonSetName: "fleetagent", FleetSizeHintPath: path})
 				b.log = slog.New(slog.NewTextHandler(&logs, nil))
 				srv := newSimServer(200) // the DaemonSet runs 200 agents
@@ -56,8 +58,8 @@ func TestFleetSizeHint(t *testing.T) {
 				if len(srv.arrivalsSince(time.Time{})) != 0 {
 					t.Error("reading the hint sent a request")
 				}
-				if tc.log != "" && logs.count(tc.log) != 1 {
-					t.Errorf("log lacks %q once:\n%s", tc.log, logs.buf.String())
+				if tc.log != "" && logs.Count(tc.log) != 1 {
+					t.Errorf("log lacks %q once:\n%s", tc.log, logs.String())
 				}
 				expired, cancel := context.WithCancel(context.Background())
 				cancel()

@@ -1,51 +1,28 @@
 package limiter
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/metricsread"
+	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
 
 // gaugeValue reads an int64 gauge from the budget's self-metrics.
 func gaugeValue(t *testing.T, reader *metric.ManualReader, name string) (int64, bool) {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == name && len(g.DataPoints) == 1 {
-				return g.DataPoints[0].Value, true
-			}
+	for _, m := range metricsread.Collect(t, reader) {
+		if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == name && len(g.DataPoints) == 1 {
+			return g.DataPoints[0].Value, true
 		}
 	}
 	return 0, false
@@ -95,7 +72,7 @@ func TestKillSwitchUnreadableFailsClosed(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, "kill-switch")
-			var logs syncBuffer
+			var logs testlog.Buffer
 			b, _ := newTestBudget(t, Config{FleetSize: 1, KillSwitchPath: path})
 			b.log = slog.New(slog.NewTextHandler(&logs, nil))
 			reader := metric.NewManualReader()
@@ -143,8 +120,8 @@ func TestKillSwitchUnreadableFailsClosed(t *testing.T) {
 			if v, _ := gaugeValue(t, reader, "fleetagent.limiter.killswitch.active"); v != 1 {
 				t.Errorf("fleetagent.limiter.killswitch.active = %d, want 1", v)
 			}
-			if n := logs.count("kill switch cannot be read"); n != 1 {
-				t.Errorf("%d log lines for one unreadable state, want 1:\n%s", n, logs.buf.String())
+			if n := logs.Count("kill switch cannot be read"); n != 1 {
+				t.Errorf("%d log lines for one unreadable state, want 1:\n%s", n, logs.String())
 			}
 
 			// Fixed: a readable "off" turns traffic back on.
@@ -164,7 +141,7 @@ func TestKillSwitchUnreadableFailsClosed(t *testing.T) {
 			if v, _ := gaugeValue(t, reader, "fleetagent.limiter.killswitch.unreadable"); v != 0 {
 				t.Errorf("fleetagent.limiter.killswitch.unreadable = %d after the fix", v)
 			}
-			if n := logs.count("kill switch readable again"); n != 1 {
+			if n := logs.Count("kill switch readable again"); n != 1 {
 				t.Errorf("%d 'readable again' lines, want 1", n)
 			}
 		})

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -271,19 +270,21 @@ func (a *simAgent) run(ctx context.Context) {
 
 func (a *simAgent) informer(ctx context.Context, resource string) {
 	opts := metav1.ListOptions{FieldSelector: "spec.nodeName=" + a.node, ResourceVersion: "0"}
+	list := func(ctx context.Context, o metav1.ListOptions) (metav1.ListInterface, error) {
+		return a.core.Pods("").List(ctx, o)
+	}
+	watchFrom := a.core.Pods("").Watch
 	if resource == "nodes" {
 		opts.FieldSelector = "metadata.name=" + a.node
+		list = func(ctx context.Context, o metav1.ListOptions) (metav1.ListInterface, error) {
+			return a.core.Nodes().List(ctx, o)
+		}
+		watchFrom = a.core.Nodes().Watch
 	}
 	rv := ""
 	for ctx.Err() == nil {
 		if rv == "" {
-			var meta metav1.ListInterface
-			var err error
-			if resource == "pods" {
-				meta, err = a.core.Pods("").List(ctx, opts)
-			} else {
-				meta, err = a.core.Nodes().List(ctx, opts)
-			}
+			meta, err := list(ctx, opts)
 			if err != nil {
 				continue
 			}
@@ -291,13 +292,7 @@ func (a *simAgent) informer(ctx context.Context, resource string) {
 		}
 		wopts := opts
 		wopts.ResourceVersion, wopts.AllowWatchBookmarks = rv, true
-		var w watch.Interface
-		var err error
-		if resource == "pods" {
-			w, err = a.core.Pods("").Watch(ctx, wopts)
-		} else {
-			w, err = a.core.Nodes().Watch(ctx, wopts)
-		}
+		w, err := watchFrom(ctx, wopts)
 		if err != nil {
 			continue
 		}

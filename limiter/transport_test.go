@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/metricsread"
 )
 
 // fakeAPIServer answers pod lists and watches in memory; it records what
@@ -105,33 +107,27 @@ func TestRegisterMetrics(t *testing.T) {
 	b.observe(clk.Now(), outcomeThrottled, 2*time.Second, false)
 	b.setKilled(true)
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]float64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					k := m.Name
-					if v, ok := p.Attributes.Value("code"); ok {
-						verb, _ := p.Attributes.Value("verb")
-						k += "{" + verb.AsString() + " " + v.AsString() + "}"
-					}
-					if v, ok := p.Attributes.Value("cause"); ok {
-						k += "{" + v.AsString() + "}"
-					}
-					got[k] = float64(p.Value)
+	for _, m := range metricsread.Collect(t, reader) {
+		switch d := m.Data.(type) {
+		case metricdata.Sum[int64]:
+			for _, p := range d.DataPoints {
+				k := m.Name
+				if v, ok := p.Attributes.Value("code"); ok {
+					verb, _ := p.Attributes.Value("verb")
+					k += "{" + verb.AsString() + " " + v.AsString() + "}"
 				}
-			case metricdata.Gauge[int64]:
-				got[m.Name] = float64(d.DataPoints[0].Value)
-			case metricdata.Gauge[float64]:
-				got[m.Name] = d.DataPoints[0].Value
-			case metricdata.Sum[float64]:
-				got[m.Name] = d.DataPoints[0].Value
+				if v, ok := p.Attributes.Value("cause"); ok {
+					k += "{" + v.AsString() + "}"
+				}
+				got[k] = float64(p.Value)
 			}
+		case metricdata.Gauge[int64]:
+			got[m.Name] = float64(d.DataPoints[0].Value)
+		case metricdata.Gauge[float64]:
+			got[m.Name] = d.DataPoints[0].Value
+		case metricdata.Sum[float64]:
+			got[m.Name] = d.DataPoints[0].Value
 		}
 	}
 	want := map[string]float64{

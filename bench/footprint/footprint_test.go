@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -225,33 +224,13 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 	logs := &testlog.Buffer{}
 	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--collection-interval="+interval.String(),
 		"--fleet-size=1", "--fleet-size-hint-file=", "--kill-switch-file=", "--shutdown-timeout=10s")
-	cmd.Env = append(os.Environ(),
-		"NODE_NAME="+e.node,
-		"FLEETAGENT_KUBELET_ENDPOINT="+e.kubelet.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-		"FLEETAGENT_ADMIN_ADDRESS="+adminAddr,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+e.recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
+	cmd.Env = agentbin.Env(e.node, e.kubelet.URL(), adminAddr, e.recv.GRPCAddr())
 	if *goEnv != "" {
 		cmd.Env = append(cmd.Env, strings.Split(*goEnv, ",")...)
 	}
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("agent exited with %v after SIGTERM:\n%s", err, logs)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("agent still running 30 s after SIGTERM:\n%s", logs)
-		}
-	}()
+	defer agentbin.Start(t, cmd, logs)()
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	churn := e.cluster.NewChurner(simcluster.ChurnOptions{ReplacementsPerSecond: 0.5, StatusUpdatesPerSecond: 0.5, Workers: 2})
@@ -260,24 +239,13 @@ func runAgent(t tb, bin string, e *nodeEnv, fixed *fixedN) *measurement {
 	}
 	defer func() { _ = churn.Shutdown(context.Background()) }()
 	// The stand-in kubelet follows the node's pods as churn changes them.
-	refreshed := make(chan struct{})
-	defer func() { cancel(); <-refreshed }()
-	go func() {
-		defer close(refreshed)
-		tick := time.NewTicker(interval / 2)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				l, err := e.admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + e.node})
-				if err == nil {
-					_ = e.kubelet.SetPods(l.Items)
-				}
-			}
+	defer e.kubelet.Follow(ctx, interval/2, func(ctx context.Context) ([]corev1.Pod, error) {
+		l, err := e.admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + e.node})
+		if err != nil {
+			return nil, err
 		}
-	}()
+		return l.Items, nil
+	})()
 
 	metricsURL := "http://" + adminAddr + "/metrics"
 	// Warm-up: the informers' sync and five exports.

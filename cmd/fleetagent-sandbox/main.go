@@ -134,14 +134,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	// The stand-in kubelet reports the node's real pods, kept current as
 	// the churn replaces them, as a kubelet would.
 	node := cluster.NodeNames()[0]
-	podsOnNode := func() ([]corev1.Pod, error) {
+	podsOnNode := func(ctx context.Context) ([]corev1.Pod, error) {
 		l, err := admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, ResourceVersion: "0"})
 		if err != nil {
 			return nil, err
 		}
 		return l.Items, nil
 	}
-	pods, err := podsOnNode()
+	pods, err := podsOnNode(ctx)
 	if err != nil {
 		return err
 	}
@@ -150,24 +150,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer kubelet.Close()
-	kubeletDone := make(chan struct{})
-	kubeletCtx, stopKubelet := context.WithCancel(ctx)
-	defer func() { stopKubelet(); <-kubeletDone }()
-	go func() {
-		defer close(kubeletDone)
-		t := time.NewTicker(o.interval / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-kubeletCtx.Done():
-				return
-			case <-t.C:
-				if pods, err := podsOnNode(); err == nil {
-					_ = kubelet.SetPods(pods)
-				}
-			}
-		}
-	}()
+	defer kubelet.Follow(ctx, o.interval/2, podsOnNode)()
 
 	recv, err := otlpreceiver.Start(otlpreceiver.Options{Summary: prefixed{out, "    otlp receiver: "}})
 	if err != nil {

@@ -88,18 +88,7 @@ func TestImageLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 		files := map[string]string{}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(tr)
-			files[h.Name] = string(b)
-		}
+		readTar(t, rc, func(h *tar.Header, b []byte) { files[h.Name] = string(b) })
 		rc.Close()
 		if files["fleetagent"] != "binary-"+d.Platform.Architecture || files["etc/ssl/certs/ca-certificates.crt"] == "" || !strings.Contains(files["etc/passwd"], ":65532:65532:") {
 			t.Errorf("%s: layer files %v: want the binary, the CA bundle and a passwd entry for 65532", d.Platform.Architecture, keys(files))
@@ -122,6 +111,7 @@ func keys(m map[string]string) []string {
 	return k
 }
 
+// untar unpacks the tar file into dst.
 func untar(t *testing.T, file, dst string) {
 	t.Helper()
 	f, err := os.Open(file)
@@ -129,7 +119,23 @@ func untar(t *testing.T, file, dst string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	tr := tar.NewReader(f)
+	readTar(t, f, func(h *tar.Header, b []byte) {
+		p := filepath.Join(dst, h.Name)
+		if h.Typeflag == tar.TypeDir {
+			os.MkdirAll(p, 0o755)
+			return
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// readTar calls fn with each entry of the tar stream r and its content.
+func readTar(t *testing.T, r io.Reader, fn func(h *tar.Header, content []byte)) {
+	t.Helper()
+	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -138,15 +144,10 @@ func untar(t *testing.T, file, dst string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := filepath.Join(dst, h.Name)
-		if h.Typeflag == tar.TypeDir {
-			os.MkdirAll(p, 0o755)
-			continue
-		}
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		b, _ := io.ReadAll(tr)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
+		b, err := io.ReadAll(tr)
+		if err != nil {
 			t.Fatal(err)
 		}
+		fn(h, b)
 	}
 }

@@ -9,6 +9,7 @@ package fakekubelet
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -68,6 +69,30 @@ func StartForPods(path, nodeName string, pods []corev1.Pod) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Follow keeps the served pods current, as a kubelet's are: every interval
+// it serves the pods list returns (a failed list keeps the last ones),
+// until ctx ends or stop is called. stop waits for the last update.
+func (s *Server) Follow(ctx context.Context, every time.Duration, list func(context.Context) ([]corev1.Pod, error)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if pods, err := list(ctx); err == nil {
+					_ = s.SetPods(pods)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // SetPods serves a summary for exactly these pods, under each pod's name,

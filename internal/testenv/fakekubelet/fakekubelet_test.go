@@ -1,16 +1,21 @@
 package fakekubelet
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 )
@@ -31,15 +36,23 @@ func get(t *testing.T, url string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-// TestServesPods: /pods is 404 for a bare recording, then exactly the pods
-// of SetPods as a v1 PodList, counted apart; the summary has the same pods.
-func TestServesPods(t *testing.T) {
+// startRecording serves the collector's recorded summary for node n1
+// until the end of t.
+func startRecording(t *testing.T) *Server {
+	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	s, err := Start(filepath.Join(filepath.Dir(file), "..", "..", "..", "collector", "testdata", "summary.json"), "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestServesPods: /pods is 404 for a bare recording, then exactly the pods
+// of SetPods as a v1 PodList, counted apart; the summary has the same pods.
+func TestServesPods(t *testing.T) {
+	s := startRecording(t)
 	if code, _ := get(t, s.URL()+"/pods"); code != http.StatusNotFound {
 		t.Fatalf("/pods before SetPods: %d, want 404 (no pods to serve)", code)
 	}
@@ -70,5 +83,66 @@ func TestServesPods(t *testing.T) {
 	}
 	if code, _ := get(t, s.URL()+"/spec"); code != http.StatusNotFound {
 		t.Errorf("/spec: %d, want 404", code)
+	}
+}
+
+// TestFollow: Follow serves what its list returns, keeps the last pods
+// when a list fails, and lists no more once stopped.
+func TestFollow(t *testing.T) {
+	s := startRecording(t)
+	var mu sync.Mutex
+	var calls int
+	var pods []corev1.Pod
+	var fail bool
+	stop := s.Follow(context.Background(), time.Millisecond, func(context.Context) ([]corev1.Pod, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if fail {
+			return nil, errors.New("list failed")
+		}
+		return pods, nil
+	})
+	served := func(uid types.UID) bool {
+		sum, err := s.Summary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(sum.Pods) == 1 && sum.Pods[0].PodRef.UID == string(uid)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 10s", what)
+			}
+		}
+	}
+	set := func(uid types.UID, failing bool) int {
+		mu.Lock()
+		defer mu.Unlock()
+		pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: uid}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}}
+		fail = failing
+		return calls
+	}
+	set("u-1", false)
+	waitFor("summary of the first pod", func() bool { return served("u-1") })
+	// A failing list keeps the pods served.
+	n := set("u-2", true)
+	waitFor("failed lists", func() bool { mu.Lock(); defer mu.Unlock(); return calls > n+2 })
+	if !served("u-1") {
+		t.Fatal("a failed list replaced the served pods")
+	}
+	set("u-2", false)
+	waitFor("summary of the second pod", func() bool { return served("u-2") })
+	stop()
+	mu.Lock()
+	n = calls
+	mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != n {
+		t.Errorf("%d lists after stop", calls-n)
 	}
 }

@@ -42,10 +42,7 @@ func TestSeriesKeepIdentityAcrossKillSwitch(t *testing.T) {
 	logs := &testlog.Buffer{}
 	cmd := exec.Command(bin, "--kubeconfig="+cp.Kubeconfig(t, identUser), "--collection-interval=1s",
 		"--shutdown-timeout=10s", "--kill-switch-file="+kill, "--fleet-size=1", "--pod-labels=app")
-	cmd.Env = append(os.Environ(), "NODE_NAME="+node,
-		"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-		"FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:0",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
+	cmd.Env = agentbin.Env(node, kub.URL(), "127.0.0.1:0", recv.GRPCAddr())
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -55,37 +54,12 @@ func TestNodeLocalFirst(t *testing.T) {
 		}
 		cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--collection-interval="+interval.String(),
 			"--sync-timeout=5m", "--shutdown-timeout=10s", "--kill-switch-file="+killSwitch)
-		cmd.Env = append(os.Environ(),
-			"NODE_NAME="+node, "POD_NAMESPACE=fleetagent", // fleet size discovered, as shipped
-			"FLEETAGENT_FLEET_SIZE_HINT_FILE="+hint,
-			"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(), "FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-			"FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:0",
-			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true")
+		cmd.Env = agentbin.Env(node, kub.URL(), "127.0.0.1:0", recv.GRPCAddr(),
+			"POD_NAMESPACE=fleetagent", // fleet size discovered, as shipped
+			"FLEETAGENT_FLEET_SIZE_HINT_FILE="+hint)
 		cmd.Stdout, cmd.Stderr = logs, logs
 		started = time.Now()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		stopped := false
-		stop = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("agent exited with %v after SIGTERM:\n%s", err, logs)
-				}
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-				t.Errorf("agent still running 30s after SIGTERM:\n%s", logs)
-			}
-		}
+		stop = agentbin.Start(t, cmd, logs)
 		t.Cleanup(stop)
 		return started, recv, logs, stop
 	}

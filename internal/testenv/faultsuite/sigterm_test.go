@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -66,14 +65,8 @@ func TestSIGTERM(t *testing.T) {
 
 			cmd := exec.Command(bin, "--kubeconfig="+tr.kubeconfig, "--log-level=debug",
 				"--shutdown-timeout="+shutdownTimeout.String(), "--sync-timeout=30s", "--collection-interval=1s")
-			cmd.Env = append(os.Environ(),
-				"NODE_NAME="+nodes[6+i%3],
-				"FLEETAGENT_FLEET_QPS=20", "FLEETAGENT_FLEET_SIZE=2",
-				"FLEETAGENT_KUBELET_ENDPOINT="+kub.URL(),
-				"FLEETAGENT_KUBELET_CA_FILE=", "FLEETAGENT_KUBELET_TOKEN_FILE=",
-				"FLEETAGENT_KILL_SWITCH_FILE=", "FLEETAGENT_ADMIN_ADDRESS=127.0.0.1:0",
-				"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+recv.GRPCAddr(), "OTEL_EXPORTER_OTLP_INSECURE=true",
-			)
+			cmd.Env = agentbin.Env(nodes[6+i%3], kub.URL(), "127.0.0.1:0", recv.GRPCAddr(),
+				"FLEETAGENT_FLEET_QPS=20", "FLEETAGENT_FLEET_SIZE=2", "FLEETAGENT_KILL_SWITCH_FILE=")
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)

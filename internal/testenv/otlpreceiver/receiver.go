@@ -546,28 +546,13 @@ func Flatten(req *colmetricpb.ExportMetricsServiceRequest) []Point {
 				case *metricpb.Metric_Histogram:
 					base.Type = "histogram"
 					base.Cumulative = d.Histogram.GetAggregationTemporality() == metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE
-					for _, dp := range d.Histogram.GetDataPoints() {
-						p := base
-						p.Attrs = attrMap(dp.GetAttributes())
-						p.Value, p.Count = dp.GetSum(), dp.GetCount()
-						out = append(out, p)
-					}
+					out = appendSumCountPoints(out, base, d.Histogram.GetDataPoints())
 				case *metricpb.Metric_ExponentialHistogram:
 					base.Type = "exponential_histogram"
-					for _, dp := range d.ExponentialHistogram.GetDataPoints() {
-						p := base
-						p.Attrs = attrMap(dp.GetAttributes())
-						p.Value, p.Count = dp.GetSum(), dp.GetCount()
-						out = append(out, p)
-					}
+					out = appendSumCountPoints(out, base, d.ExponentialHistogram.GetDataPoints())
 				case *metricpb.Metric_Summary:
 					base.Type = "summary"
-					for _, dp := range d.Summary.GetDataPoints() {
-						p := base
-						p.Attrs = attrMap(dp.GetAttributes())
-						p.Value, p.Count = dp.GetSum(), dp.GetCount()
-						out = append(out, p)
-					}
+					out = appendSumCountPoints(out, base, d.Summary.GetDataPoints())
 				}
 			}
 		}
@@ -586,6 +571,26 @@ func numberPoint(base Point, dp *metricpb.NumberDataPoint) Point {
 		p.Value = v.AsDouble
 	}
 	return p
+}
+
+// sumCountPoint is a data point with a sum and a count: a histogram's, an
+// exponential histogram's or a summary's.
+type sumCountPoint interface {
+	GetAttributes() []*commonpb.KeyValue
+	GetSum() float64
+	GetCount() uint64
+}
+
+// appendSumCountPoints appends a Point per data point, with the sum as its
+// Value and the count as its Count.
+func appendSumCountPoints[D sumCountPoint](out []Point, base Point, dps []D) []Point {
+	for _, dp := range dps {
+		p := base
+		p.Attrs = attrMap(dp.GetAttributes())
+		p.Value, p.Count = dp.GetSum(), dp.GetCount()
+		out = append(out, p)
+	}
+	return out
 }
 
 func attrMap(kvs []*commonpb.KeyValue) map[string]string {

@@ -34,6 +34,9 @@ func (b *Buffer) String() string {
 // Contains reports whether s has been written.
 func (b *Buffer) Contains(s string) bool { return strings.Contains(b.String(), s) }
 
+// Count is how many times s has been written (non-overlapping).
+func (b *Buffer) Count(s string) int { return strings.Count(b.String(), s) }
+
 // Logger is a text slog.Logger at level writing one test-log line per
 // record, so that a failing test shows what its components said.
 func Logger(t testing.TB, level slog.Level) *slog.Logger {
