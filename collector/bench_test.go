@@ -67,14 +67,8 @@ func benchmarkCollect(b *testing.B, pods int) {
 	}
 	b.StopTimer()
 	n := 0
-	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != "fleetagent/collector" {
-			continue
-		}
-		for _, m := range sm.Metrics {
-			_, lines := series(m)
-			n += len(lines)
-		}
+	for _, m := range productMetrics(rm) {
+		n += countPoints(m)
 	}
 	b.ReportMetric(float64(n), "points/op")
 	b.ReportMetric(float64(len(body)), "summary-bytes")

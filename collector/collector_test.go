@@ -92,14 +92,7 @@ func TestDefaultGolden(t *testing.T) {
 		t.Fatalf("Default collectors = %s, want pod,node,kubelet", got)
 	}
 	got := render(newPipeline(t, cs).collect(t))
-	var want string
-	for _, g := range []string{"kubelet.golden", "node.golden", "pod.golden"} {
-		b, err := os.ReadFile(filepath.Join("testdata", g))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want += string(b)
-	}
+	want := defaultGoldens(t)
 	if sortedLines(got) != sortedLines(want) {
 		t.Errorf("Default output is not the union of the collector goldens:\n%s", diff(sortedLines(want), sortedLines(got)))
 	}

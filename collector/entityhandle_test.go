@@ -2,8 +2,6 @@ package collector
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -31,35 +29,16 @@ func expandHandles(t *testing.T, ents *Entities, rm *metricdata.ResourceMetrics)
 		}
 		return attribute.NewSet(append(kvs, attrs...)...)
 	}
-	for si := range rm.ScopeMetrics {
-		for mi := range rm.ScopeMetrics[si].Metrics {
-			m := &rm.ScopeMetrics[si].Metrics[mi]
-			switch d := m.Data.(type) {
-			case metricdata.Gauge[int64]:
-				for i := range d.DataPoints {
-					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
-				}
-			case metricdata.Gauge[float64]:
-				for i := range d.DataPoints {
-					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
-				}
-			case metricdata.Sum[int64]:
-				for i := range d.DataPoints {
-					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
-				}
-			case metricdata.Sum[float64]:
-				for i := range d.DataPoints {
-					d.DataPoints[i].Attributes = expand(d.DataPoints[i].Attributes)
-				}
-			}
-		}
+	for _, m := range productMetrics(*rm) {
+		forEachSet(m, func(set *attribute.Set) { *set = expand(*set) })
 	}
 }
 
 // TestEntityHandlesLoseNothing: with entity handles, every series of the
 // default collectors carries no entity attribute, only its handle (plus
-// its point attributes; node series have neither), and putting the registry's attributes back gives
-// exactly the output without handles (the goldens), over two collections.
+// its point attributes; node series have neither), and putting the
+// registry's attributes back gives exactly the output without handles (the
+// goldens), over two collections.
 func TestEntityHandlesLoseNothing(t *testing.T) {
 	srv := serveFile(t, "testdata/summary.json")
 	cfg := testConfig
@@ -70,38 +49,24 @@ func TestEntityHandlesLoseNothing(t *testing.T) {
 	}
 	ents := NewEntities()
 	p := newPipeline(t, cs, WithEntityHandles(ents))
-	var want string
-	for _, g := range []string{"kubelet.golden", "node.golden", "pod.golden"} {
-		b, err := os.ReadFile(filepath.Join("testdata", g))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want += string(b)
-	}
+	want := defaultGoldens(t)
 	for round := 0; round < 2; round++ {
 		rm := p.collect(t)
 		handles, points := map[string]bool{}, 0
-		for _, sm := range rm.ScopeMetrics {
-			if sm.Scope.Name != "fleetagent/collector" {
-				continue
-			}
-			for _, m := range sm.Metrics {
-				_, lines := series(m)
-				points += len(lines)
-				forEachSet(m, func(set attribute.Set) {
-					for _, kv := range set.ToSlice() {
-						if IsResourceAttribute(string(kv.Key)) {
-							t.Fatalf("%s: entity attribute %s on a point with handles on", m.Name, kv.Key)
-						}
+		for _, m := range productMetrics(rm) {
+			points += countPoints(m)
+			forEachSet(m, func(set *attribute.Set) {
+				for _, kv := range set.ToSlice() {
+					if IsResourceAttribute(string(kv.Key)) {
+						t.Fatalf("%s: entity attribute %s on a point with handles on", m.Name, kv.Key)
 					}
-					// Node series have no entity attribute (the
-					// node's are on the provider's resource) and so
-					// no handle.
-					if id, ok := set.Value(EntityHandleKey); ok {
-						handles[id.AsString()] = true
-					}
-				})
-			}
+				}
+				// Node series have no entity attribute (the node's are
+				// on the provider's resource) and so no handle.
+				if id, ok := set.Value(EntityHandleKey); ok {
+					handles[id.AsString()] = true
+				}
+			})
 		}
 		if points == 0 || len(handles) == 0 {
 			t.Fatalf("round %d: %d points, %d handles", round, points, len(handles))
@@ -117,25 +82,30 @@ func TestEntityHandlesLoseNothing(t *testing.T) {
 	}
 }
 
-func forEachSet(m metricdata.Metrics, f func(attribute.Set)) {
+// forEachSet calls f with a pointer to each point's attribute set.
+func forEachSet(m metricdata.Metrics, f func(*attribute.Set)) {
 	switch d := m.Data.(type) {
 	case metricdata.Gauge[int64]:
-		for _, p := range d.DataPoints {
-			f(p.Attributes)
-		}
+		eachSet(d.DataPoints, f)
 	case metricdata.Gauge[float64]:
-		for _, p := range d.DataPoints {
-			f(p.Attributes)
-		}
+		eachSet(d.DataPoints, f)
 	case metricdata.Sum[int64]:
-		for _, p := range d.DataPoints {
-			f(p.Attributes)
-		}
+		eachSet(d.DataPoints, f)
 	case metricdata.Sum[float64]:
-		for _, p := range d.DataPoints {
-			f(p.Attributes)
-		}
+		eachSet(d.DataPoints, f)
 	}
+}
+
+func eachSet[N int64 | float64](dps []metricdata.DataPoint[N], f func(*attribute.Set)) {
+	for i := range dps {
+		f(&dps[i].Attributes)
+	}
+}
+
+func countPoints(m metricdata.Metrics) int {
+	n := 0
+	forEachSet(m, func(*attribute.Set) { n++ })
+	return n
 }
 
 // recordFunc is a Collector that records what its function says.
@@ -175,9 +145,9 @@ func TestEntityHandleLifetime(t *testing.T) {
 		for _, sm := range rm.ScopeMetrics {
 			for _, m := range sm.Metrics {
 				if m.Name == d.Name {
-					forEachSet(m, func(s attribute.Set) {
+					forEachSet(m, func(s *attribute.Set) {
 						dir, _ := s.Value("network.io.direction")
-						out[dir.AsString()] = s
+						out[dir.AsString()] = *s
 					})
 				}
 			}

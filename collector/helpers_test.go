@@ -75,17 +75,38 @@ func (p *pipeline) collect(t testing.TB) metricdata.ResourceMetrics {
 	return rm
 }
 
+// productMetrics returns the metrics of the collectors' scope (not the
+// fleetagent.* self-metrics).
+func productMetrics(rm metricdata.ResourceMetrics) []metricdata.Metrics {
+	var ms []metricdata.Metrics
+	for _, sm := range rm.ScopeMetrics {
+		if sm.Scope.Name == "fleetagent/collector" {
+			ms = append(ms, sm.Metrics...)
+		}
+	}
+	return ms
+}
+
+// defaultGoldens is the expected output of Default's collectors: the three
+// collector goldens together.
+func defaultGoldens(t *testing.T) string {
+	t.Helper()
+	var want string
+	for _, g := range []string{"kubelet.golden", "node.golden", "pod.golden"} {
+		b, err := os.ReadFile(filepath.Join("testdata", g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += string(b)
+	}
+	return want
+}
+
 // render prints the product metrics (not the fleetagent.* self-metrics) in
 // a stable text form: one header line per metric, one line per series.
 func render(rm metricdata.ResourceMetrics) string {
 	var b strings.Builder
-	var ms []metricdata.Metrics
-	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != "fleetagent/collector" {
-			continue
-		}
-		ms = append(ms, sm.Metrics...)
-	}
+	ms := productMetrics(rm)
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
 	for _, m := range ms {
 		kind, lines := series(m)
