@@ -74,9 +74,10 @@ func TestKubeletCollectorGolden(t *testing.T) {
 	}
 }
 
-// TestDefaultGolden runs the one list of collectors together, as the agent
-// does, and checks the union is exactly the per-collector goldens.
-func TestDefaultGolden(t *testing.T) {
+// defaultOnFixtures is Default's collectors on the recorded state, with a
+// stand-in kubelet serving the recorded summary, and their Config.
+func defaultOnFixtures(t *testing.T) ([]Collector, Config) {
+	t.Helper()
 	srv := serveFile(t, "testdata/summary.json")
 	cfg := testConfig
 	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL}
@@ -84,6 +85,13 @@ func TestDefaultGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cs, cfg
+}
+
+// TestDefaultGolden runs the one list of collectors together, as the agent
+// does, and checks the union is exactly the per-collector goldens.
+func TestDefaultGolden(t *testing.T) {
+	cs, cfg := defaultOnFixtures(t)
 	var names []string
 	for _, c := range cs {
 		names = append(names, c.Name())
@@ -98,7 +106,7 @@ func TestDefaultGolden(t *testing.T) {
 	}
 
 	cfg.Kubelet = KubeletConfig{}
-	cs, err = Default(cfg, loadState(t))
+	cs, err := Default(cfg, loadState(t))
 	if err != nil {
 		t.Fatal(err)
 	}

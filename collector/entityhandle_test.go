@@ -40,13 +40,7 @@ func expandHandles(t *testing.T, ents *Entities, rm *metricdata.ResourceMetrics)
 // registry's attributes back gives exactly the output without handles (the
 // goldens), over two collections.
 func TestEntityHandlesLoseNothing(t *testing.T) {
-	srv := serveFile(t, "testdata/summary.json")
-	cfg := testConfig
-	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL}
-	cs, err := Default(cfg, loadState(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, _ := defaultOnFixtures(t)
 	ents := NewEntities()
 	p := newPipeline(t, cs, WithEntityHandles(ents))
 	want := defaultGoldens(t)
