@@ -12,7 +12,9 @@ import (
 // (WithEntityHandles): the point carries this one short attribute instead
 // of the 10 to 20 attributes of its pod or container, and the exporter
 // (exporter.Config.EntityHandles) puts the entity's attributes on the
-// point's Resource. It never leaves the agent.
+// point's Resource in its place. Only a handle the registry no longer holds
+// would be sent, as a point attribute, which the export alone never causes
+// (exporter.Stats.UnresolvedHandles counts them).
 const EntityHandleKey = "fleetagent.entity"
 
 // Entities hands out entity handles: one short id per distinct set of

@@ -8,12 +8,14 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -27,9 +29,9 @@ import (
 
 // splitter turns the one ResourceMetrics the SDK exporter puts into an
 // export request into one ResourceMetrics per entity: every data point whose
-// attributes include entity attributes (isEntity) moves, without them, under
-// a Resource made of the provider's resource attributes plus those entity
-// attributes. Points with no entity attributes stay under the provider's
+// attributes include an entity handle (handles) or entity attributes
+// (isEntity) moves, without them, under a Resource made of the provider's
+// resource attributes plus the entity's attributes. Points with no entity attributes stay under the provider's
 // resource. Scopes, metric names, units, descriptions, types, temporality
 // and every point field are kept; only attributes move. The result is one
 // request, however many entities; over gRPC, a request larger than
@@ -55,6 +57,10 @@ type splitter struct {
 	cmu   sync.Mutex
 	cgen  uint64
 	cache map[string]*handleRes
+	// unresolved counts points whose handle the registry did not know
+	// (Stats.UnresolvedHandles); log says so.
+	unresolved atomic.Uint64
+	log        *slog.Logger
 
 	// The gRPC exporter hands the same request to every retry attempt;
 	// its split, and which parts were accepted, are kept for them until
@@ -217,6 +223,10 @@ func (s *splitter) resolve(id string) *handleRes {
 	}
 	attrs, ok := s.handles.Attributes(id)
 	if !ok {
+		if n := s.unresolved.Add(1); (n == 1 || n%1000 == 0) && s.log != nil {
+			s.log.Warn("entity handle not in the registry: its point goes out on the node's resource, with the handle as an attribute; something other than the export collects the product metrics",
+				"handle", id, "points", n)
+		}
 		return nil
 	}
 	r := &handleRes{kvs: make([]*commonpb.KeyValue, len(attrs)), gen: s.cgen}
@@ -230,7 +240,9 @@ func (s *splitter) resolve(id string) *handleRes {
 	return r
 }
 
-// anyValue converts an attribute value to OTLP, as the SDK's exporters do.
+// anyValue converts an attribute value to OTLP. Entity attributes are
+// strings (a set with a slice value gets no handle: appendKey refuses it);
+// the other scalar types are converted as the SDK's exporters convert them.
 func anyValue(v attribute.Value) *commonpb.AnyValue {
 	switch v.Type() {
 	case attribute.BOOL:
@@ -241,13 +253,6 @@ func anyValue(v attribute.Value) *commonpb.AnyValue {
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v.AsFloat64()}}
 	case attribute.STRING:
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.AsString()}}
-	case attribute.STRINGSLICE:
-		ss := v.AsStringSlice()
-		arr := &commonpb.ArrayValue{Values: make([]*commonpb.AnyValue, len(ss))}
-		for i, e := range ss {
-			arr.Values[i] = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: e}}
-		}
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: arr}}
 	}
 	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.Emit()}}
 }

@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -308,6 +309,26 @@ func TestEntityHandlesSameExport(t *testing.T) {
 				t.Fatal(err)
 			}
 			without := e.recv.Last()
+			exs := e.recv.Exports()
+			if len(exs) != 2 {
+				t.Fatalf("%d requests, want 2", len(exs))
+			}
+			// The same number of resources and of product points (the
+			// provider with handles also carries the exporter's own
+			// metrics, registered by setup).
+			product := func(pts []otlpreceiver.Point) int {
+				n := 0
+				for _, p := range pts {
+					if p.Scope == "github.com/fleetagent/fleetagent/collector" {
+						n++
+					}
+				}
+				return n
+			}
+			if a, b := exs[0], exs[1]; a.Resources != b.Resources || product(a.Points) != product(b.Points) {
+				t.Errorf("with handles %d resources, %d product points; without %d, %d",
+					a.Resources, product(a.Points), b.Resources, product(b.Points))
+			}
 
 			series := func(pts []otlpreceiver.Point) map[string]bool {
 				out := map[string]bool{}
@@ -337,11 +358,11 @@ func TestEntityHandlesSameExport(t *testing.T) {
 	}
 }
 
-// TestUnknownHandleStaysOnPoint: a handle the registry does not know
-// (which the agent never sends: ids live one collection longer than their
-// last use) is not dropped: the point keeps it as an attribute, on the
-// node's resource, so the data arrives and the attribute shows what went
-// wrong.
+// TestUnknownHandleStaysOnPoint: a handle the registry does not know (ids
+// live one collection longer than their last use, so the export alone
+// never meets one) is not dropped: the point keeps it as an attribute, on
+// the node's resource, so the data arrives, the attribute shows what went
+// wrong, and Stats.UnresolvedHandles counts it.
 func TestUnknownHandleStaysOnPoint(t *testing.T) {
 	known := []attribute.KeyValue{attribute.String("k8s.pod.uid", "u1"), attribute.String("k8s.pod.name", "p1")}
 	s := &splitter{isEntity: collector.IsResourceAttribute, handles: EntityHandles{Key: collector.EntityHandleKey,
@@ -384,6 +405,9 @@ func TestUnknownHandleStaysOnPoint(t *testing.T) {
 	if a := pt(node); a[collector.EntityHandleKey] != "9" || a["network.io.direction"] != "receive" {
 		t.Errorf("unknown handle: point attributes %v, want the handle kept beside the direction", a)
 	}
+	if n := s.unresolved.Load(); n != 1 {
+		t.Errorf("unresolved handles counted %d, want 1", n)
+	}
 }
 
 func kvMap(kvs []*commonpb.KeyValue) map[string]string {
@@ -392,4 +416,52 @@ func kvMap(kvs []*commonpb.KeyValue) map[string]string {
 		m[kv.GetKey()] = kv.GetValue().GetStringValue()
 	}
 	return m
+}
+
+// TestReadersRefusedWithEntityHandles: a reader of the product provider
+// would see handles and age the registry; the configuration is refused.
+func TestReadersRefusedWithEntityHandles(t *testing.T) {
+	c := Config{EntityKeys: collector.IsResourceAttribute, Readers: []sdkmetric.Reader{sdkmetric.NewManualReader()},
+		EntityHandles: EntityHandles{Key: collector.EntityHandleKey, Attributes: collector.NewEntities().Attributes}}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "Readers with EntityHandles") {
+		t.Errorf("Validate = %v, want the Readers refused", err)
+	}
+	c.Readers = nil
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate without Readers = %v", err)
+	}
+}
+
+// TestHandleCacheEviction: the regrouping keeps a handle's Resource
+// attributes while requests use it and drops them once two requests in a
+// row did not, so deleted pods do not accumulate.
+func TestHandleCacheEviction(t *testing.T) {
+	s := &splitter{isEntity: collector.IsResourceAttribute, handles: EntityHandles{Key: collector.EntityHandleKey,
+		Attributes: func(id string) ([]attribute.KeyValue, bool) {
+			return []attribute.KeyValue{attribute.String("k8s.pod.uid", "u"+id)}, true
+		}}}
+	req := func(id string) *colmetricpb.ExportMetricsServiceRequest {
+		return &colmetricpb.ExportMetricsServiceRequest{ResourceMetrics: []*metricpb.ResourceMetrics{{
+			ScopeMetrics: []*metricpb.ScopeMetrics{{Metrics: []*metricpb.Metric{{Name: "m",
+				Data: &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{DataPoints: []*metricpb.NumberDataPoint{{
+					Attributes: []*commonpb.KeyValue{{Key: collector.EntityHandleKey, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: id}}}}}}}}}}}},
+		}}}
+	}
+	for _, step := range []struct {
+		id   string
+		want []string
+	}{{"1", []string{"1"}}, {"1", []string{"1"}}, {"2", []string{"1", "2"}}, {"2", []string{"2"}}, {"1", []string{"1", "2"}}} {
+		out := s.split(req(step.id))
+		if r := kvMap(out.ResourceMetrics[0].GetResource().GetAttributes()); r["k8s.pod.uid"] != "u"+step.id {
+			t.Fatalf("handle %s: resource %v", step.id, r)
+		}
+		var got []string
+		for id := range s.cache {
+			got = append(got, id)
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(step.want, ",") {
+			t.Errorf("after a request with handle %s the cache holds %v, want %v", step.id, got, step.want)
+		}
+	}
 }

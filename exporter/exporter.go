@@ -29,8 +29,9 @@
 // resolves to the entity's attributes, kept as protobuf from one request to
 // the next: the SDK's transform then builds one attribute per point instead
 // of a dozen, which halved what an interval allocates
-// (BenchmarkIntervalAllocs) and sends the same request
-// (TestEntityHandlesSameExport). Everything else stays the SDK's:
+// (BenchmarkIntervalAllocs) and sends the same resources and series
+// (TestEntityHandlesSameExport; the benchmark's request bytes are
+// unchanged). Everything else stays the SDK's:
 // aggregation, temporality, cardinality limits, the metricdata-to-protobuf
 // transform, OTEL_EXPORTER_OTLP_* handling, compression, retries and
 // partial-success handling. The one thing the HTTP path reads itself is the
@@ -139,8 +140,10 @@ type Config struct {
 	Timeout time.Duration
 	// Retry bounds retries of one export.
 	Retry Retry
-	// Readers are added to the MeterProvider besides the OTLP one (the agent
-	// adds the Prometheus exporter for /metrics).
+	// Readers are added to the MeterProvider besides the OTLP one (the
+	// agent adds none: its /metrics reads the self-metrics, SelfReaders).
+	// Not with EntityHandles: such a reader would see handles instead of
+	// entity attributes, and each of its reads would age the registry.
 	Readers []sdkmetric.Reader
 	// OnExport, when set, is called after every export attempt with its
 	// result (nil on success). It must not block.
@@ -211,6 +214,9 @@ func (c Config) Validate() error {
 	if (c.EntityHandles.Key == "") != (c.EntityHandles.Attributes == nil) || (c.EntityHandles.Key != "" && c.EntityKeys == nil) {
 		errs = append(errs, errors.New("exporter: EntityHandles needs both Key and Attributes, and EntityKeys"))
 	}
+	if len(c.Readers) > 0 && c.EntityHandles.Key != "" {
+		errs = append(errs, errors.New("exporter: Readers with EntityHandles: a reader of the product provider would see entity handles, not entity attributes; read the self-metrics with SelfReaders"))
+	}
 	if len(c.SelfReaders) > 0 && !c.Self {
 		errs = append(errs, errors.New("exporter: SelfReaders without Self"))
 	}
@@ -235,6 +241,11 @@ type Stats struct {
 	LastDataPoints int
 	LastError      string
 	Protocol       string
+	// UnresolvedHandles counts data points whose entity handle was not in
+	// the registry (Config.EntityHandles); each went out on the node's
+	// resource with the handle as an attribute. It stays 0 unless
+	// something other than the export collects the product provider.
+	UnresolvedHandles uint64
 }
 
 // Provider owns the MeterProvider and its OTLP exporter.
@@ -242,6 +253,7 @@ type Provider struct {
 	mp       *sdkmetric.MeterProvider
 	self     *sdkmetric.MeterProvider // Config.Self
 	exp      *countingExporter
+	split    *splitter // nil without EntityKeys
 	protocol string
 
 	shutdownOnce sync.Once
@@ -275,7 +287,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	retry.MaxElapsedTime = orDefault(retry.MaxElapsedTime, 20*time.Second)
 	var split *splitter
 	if cfg.EntityKeys != nil {
-		split = &splitter{isEntity: cfg.EntityKeys, handles: cfg.EntityHandles}
+		split = &splitter{isEntity: cfg.EntityKeys, handles: cfg.EntityHandles, log: log.With("component", "exporter")}
 	}
 	var selfProd *selfProducer
 	if cfg.Self {
@@ -358,7 +370,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	for _, r := range cfg.Readers {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}
-	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), self: self, exp: ce, protocol: protocol}, nil
+	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), self: self, exp: ce, split: split, protocol: protocol}, nil
 }
 
 // newResource is the agent's resource: service.name, service.instance.id,
@@ -436,6 +448,9 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 func (p *Provider) Stats() Stats {
 	s := p.exp.stats()
 	s.Protocol = p.protocol
+	if p.split != nil {
+		s.UnresolvedHandles = p.split.unresolved.Load()
+	}
 	return s
 }
 
