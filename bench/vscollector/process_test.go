@@ -95,3 +95,12 @@ func TestRowsPerPoint(t *testing.T) {
 		t.Errorf("allocations row: why %q, want it to contain %q", rows[3].Why, want)
 	}
 }
+
+// TestRowsEqualNotAbove: a figure equal to the Collector's but for float
+// rounding (6.0000001 requests a minute against 6) gets no reason.
+func TestRowsEqualNotAbove(t *testing.T) {
+	rows := Rows([]Window{{ReqPerMin: 6.0000001}}, []Window{{ReqPerMin: 6}})
+	if rows[4].Why != "" {
+		t.Errorf("requests row: why %q for equal figures", rows[4].Why)
+	}
+}
