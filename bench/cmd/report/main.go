@@ -379,13 +379,16 @@ func writeMarkdown(w io.Writer, all []result, root, benchLog, svgName, note stri
 				num(r.Metrics["restart-peak-inflight"]), num(r.Metrics["restart-peak-executing"]), num(r.Metrics["restart-429s"]), num(r.Metrics["restart-probe-p99-ms"]))
 		}
 	}
-	p("\n## What each strategy sent (largest size)\n\n")
-	big := sizes(rs)[len(sizes(rs))-1]
+	p("\n## What each strategy sent (its largest size)\n\n")
+	big := map[string]int{}
 	for _, r := range rs {
-		if r.Nodes != big {
+		big[r.Strategy] = max(big[r.Strategy], r.Nodes)
+	}
+	for _, r := range rs {
+		if r.Nodes != big[r.Strategy] {
 			continue
 		}
-		p("- **%s**: start-up %s; steady window %s.\n", r.Strategy, kinds(r.StartupRequests), kinds(r.SteadyRequests))
+		p("- **%s** (%d nodes): start-up %s; steady window %s.\n", r.Strategy, r.Nodes, kinds(r.StartupRequests), kinds(r.SteadyRequests))
 	}
 }
 
@@ -406,8 +409,12 @@ func kinds(m map[string]int) string {
 }
 
 // headline states the ratios: how each per-node figure grows from the
-// smallest to the largest size, and how each strategy compares with
-// fleetagent at the largest size.
+// smallest size to the largest, and how each strategy compares with
+// fleetagent at the largest size. A strategy not measured at the largest
+// size keeps a row, its growth taken to the largest size it was measured
+// at and named in the "to" column, so that a strategy left out of the
+// largest run (it does not fit in memory there) is not silently dropped
+// and its growth is not read as the same span as the others'.
 func headline(w io.Writer, rs []result) {
 	sz := sizes(rs)
 	if len(sz) < 1 {
@@ -422,8 +429,27 @@ func headline(w io.Writer, rs []result) {
 		}
 		return result{}, false
 	}
+	// largest is the largest size strategy s was measured at.
+	largest := func(s string) int {
+		m := 0
+		for _, r := range rs {
+			if r.Strategy == s && r.Nodes > m {
+				m = r.Nodes
+			}
+		}
+		return m
+	}
+	var short []string
+	for _, s := range strategies(rs) {
+		if largest(s) < hi {
+			short = append(short, s)
+		}
+	}
 	fmt.Fprintf(w, "## Headline: growth of per-node cost from %d to %d nodes (%.0fx the cluster)\n\n", lo, hi, float64(hi)/float64(lo))
-	fmt.Fprintf(w, "| strategy | start-up init events | start-up bytes | steady bytes | steady watch events | steady req |\n|---|---:|---:|---:|---:|---:|\n")
+	if len(short) > 0 {
+		fmt.Fprintf(w, "Not measured at %d nodes: %s; their rows grow only to the size in the `to` column.\n\n", hi, strings.Join(short, ", "))
+	}
+	fmt.Fprintf(w, "| strategy | to | start-up init events | start-up bytes | steady bytes | steady watch events | steady req |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	// A ratio needs two positive figures; otherwise both are shown.
 	ratio := func(a, b float64) string {
 		if a <= 0 || b <= 0 {
@@ -432,12 +458,13 @@ func headline(w io.Writer, rs []result) {
 		return fmt.Sprintf("%.1fx", b/a)
 	}
 	for _, s := range strategies(rs) {
+		top := largest(s)
 		a, ok1 := get(s, lo)
-		b, ok2 := get(s, hi)
-		if !ok1 || !ok2 {
+		b, ok2 := get(s, top)
+		if !ok1 || !ok2 || top == lo {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", s,
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s |\n", s, top,
 			ratio(a.Metrics["startup-init-events/node"], b.Metrics["startup-init-events/node"]),
 			ratio(a.Metrics["startup-B/node"], b.Metrics["startup-B/node"]),
 			ratio(a.Metrics["B/node"], b.Metrics["B/node"]),

@@ -32,8 +32,8 @@ func TestReport(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"## Headline: growth of per-node cost from 10 to 100 nodes (10x the cluster)",
-		"| watchlist | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
-		"| fleetagent | 0 → 0 | 1.1x | 1.1x | 0.9x | 0 → 0 |",
+		"| watchlist | 100 | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
+		"| fleetagent | 100 | 0 → 0 | 1.1x | 1.1x | 0.9x | 0 → 0 |",
 		"| watchlist | 100 | 20 |",
 		"kube-apiserver v1.37.2 and etcd",
 	} {
@@ -44,6 +44,49 @@ func TestReport(t *testing.T) {
 	svg := chart(rs)
 	if strings.Count(svg, "<polyline") != 3*2 {
 		t.Errorf("chart: want one line per strategy in each of 3 panels, got %d", strings.Count(svg, "<polyline"))
+	}
+}
+
+// TestReportStrategyMissingAtLargest checks that when one strategy was not
+// run at the largest size, the headline still spans the smallest to the
+// largest size, the missing strategy keeps a row whose growth stops at its
+// own largest size (and is named as not measured there), the chart's axis
+// reaches the largest size, and the requests section shows each strategy at
+// its own largest size.
+func TestReportStrategyMissingAtLargest(t *testing.T) {
+	rs, err := read("testdata/partial.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	writeMarkdown(&b, rs, "../../..", "", "results.svg", "")
+	md := b.String()
+	for _, want := range []string{
+		"## Headline: growth of per-node cost from 10 to 1000 nodes (100x the cluster)",
+		"Not measured at 1000 nodes: watchlist;",
+		"| watchlist | 100 | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
+		"| fleetagent | 1000 | 0 → 0 | 1.1x | 3.0x | 2.0x | 0 → 2 |",
+		"- **watchlist** (100 nodes):",
+		"- **fleetagent** (1000 nodes): start-up none; steady window `list pods node rv=0` ×7.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	// Only fleetagent was measured at 1000: the table relative to it has
+	// no row, and watchlist's requests are not shown at a smaller size.
+	if !strings.Contains(md, "relative to fleetagent:\n\n| strategy | start-up bytes | steady bytes | steady watch events |\n|---|---:|---:|---:|\n\n") {
+		t.Errorf("table relative to fleetagent at 1000 nodes should be empty:\n%s", md)
+	}
+	if strings.Contains(md, "- **watchlist** (10 nodes)") {
+		t.Errorf("report shows watchlist's requests at a size other than its largest:\n%s", md)
+	}
+	svg := chart(withAgents(rs))
+	if !strings.Contains(svg, `text-anchor="middle">1000</text>`) {
+		t.Errorf("chart's axis does not reach 1000 nodes:\n%s", svg)
+	}
+	if n := strings.Count(svg, "<polyline"); n != 3*2 {
+		t.Errorf("chart: want one line per strategy in each of 3 panels, got %d", n)
 	}
 }
 
