@@ -20,27 +20,35 @@ func TestNum(t *testing.T) {
 	}
 }
 
-// TestReport checks the headline ratios and that every result has a row,
-// on a small fixture.
-func TestReport(t *testing.T) {
-	rs, err := read("testdata/two.jsonl")
+// reportOf reads the results of fixture, writes their report, and checks
+// that it contains every one of wants.
+func reportOf(t *testing.T, fixture string, wants ...string) ([]result, string) {
+	t.Helper()
+	rs, err := read(fixture)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	writeMarkdown(&b, rs, "../../..", "", "results.svg", "")
 	md := b.String()
-	for _, want := range []string{
+	for _, want := range wants {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	return rs, md
+}
+
+// TestReport checks the headline ratios and that every result has a row,
+// on a small fixture.
+func TestReport(t *testing.T) {
+	rs, _ := reportOf(t, "testdata/two.jsonl",
 		"## Headline: growth of per-node cost from 10 to 100 nodes (10x the cluster)",
 		"| watchlist | 100 | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
 		"| fleetagent | 100 | 0 → 0 | 1.1x | 1.1x | 0.9x | 0 → 0 |",
 		"| watchlist | 100 | 20 |",
 		"kube-apiserver v1.37.2 and etcd",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q:\n%s", want, md)
-		}
-	}
+	)
 	svg := chart(rs)
 	if strings.Count(svg, "<polyline") != 3*2 {
 		t.Errorf("chart: want one line per strategy in each of 3 panels, got %d", strings.Count(svg, "<polyline"))
@@ -54,25 +62,14 @@ func TestReport(t *testing.T) {
 // reaches the largest size, and the requests section shows each strategy at
 // its own largest size.
 func TestReportStrategyMissingAtLargest(t *testing.T) {
-	rs, err := read("testdata/partial.jsonl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	writeMarkdown(&b, rs, "../../..", "", "results.svg", "")
-	md := b.String()
-	for _, want := range []string{
+	rs, md := reportOf(t, "testdata/partial.jsonl",
 		"## Headline: growth of per-node cost from 10 to 1000 nodes (100x the cluster)",
 		"Not measured at 1000 nodes: watchlist;",
 		"| watchlist | 100 | 10.0x | 1.1x | 1.0x | 1.0x | 0 → 0 |",
 		"| fleetagent | 1000 | 0 → 0 | 1.1x | 3.0x | 2.0x | 0 → 2 |",
 		"- **watchlist** (100 nodes):",
 		"- **fleetagent** (1000 nodes): start-up none; steady window `list pods node rv=0` ×7.",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q:\n%s", want, md)
-		}
-	}
+	)
 	// Only fleetagent was measured at 1000: the table relative to it has
 	// no row, and watchlist's requests are not shown at a smaller size.
 	if !strings.Contains(md, "relative to fleetagent:\n\n| strategy | start-up bytes | steady bytes | steady watch events |\n|---|---:|---:|---:|\n\n") {
