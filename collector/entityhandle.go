@@ -83,20 +83,12 @@ func (e *Entities) handle(key []byte, attrs []attribute.KeyValue) *entityEntry {
 	return en
 }
 
-// use marks en as used in this collection.
-func (e *Entities) use(en *entityEntry) {
-	e.mu.Lock()
-	en.gen = e.gen
-	e.mu.Unlock()
-}
-
-// sweep ends a collection: entities used neither in it nor in the one
-// before are dropped. Keeping the previous collection's lets an export
+// sweepLocked ends a collection: entities used neither in it nor in the
+// one before are dropped. Keeping the previous collection's lets an export
 // still being sent (or retried) when the next collection ends resolve
-// every handle it holds.
-func (e *Entities) sweep() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// every handle it holds. The caller holds e.mu and has marked the entities
+// used in this collection (handleSets.sweep).
+func (e *Entities) sweepLocked() {
 	for id, en := range e.byID {
 		if en.gen+1 < e.gen {
 			delete(e.byID, id)
@@ -134,9 +126,6 @@ func (h *handleSets) convert(set attribute.Set) attribute.Set {
 	for e := h.m[d]; e != nil; e = e.next {
 		if e.orig.Equals(&set) {
 			e.gen = h.gen
-			if e.ent != nil {
-				h.ents.use(e.ent)
-			}
 			return e.conv
 		}
 	}
@@ -168,8 +157,12 @@ func (h *handleSets) convert(set attribute.Set) attribute.Set {
 	return e.conv
 }
 
-// sweep drops the conversions not used since the last sweep.
+// sweep drops the conversions not used since the last sweep, and ends the
+// registry's collection with the entities of the conversions kept marked
+// as used: one lock per collection, not one per recorded point.
 func (h *handleSets) sweep() {
+	h.ents.mu.Lock()
+	defer h.ents.mu.Unlock()
 	for d, e := range h.m {
 		var head *handleEntry
 		tail := &head
@@ -178,6 +171,9 @@ func (h *handleSets) sweep() {
 			if e.gen == h.gen {
 				*tail = e
 				tail = &e.next
+				if e.ent != nil {
+					e.ent.gen = h.ents.gen
+				}
 			}
 			e = next
 		}
@@ -189,5 +185,5 @@ func (h *handleSets) sweep() {
 		}
 	}
 	h.gen++
-	h.ents.sweep()
+	h.ents.sweepLocked()
 }

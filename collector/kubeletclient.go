@@ -364,8 +364,8 @@ func (k *KubeletClient) get(ctx context.Context, u string, ep kubeletEndpoint, b
 }
 
 // maxKeptBuffer is the largest response buffer kept between scrapes (the
-// summary is 221 kB at 110 pods of 3 containers, BenchmarkCollect); a
-// larger answer's buffer is released after its scrape.
+// summary BenchmarkCollect serves for 110 pods is 221 kB); a larger
+// answer's buffer is released after its scrape.
 const maxKeptBuffer = 8 << 20
 
 // Stats returns the client's scrape counts.

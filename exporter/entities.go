@@ -31,8 +31,8 @@ import (
 // export request into one ResourceMetrics per entity: every data point whose
 // attributes include an entity handle (handles) or entity attributes
 // (isEntity) moves, without them, under a Resource made of the provider's
-// resource attributes plus the entity's attributes. Points with no entity attributes stay under the provider's
-// resource. Scopes, metric names, units, descriptions, types, temporality
+// resource attributes plus the entity's attributes. Points with no entity
+// attributes stay under the provider's resource. Scopes, metric names, units, descriptions, types, temporality
 // and every point field are kept; only attributes move. The result is one
 // request, however many entities; over gRPC, a request larger than
 // maxGRPCBytes goes out as a few requests each under it, whole resources

@@ -1,10 +1,12 @@
 package exporter
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -362,10 +364,11 @@ func TestEntityHandlesSameExport(t *testing.T) {
 // live one collection longer than their last use, so the export alone
 // never meets one) is not dropped: the point keeps it as an attribute, on
 // the node's resource, so the data arrives, the attribute shows what went
-// wrong, and Stats.UnresolvedHandles counts it.
+// wrong, Stats.UnresolvedHandles counts it and a warning is logged.
 func TestUnknownHandleStaysOnPoint(t *testing.T) {
 	known := []attribute.KeyValue{attribute.String("k8s.pod.uid", "u1"), attribute.String("k8s.pod.name", "p1")}
-	s := &splitter{isEntity: collector.IsResourceAttribute, handles: EntityHandles{Key: collector.EntityHandleKey,
+	var logged bytes.Buffer
+	s := &splitter{isEntity: collector.IsResourceAttribute, log: slog.New(slog.NewTextHandler(&logged, nil)), handles: EntityHandles{Key: collector.EntityHandleKey,
 		Attributes: func(id string) ([]attribute.KeyValue, bool) {
 			if id == "1" {
 				return known, true
@@ -407,6 +410,9 @@ func TestUnknownHandleStaysOnPoint(t *testing.T) {
 	}
 	if n := s.unresolved.Load(); n != 1 {
 		t.Errorf("unresolved handles counted %d, want 1", n)
+	}
+	if l := logged.String(); !strings.Contains(l, "entity handle not in the registry") || !strings.Contains(l, "handle=9") {
+		t.Errorf("log %q: want one warning naming handle 9", l)
 	}
 }
 
