@@ -28,25 +28,6 @@ var Commit = "unknown"
 
 // Config is the agent's whole configuration. DefaultConfig gives the
 // defaults; ParseFlags fills it from flags with environment fallbacks;
-// fromEnv sets *p to the value of the environment variable env, parsed,
-// when the variable is set (not empty). A value parse rejects leaves *p as
-// it is and adds an error to errs: the variable, its value, and problem
-// (what is wrong and what to give instead).
-func fromEnv[T any](getenv func(string) string, errs *[]error, env string, p *T, parse func(string) (T, error), problem string) {
-	v := getenv(env)
-	if v == "" {
-		return
-	}
-	x, err := parse(v)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("%s=%q %s", env, v, problem))
-		return
-	}
-	*p = x
-}
-
-func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
-
 // Validate reports every problem at once.
 type Config struct {
 	// NodeName is the node this agent watches (downward API spec.nodeName).
@@ -157,6 +138,25 @@ const (
 type flagSpec struct {
 	name, env, usage string
 }
+
+// fromEnv sets *p to the value of the environment variable env, parsed,
+// when the variable is set (not empty). A value parse rejects leaves *p as
+// it is and adds an error to errs: the variable, its value, and problem
+// (what is wrong and what to give instead).
+func fromEnv[T any](getenv func(string) string, errs *[]error, env string, p *T, parse func(string) (T, error), problem string) {
+	v := getenv(env)
+	if v == "" {
+		return
+	}
+	x, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q %s", env, v, problem))
+		return
+	}
+	*p = x
+}
+
+func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
 
 // ParseFlags parses args (without the program name) on top of the
 // defaults, reading each flag's environment variable first so that a flag
