@@ -119,6 +119,10 @@ func New(cfg *rest.Config, opts Options) (*Informers, error) {
 		done:   make(chan struct{}),
 	}
 	watchListOff := opts.Mode != ModeWatchList
+	var pair *listPair
+	if watchListOff {
+		pair = newListPair() // a streaming list is one request: nothing to pair
+	}
 	podLW := &scopedListWatch{
 		resource:      "pods",
 		fieldSelector: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String(),
@@ -130,6 +134,7 @@ func New(cfg *rest.Config, opts Options) (*Informers, error) {
 		},
 		watchListOff: watchListOff,
 		st:           i.podSt,
+		pair:         pair,
 	}
 	nodeLW := &scopedListWatch{
 		resource:      "nodes",
@@ -142,6 +147,7 @@ func New(cfg *rest.Config, opts Options) (*Informers, error) {
 		},
 		watchListOff: watchListOff,
 		st:           i.nodeSt,
+		pair:         pair,
 	}
 	i.pods = newInformer(podLW, &corev1.Pod{}, TransformPod, i.podSt)
 	i.node = newInformer(nodeLW, &corev1.Node{}, TransformNode, i.nodeSt)

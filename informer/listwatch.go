@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,85 @@ type scopedListWatch struct {
 	watch         func(context.Context, metav1.ListOptions) (watch.Interface, error)
 	watchListOff  bool
 	st            *resourceState
+	pair          *listPair // shared by the Informers' list-watches; nil: none
+}
+
+// listPair lets one informer at a time be between its LIST and the WATCH
+// that follows it. Both informers start together; without it their
+// requests reach the budget as LIST, LIST, WATCH, WATCH, and each WATCH
+// waits two of the agent's token intervals after its LIST instead of one.
+// A WATCH must reach the apiserver while its LIST's resourceVersion is
+// still in the watch cache's history (75 s by default), or it fails with
+// "too old resource version" and the reflector relists from etcd
+// (TestEachWatchFollowsItsList). The pair is released when the WATCH has
+// been sent, when the LIST fails, or after maxPairHold as a safety net.
+type listPair struct {
+	sem    chan struct{}
+	mu     sync.Mutex
+	holder *scopedListWatch
+	timer  *time.Timer
+	holds  uint64 // counts acquisitions, so a stale timer releases nothing
+}
+
+// maxPairHold bounds how long a LIST keeps the pair when no WATCH follows
+// (the reflector gave up between them): the other informer then goes on.
+const maxPairHold = 2 * time.Minute
+
+func newListPair() *listPair { return &listPair{sem: make(chan struct{}, 1)} }
+
+// acquire takes the pair for lw before its LIST, unless lw already holds
+// it (a relist with no watch in between). It waits at most maxPairHold.
+func (p *listPair) acquire(ctx context.Context, lw *scopedListWatch) error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	held := p.holder == lw
+	p.mu.Unlock()
+	if held {
+		return nil
+	}
+	t := time.NewTimer(maxPairHold)
+	defer t.Stop()
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil // the holder never watched: go on unpaired
+	}
+	p.mu.Lock()
+	p.holder = lw
+	p.holds++
+	hold := p.holds
+	p.timer = time.AfterFunc(maxPairHold, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.holds == hold {
+			p.releaseLocked(lw)
+		}
+	})
+	p.mu.Unlock()
+	return nil
+}
+
+// release gives the pair back if lw holds it.
+func (p *listPair) release(lw *scopedListWatch) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.releaseLocked(lw)
+}
+
+func (p *listPair) releaseLocked(lw *scopedListWatch) {
+	if p.holder != lw {
+		return
+	}
+	p.holder = nil
+	p.timer.Stop()
+	<-p.sem
 }
 
 var (
@@ -49,11 +129,17 @@ func (lw *scopedListWatch) Watch(opts metav1.ListOptions) (watch.Interface, erro
 
 func (lw *scopedListWatch) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	opts.FieldSelector = lw.fieldSelector
+	if err := lw.pair.acquire(ctx, lw); err != nil {
+		return nil, err // shutting down
+	}
 	lw.st.lists.Add(1)
 	if lw.st.listed.Load() {
 		lw.st.relists.Add(1)
 	}
 	obj, err := lw.list(ctx, opts)
+	if err != nil {
+		lw.pair.release(lw)
+	}
 	if err != nil && ctx.Err() != nil {
 		return nil, err // shutting down: not an error of the apiserver's
 	}
@@ -80,6 +166,7 @@ func (lw *scopedListWatch) WatchWithContext(ctx context.Context, opts metav1.Lis
 		lw.st.watches.Add(1)
 	}
 	w, err := lw.watch(ctx, opts)
+	lw.pair.release(lw) // sent (or failed): the other informer may list
 	if err != nil && ctx.Err() == nil {
 		what := "watch"
 		if streaming {

@@ -37,6 +37,7 @@ const (
 	agentProbe     = "agent-probe"
 	agentBenchLW   = "agent-bench-list-watch"
 	agentBenchWL   = "agent-bench-watch-list"
+	agentPair      = "agent-pair"
 )
 
 var (
@@ -49,7 +50,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{agentNoRBAC}, Audit: true},
-		Agents:  []string{agentLifecycle, agentScope, agentWatchList, agentProbe, agentBenchLW, agentBenchWL},
+		Agents:  []string{agentLifecycle, agentScope, agentWatchList, agentProbe, agentBenchLW, agentBenchWL, agentPair},
 		Timeout: 10 * time.Minute,
 		Setup: func(ctx context.Context, c *controlplane.ControlPlane) error {
 			cp = c

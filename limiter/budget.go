@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,8 +77,24 @@ func New(cfg Config) (*Budget, error) {
 	}
 	if cfg.FleetSize > 0 {
 		b.markSizeKnown()
+		b.warnTokenIntervalLocked()
 	}
 	return b, nil
+}
+
+// warnTokenIntervalLocked logs when this agent's share of the fleet budget
+// leaves more than MaxTokenInterval between its tokens: its informers'
+// watches may then fail and relist. The assumed fleet size is not
+// checked: it paces only the fleet-size read, before any informer starts.
+func (b *Budget) warnTokenIntervalLocked() {
+	if b.source == SourceAssumed {
+		return
+	}
+	if w := b.bucket.window(); w > MaxTokenInterval {
+		b.log.Warn("fleet budget too small for this fleet: an informer's watch may follow its list by more than the apiserver's watch history (75 s) and fail with \"too old resource version\"; raise fleet-qps",
+			"fleet_qps", b.cfg.FleetQPS, "fleet_size", b.bucket.size, "source", b.source,
+			"token_interval", w.Round(time.Second), "max_token_interval", MaxTokenInterval, "min_fleet_qps", math.Ceil(MinFleetQPS(b.bucket.size)))
+	}
 }
 
 // markSizeKnown releases WaitFleetSize.
@@ -326,9 +343,14 @@ func (b *Budget) setFleetSize(n int, source string) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	wasAssumed := b.source == SourceAssumed
 	b.source = source
 	old := b.bucket.size
-	if !b.bucket.setSize(b.clock.Now(), n) {
+	changed := b.bucket.setSize(b.clock.Now(), n)
+	if changed || wasAssumed {
+		b.warnTokenIntervalLocked() // also when the assumed size was right
+	}
+	if !changed {
 		return
 	}
 	b.log.Info("fleet size changed", "from", old, "to", n, "source", source, "rate", b.bucket.rate())

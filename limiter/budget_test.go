@@ -136,7 +136,7 @@ func TestRateMath(t *testing.T) {
 		t.Errorf("fleet size after setFleetSize(0) = %d, want 500", got)
 	}
 	d := DefaultConfig()
-	if d.FleetQPS != 50 || d.AssumedFleetSize != 5000 || d.KillSwitchPoll != 2*time.Second {
+	if d.FleetQPS != 100 || d.AssumedFleetSize != 5000 || d.KillSwitchPoll != 2*time.Second {
 		t.Errorf("DefaultConfig = %+v", d)
 	}
 }

@@ -16,11 +16,33 @@ import (
 // AssumedFleetSize.
 const MaxFleetSize = 5000
 
+// MaxTokenInterval is the longest interval between one agent's tokens,
+// FleetSize/FleetQPS, at which its informers can open their watches. An
+// informer's WATCH goes out at the agent's next token after its LIST (each
+// WATCH follows its own LIST: informer.TestEachWatchFollowsItsList), and
+// the apiserver serves it from the LIST's resourceVersion only while that
+// version is in its watch cache's history, which kube-apiserver keeps for
+// at least 75 s (storagebackend.DefaultEventsHistoryWindow, v1.37). A WATCH
+// sent later can fail with "too old resource version", and the informer
+// relists with a read from etcd, again and again: measured at 5000 agents
+// and 50 requests/s (100 s between tokens), 3513 of 5000 agents' pod
+// watches failed so. 60 s leaves 15 s for the LIST's own latency. The
+// default FleetQPS keeps MaxFleetSize agents inside it; a budget that does
+// not is logged as a warning (TestWarnsWhenTokensOutlastWatchHistory).
+const MaxTokenInterval = 60 * time.Second
+
+// MinFleetQPS is the smallest fleet budget that keeps n agents' token
+// interval within MaxTokenInterval.
+func MinFleetQPS(n int) float64 { return float64(n) / MaxTokenInterval.Seconds() }
+
 // Config configures a Budget. A zero field means its default (see
 // DefaultConfig); a negative one is an error.
 type Config struct {
 	// FleetQPS is the total request rate, in requests per second, that the
-	// whole DaemonSet may spend on the apiserver. Default 50.
+	// whole DaemonSet may spend on the apiserver. Default 100: at
+	// MaxFleetSize agents, one token every 50 s per agent, inside
+	// MaxTokenInterval; 50, the first default, gave 100 s and failed
+	// watches at 5000 agents.
 	FleetQPS float64
 	// FleetSize is the number of agents sharing FleetQPS. >0: fixed. 0:
 	// discovered from the agent's own DaemonSet status
@@ -113,7 +135,7 @@ func DefaultConfig() Config {
 }
 
 func (c Config) withDefaults() Config {
-	orDefault(&c.FleetQPS, 50)
+	orDefault(&c.FleetQPS, 100)
 	orDefault(&c.AssumedFleetSize, MaxFleetSize)
 	orDefault(&c.FleetSizeRefresh, 10*time.Minute)
 	orDefault(&c.FleetSizeRefreshJitter, 0.2)
@@ -156,7 +178,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.FleetQPS < 0 {
-		bad("fleet QPS is %v: set it to the total requests per second the whole DaemonSet may send, e.g. 50", c.FleetQPS)
+		bad("fleet QPS is %v: set it to the total requests per second the whole DaemonSet may send, e.g. 100", c.FleetQPS)
 	}
 	if c.FleetSize < 0 {
 		bad("fleet size is %d: set it to the number of agents, or 0 to read it from the DaemonSet", c.FleetSize)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
@@ -86,6 +88,67 @@ func TestFleetSizeHint(t *testing.T) {
 	}
 }
 
+// TestWarnsWhenTokensOutlastWatchHistory: a fleet budget that leaves more
+// than MaxTokenInterval between an agent's tokens is logged as a warning
+// that names the smallest fleet-qps that would do, whether the fleet size
+// is fixed or read from the DaemonSet (also when the DaemonSet confirms the
+// assumed size); the default budget at MaxFleetSize is not.
+func TestWarnsWhenTokensOutlastWatchHistory(t *testing.T) {
+	const warning = "fleet budget too small for this fleet"
+	for _, tc := range []struct {
+		name      string
+		qps       float64
+		fixed     int // 0: discovered
+		daemonSet int
+		warn      bool
+	}{
+		{"fixed 5000 at 50", 50, 5000, 0, true},
+		{"fixed 5000 at the default", 0, 5000, 0, false},
+		{"fixed 3000 at 50", 50, 3000, 0, false},
+		{"discovered 4000 at 50", 50, 0, 4000, true},
+		{"discovered 5000 at 50, as assumed", 50, 0, 5000, true},
+		{"discovered 5000 at the default", 0, 0, 5000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var logs testlog.Buffer
+				clk := clocktesting.NewFakeClock(t0)
+				b, err := New(Config{FleetQPS: tc.qps, FleetSize: tc.fixed, DaemonSetNamespace: "ns", DaemonSetName: "fleetagent",
+					Clock: clk, Rand: rand.New(rand.NewPCG(1, 2)), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.fixed == 0 {
+					b.Instrument(&rest.Config{Host: "https://apiserver.sim", Transport: newSimServer(tc.daemonSet)})
+					if err := b.Start(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+					synctest.Wait()
+					clk.Step(MaxFleetSize / 50 * time.Second) // the longest spread window
+					synctest.Wait()
+					if err := b.WaitFleetSize(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+					defer func() {
+						if err := b.Shutdown(context.Background()); err != nil {
+							t.Error(err)
+						}
+					}()
+				}
+				if got := logs.Count(warning); (got == 1) != tc.warn || got > 1 {
+					t.Errorf("warning logged %d times, want it: %v; log:\n%s", got, tc.warn, logs.String())
+				}
+				if tc.warn && logs.Count("min_fleet_qps=") != 1 {
+					t.Errorf("the warning does not name the fleet-qps to set:\n%s", logs.String())
+				}
+			})
+		})
+	}
+	if got, want := MinFleetQPS(MaxFleetSize), DefaultConfig().FleetQPS; got > want {
+		t.Errorf("the default fleet budget %v is below MinFleetQPS(MaxFleetSize) = %v", want, got)
+	}
+}
+
 func writeFile(content string) func(t *testing.T, path string) {
 	return func(t *testing.T, path string) {
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
@@ -110,6 +173,9 @@ func TestAllowance(t *testing.T) {
 	}
 	if got := Allowance(50); got != 55 {
 		t.Errorf("Allowance(50) = %d; the documentation says 55", got)
+	}
+	if got := Allowance(100); got != 74 {
+		t.Errorf("Allowance(100) = %d; the documentation says 74", got)
 	}
 	// poissonTail against a direct sum for a small mean.
 	direct := 0.0
