@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -106,7 +107,7 @@ type Config struct {
 // DefaultConfig returns the defaults an operator gets with no flags.
 func DefaultConfig() Config {
 	return Config{
-		FleetQPS:           50,
+		FleetQPS:           100,
 		FleetSizeHintFile:  "/etc/fleetagent/control/fleet-size-hint",
 		AssumedFleetSize:   limiter.MaxFleetSize,
 		KillSwitchFile:     "/etc/fleetagent/control/kill-switch",
@@ -207,7 +208,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 
 	str(&cfg.NodeName, flagSpec{"node-name", "NODE_NAME", "name of the node this agent runs on; set it from the downward API (spec.nodeName). Required"})
 	str(&cfg.Kubeconfig, flagSpec{"kubeconfig", "KUBECONFIG", "path to a kubeconfig; empty means the in-cluster service account"})
-	fromEnv(getenv, &errs, "FLEETAGENT_FLEET_QPS", &cfg.FleetQPS, parseFloat, "is not a number: give the fleet-wide requests per second, e.g. 50")
+	fromEnv(getenv, &errs, "FLEETAGENT_FLEET_QPS", &cfg.FleetQPS, parseFloat, "is not a number: give the fleet-wide requests per second, e.g. 100")
 	fs.Float64Var(&cfg.FleetQPS, "fleet-qps", cfg.FleetQPS, "apiserver requests per second the whole DaemonSet may spend together; each agent gets fleet-qps / fleet size (env FLEETAGENT_FLEET_QPS)")
 	whole(&cfg.FleetSize, flagSpec{"fleet-size", "FLEETAGENT_FLEET_SIZE", "number of agents sharing the fleet budget; 0 reads the DaemonSet's desiredNumberScheduled"},
 		"give the number of agents, or 0 to read it from the DaemonSet")
@@ -302,7 +303,11 @@ func (c Config) Validate() error {
 	}
 	// Written so that NaN, which compares false with everything, fails.
 	if !(c.FleetQPS > 0 && c.FleetQPS <= 10000) {
-		bad("fleet-qps %v is out of range: give the fleet-wide budget in requests per second, above 0 and at most 10000 (default 50)", c.FleetQPS)
+		bad("fleet-qps %v is out of range: give the fleet-wide budget in requests per second, above 0 and at most 10000 (default 100)", c.FleetQPS)
+	}
+	if c.FleetSize > 0 && c.KubeSource != KubeSourceKubelet && c.FleetQPS > 0 && c.FleetQPS < limiter.MinFleetQPS(c.FleetSize) {
+		bad("fleet-qps %v for fleet-size %d gives each agent one request every %.0f s, longer than the %v an informer's watch may follow its list by (the apiserver keeps 75 s of watch history): raise fleet-qps to at least %.0f",
+			c.FleetQPS, c.FleetSize, float64(c.FleetSize)/c.FleetQPS, limiter.MaxTokenInterval, math.Ceil(limiter.MinFleetQPS(c.FleetSize)))
 	}
 	if c.FleetSize < 0 {
 		bad("fleet-size %d is negative: give the number of agents, or 0 to read it from the DaemonSet", c.FleetSize)

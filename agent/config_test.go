@@ -122,6 +122,27 @@ func TestValidateRejectsNaNFleetQPS(t *testing.T) {
 	}
 }
 
+// TestValidateFleetBudgetForFixedSize: a fixed fleet size whose share of
+// fleet-qps leaves more than limiter.MaxTokenInterval between an agent's
+// tokens is refused with the budget to set; kubelet mode, which runs no
+// informers, is not held to it.
+func TestValidateFleetBudgetForFixedSize(t *testing.T) {
+	c := DefaultConfig()
+	c.NodeName, c.KubeletEndpoint = "n1", "http://127.0.0.1:10255"
+	c.FleetSize, c.FleetQPS = 5000, 50
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "one request every 100 s") || !strings.Contains(err.Error(), "at least 84") {
+		t.Errorf("fleet-qps 50 for 5000 agents: want an error naming 100 s and 84, got %v", err)
+	}
+	c.FleetQPS = DefaultConfig().FleetQPS
+	if err := c.Validate(); err != nil {
+		t.Errorf("the default fleet-qps for 5000 agents: %v", err)
+	}
+	c.FleetQPS, c.KubeSource = 50, KubeSourceKubelet
+	if err := c.Validate(); err != nil {
+		t.Errorf("kubelet mode, fleet-qps 50 for 5000 agents: %v", err)
+	}
+}
+
 func TestFlagErrorKeepsEnvErrors(t *testing.T) {
 	_, _, err := ParseFlags([]string{"--fleet-qps=x"}, env(map[string]string{"FLEETAGENT_COLLECTION_INTERVAL": "y"}), &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "fleet-qps") || !strings.Contains(err.Error(), `FLEETAGENT_COLLECTION_INTERVAL="y"`) {

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 )
@@ -28,10 +30,11 @@ type auditTail struct {
 	offset int64
 	seen   map[string]bool
 	events []controlplane.AuditEvent
+	ended  map[string]time.Time // watch audit ID -> when its response completed
 }
 
 func newAuditTail(path string) *auditTail {
-	return &auditTail{path: path, seen: map[string]bool{}}
+	return &auditTail{path: path, seen: map[string]bool{}, ended: map[string]time.Time{}}
 }
 
 // skip moves to the end of the log: what came before is not measured.
@@ -44,6 +47,7 @@ func (a *auditTail) skip() error {
 	}
 	a.offset = st.Size()
 	a.events = nil
+	a.ended = map[string]time.Time{}
 	return nil
 }
 
@@ -78,11 +82,58 @@ func (a *auditTail) read() ([]controlplane.AuditEvent, error) {
 		if err := json.Unmarshal(line, &e); err != nil {
 			return nil, fmt.Errorf("audit log line: %w", err)
 		}
-		if !strings.HasPrefix(e.User.Username, agentUserPrefix) || a.seen[e.AuditID] {
+		if !strings.HasPrefix(e.User.Username, agentUserPrefix) {
+			continue
+		}
+		if e.Verb == "watch" && e.Stage == "ResponseComplete" {
+			a.ended[e.AuditID] = e.StageTimestamp
+		}
+		if a.seen[e.AuditID] {
 			continue
 		}
 		a.seen[e.AuditID] = true
 		a.events = append(a.events, e)
 	}
 	return a.events, nil
+}
+
+// endedWatches returns the audit IDs of the watches whose response has
+// completed, with when; read first.
+func (a *auditTail) endedWatches() map[string]time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.ended)
+}
+
+// openWatches counts, for each of users, the watches (one per resource and
+// field selector) whose latest request since t0 is still open at now and
+// has been for at least minOpen, and returns when the last of the counted
+// watches opened. A watch the apiserver answers and ends at once (a
+// resourceVersion already out of the watch cache's history: "too old
+// resource version") is not open, nor is one that a later request of the
+// same watch replaced and that then ended.
+func openWatches(events []controlplane.AuditEvent, ended map[string]time.Time, users map[string]bool, t0, now time.Time, minOpen time.Duration) (map[string]int, time.Time) {
+	type key struct{ user, watch string }
+	latest := map[key]controlplane.AuditEvent{}
+	for _, e := range events {
+		if e.Verb != "watch" || !users[e.User.Username] || e.RequestReceivedTimestamp.Before(t0) {
+			continue
+		}
+		k := key{e.User.Username, e.Resource() + "?" + e.Query().Get("fieldSelector")}
+		if prev, ok := latest[k]; !ok || !e.RequestReceivedTimestamp.Before(prev.RequestReceivedTimestamp) {
+			latest[k] = e
+		}
+	}
+	open := map[string]int{}
+	var last time.Time
+	for k, e := range latest {
+		if _, done := ended[e.AuditID]; done || now.Sub(e.RequestReceivedTimestamp) < minOpen {
+			continue
+		}
+		open[k.user]++
+		if e.RequestReceivedTimestamp.After(last) {
+			last = e.RequestReceivedTimestamp
+		}
+	}
+	return open, last
 }

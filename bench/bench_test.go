@@ -94,8 +94,8 @@ func TestAPIServerLoadSmall(t *testing.T) {
 	// restart (10 agents: far inside it; the bench at 100, 1000 and 5000
 	// agents measures the bound).
 	bound := fa.Metrics["fleet-qps"] + fa.Metrics["fleet-allowance-1s"]
-	if bound != 50+55 {
-		t.Errorf("fleetagent budget per second %v, want the default --fleet-qps 50 + allowance 55", bound)
+	if bound != 100+74 {
+		t.Errorf("fleetagent budget per second %v, want the default --fleet-qps 100 + allowance 74", bound)
 	}
 	for _, m := range []string{"start-req-max-1s", "restart-req-max-1s"} {
 		if v, ok := fa.Metrics[m]; !ok || v <= 0 || v > bound {

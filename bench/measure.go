@@ -329,9 +329,16 @@ func medianSpread(vals []float64) (float64, float64) {
 	return med, v[len(v)-1] - v[0]
 }
 
-// waitWatches waits until the audit log shows n WATCH requests since t0
-// from every one of users, and returns when the last of them arrived;
-// bounded by the sync timeout.
+// watchOpenFor is how long a watch must have stayed open to count as open:
+// one the apiserver refuses (too old a resourceVersion) ends within
+// milliseconds of its start.
+const watchOpenFor = 5 * time.Second
+
+// waitWatches waits until the audit log shows, for every one of users, n
+// watches opened since t0 that are still open and have been for
+// watchOpenFor, and returns when the last of them opened; bounded by the
+// sync timeout. A steady window that starts later holds none of the
+// start-up's requests, including the relists of watches that failed.
 func (s *Session) waitWatches(ctx context.Context, users map[string]bool, n int, t0 time.Time) (time.Time, error) {
 	last := t0
 	err := wait.PollUntilContextTimeout(ctx, time.Second, s.cfg.SyncTimeout, true, func(context.Context) (bool, error) {
@@ -339,22 +346,13 @@ func (s *Session) waitWatches(ctx context.Context, users map[string]bool, n int,
 		if err != nil {
 			return false, err
 		}
-		count := map[string]int{}
-		last = t0
-		for _, e := range events {
-			if e.Verb != "watch" || !users[e.User.Username] || e.RequestReceivedTimestamp.Before(t0) {
-				continue
-			}
-			count[e.User.Username]++
-			if e.RequestReceivedTimestamp.After(last) {
-				last = e.RequestReceivedTimestamp
-			}
-		}
+		open, at := openWatches(events, s.audit.endedWatches(), users, t0, time.Now(), watchOpenFor)
 		for u := range users {
-			if count[u] < n {
+			if open[u] < n {
 				return false, nil
 			}
 		}
+		last = at
 		return true, nil
 	})
 	return last, err

@@ -37,8 +37,9 @@
 // of up to MaxFleetSize (5000) agents whose budgets assume at least the real
 // fleet size (a fleet-size hint not smaller than the fleet, or no hint and
 // the default AssumedFleetSize of 5000), no 1-second window holds more than
-// FleetQPS + Allowance(FleetQPS) requests; Allowance(50) is 55, so 105 at
-// the default budget. The allowance does not grow with the fleet size; see
+// FleetQPS + Allowance(FleetQPS) requests: Allowance(50) is 55, so 105
+// at a budget of 50; Allowance(100) is 74, so 174 at the default budget of
+// 100. The allowance does not grow with the fleet size; see
 // Allowance for the derivation. Measured at FleetQPS 50, each agent a real
 // Budget sending through client-go; "test" is TestFleetStartBound's and
 // TestReconnectStaysInBudget's seed, "10 seeds" the largest over
@@ -57,9 +58,21 @@
 //	  1000    78, 73                                              60 s
 //	  5000    74, 77                                              300 s
 //
-// With a hint, 100 agents at the default budget are synced within 10 s
-// (five requests at one every 2 s); without one the first request is
-// spread over 5000/FleetQPS = 100 s, so a start is safe but slower.
+// With a hint, 100 agents at 50 requests/s are synced within 10 s (five
+// requests at one every 2 s); without one the first request is spread over
+// 5000/FleetQPS = 100 s, so a start is safe but slower.
+//
+// # Token interval
+//
+// FleetQPS must also leave an agent's tokens at most MaxTokenInterval (60 s)
+// apart: an informer's WATCH goes out one token after its LIST, and the
+// apiserver keeps the LIST's resourceVersion in its watch history for 75 s.
+// The simulations above have no watch history: at 5000 agents and 50
+// requests/s a real apiserver refused most pod watches as "too old" (100 s
+// between tokens), which is why the default budget is 100. New and every
+// fleet-size change log a warning when the budget is below
+// MinFleetQPS(fleet size); the agent refuses such a budget with a fixed
+// --fleet-size, and preflight fails it.
 //
 // # Backpressure
 //

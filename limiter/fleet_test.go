@@ -56,8 +56,8 @@ func simulateStart(t testing.TB, sc simConfig) startResult {
 // DaemonSet GET), each sending what an agent sends at start: the
 // fleet-size GET, a LIST and a WATCH of its pods, a LIST and a WATCH of its
 // Node. In every 1-second window the fleet stays within FleetQPS +
-// Allowance(FleetQPS), whatever N; with a hint, 100 agents at the default
-// 50 req/s are all synced within 10 s; without one (the safe default of
+// Allowance(FleetQPS), whatever N; with a hint, 100 agents at 50 req/s
+// (the first default; now 100) are all synced within 10 s; without one (the safe default of
 // assuming 5000 agents) the start is slower but inside the same bound.
 func TestFleetStartBound(t *testing.T) {
 	const fleetQPS = 50.0

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/pager"
 
+	"github.com/fleetagent/fleetagent/limiter"
 	"github.com/fleetagent/fleetagent/preflight/costmodel"
 )
 
@@ -62,7 +64,7 @@ type Options struct {
 // DefaultOptions are the manifests' names and budget.
 func DefaultOptions() Options {
 	return Options{Namespace: "fleetagent", ServiceAccount: "fleetagent", DaemonSet: "fleetagent", FlowSchema: "fleetagent",
-		NodeSelector: "kubernetes.io/os=linux", FleetQPS: 50, MaxStartDuration: 30 * time.Minute, MaxSteadyBudgetFraction: 0.5, PageSize: 500,
+		NodeSelector: "kubernetes.io/os=linux", FleetQPS: 100, MaxStartDuration: 30 * time.Minute, MaxSteadyBudgetFraction: 0.5, PageSize: 500,
 		KubeSource: "informer"}
 }
 
@@ -138,6 +140,10 @@ func Run(ctx context.Context, c Clients, o Options) (*Report, error) {
 	if o.MaxStartDuration > 0 && p.StartDuration > o.MaxStartDuration {
 		r.Problems = append(r.Problems, fmt.Sprintf("a full start of %d agents takes %v at %g req/s, more than --max-start-duration %v: raise --fleet-qps (and the priority level's seats) or accept a longer start",
 			r.NodesSelected, p.StartDuration.Round(time.Second), o.FleetQPS, o.MaxStartDuration))
+	}
+	if o.FleetQPS < limiter.MinFleetQPS(r.NodesSelected) {
+		r.Problems = append(r.Problems, fmt.Sprintf("%g req/s over %d agents is one request every %.0f s per agent, longer than the %v an informer's watch may follow its list by (the apiserver keeps 75 s of watch history): watches would fail and relist; raise --fleet-qps to at least %.0f",
+			o.FleetQPS, r.NodesSelected, float64(r.NodesSelected)/o.FleetQPS, limiter.MaxTokenInterval, math.Ceil(limiter.MinFleetQPS(r.NodesSelected))))
 	}
 	if o.MaxSteadyBudgetFraction > 0 && p.SteadyBudgetFraction > o.MaxSteadyBudgetFraction {
 		r.Problems = append(r.Problems, fmt.Sprintf("steady traffic of %d agents is %.0f%% of the %g req/s budget, more than --max-steady-budget-fraction %g: raise --fleet-qps",

@@ -219,6 +219,7 @@ func TestPreflightFails(t *testing.T) {
 		{"FlowSchema for another account", []string{"--service-account", "other", "--flowschema", "fleetagent"}, preflight.ExitFailed, "APF: FlowSchema fleetagent does not match the service account fleetagent/other"},
 		{"start too slow", []string{"--fleet-qps", "0.005"}, preflight.ExitFailed, "more than --max-start-duration 30m0s"},
 		{"steady too costly", []string{"--fleet-qps", "0.1", "--max-start-duration", "0"}, preflight.ExitFailed, "more than --max-steady-budget-fraction 0.5"},
+		{"budget too small for the watch history", []string{"--fleet-qps", "0.04", "--max-start-duration", "0", "--max-steady-budget-fraction", "0"}, preflight.ExitFailed, "longer than the 1m0s an informer's watch may follow its list by"},
 		{"no node selected", []string{"--node-selector", "kubernetes.io/os=plan9"}, preflight.ExitFailed, "no node matches --node-selector"},
 		{"kubelet source without its RBAC", []string{"--kube-source", "kubelet", "--service-account", "other", "--flowschema", "fleetagent"}, preflight.ExitFailed, "may not get nodes/stats, get nodes/pods"},
 		{"bad kube source", []string{"--kube-source", "apiserver"}, preflight.ExitUsage, `--kube-source "apiserver": set the agent's --kube-source, informer or kubelet`},

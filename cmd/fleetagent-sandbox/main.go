@@ -51,7 +51,7 @@ func main() {
 	flag.IntVar(&o.podsPerNode, "pods-per-node", 30, "pods bound to each simulated node")
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the agent runs before the summary")
 	flag.Float64Var(&o.churn, "churn", 2, "pod replacements per second across the whole cluster")
-	flag.Float64Var(&o.fleetQPS, "fleet-qps", 50, "the fleet-wide apiserver budget the agent takes its share of")
+	flag.Float64Var(&o.fleetQPS, "fleet-qps", agent.DefaultConfig().FleetQPS, "the fleet-wide apiserver budget the agent takes its share of")
 	flag.DurationVar(&o.interval, "interval", 10*time.Second, "collection and export interval")
 	flag.StringVar(&o.fixture, "kubelet-fixture", filepath.Join("collector", "testdata", "summary.json"), "recorded kubelet /stats/summary to serve")
 	flag.BoolVar(&o.verbose, "v", false, "show the agent's own logs")
