@@ -66,6 +66,7 @@ type Informers struct {
 	node   cache.SharedIndexInformer
 	podSt  *resourceState
 	nodeSt *resourceState
+	pair   *listPair // nil in watch-list mode
 
 	mu      sync.Mutex
 	started bool
@@ -123,6 +124,7 @@ func New(cfg *rest.Config, opts Options) (*Informers, error) {
 	if watchListOff {
 		pair = newListPair() // a streaming list is one request: nothing to pair
 	}
+	i.pair = pair
 	podLW := &scopedListWatch{
 		resource:      "pods",
 		fieldSelector: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String(),
@@ -309,6 +311,7 @@ func (i *Informers) Shutdown(ctx context.Context) error {
 	}
 	select {
 	case <-i.done:
+		i.pair.close() // a reflector that stopped between its LIST and WATCH held it
 		if first {
 			i.logger.Info("informers stopped")
 		}

@@ -65,6 +65,9 @@ func (p *listPair) acquire(ctx context.Context, lw *scopedListWatch) error {
 	if held {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	t := time.NewTimer(maxPairHold)
 	defer t.Stop()
 	select {
@@ -97,6 +100,19 @@ func (p *listPair) release(lw *scopedListWatch) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.releaseLocked(lw)
+}
+
+// close releases the pair and stops its timer, once the informers have
+// stopped.
+func (p *listPair) close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.holder != nil {
+		p.releaseLocked(p.holder)
+	}
 }
 
 func (p *listPair) releaseLocked(lw *scopedListWatch) {

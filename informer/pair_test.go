@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/fleetagent/fleetagent/limiter"
 )
@@ -76,4 +78,67 @@ func TestEachWatchFollowsItsList(t *testing.T) {
 	if watches != 2 {
 		t.Errorf("%d watches sent, want one per informer; requests sent: %q", watches, sent)
 	}
+}
+
+// TestListPairSafety: the pair never deadlocks an informer. A second LIST
+// of the holder (a relist with no WATCH between) goes on; the other
+// informer waits until the holder's WATCH is sent, and at most maxPairHold
+// when no WATCH comes; a caller giving up stops waiting; close frees it.
+func TestListPairSafety(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newListPair()
+		a, b := &scopedListWatch{resource: "pods"}, &scopedListWatch{resource: "nodes"}
+		ctx := context.Background()
+		if err := p.acquire(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.acquire(ctx, a); err != nil {
+			t.Fatalf("the holder's relist: %v", err)
+		}
+		got := make(chan time.Time, 1)
+		start := time.Now()
+		go func() {
+			if err := p.acquire(ctx, b); err != nil {
+				t.Error(err)
+			}
+			got <- time.Now()
+		}()
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("the other informer listed while the holder had not watched")
+		default:
+		}
+		time.Sleep(time.Second)
+		p.release(a) // the holder's WATCH was sent
+		if at := <-got; at.Sub(start) != time.Second {
+			t.Errorf("the other informer listed %v after it asked, want 1s (when the holder watched)", at.Sub(start))
+		}
+		// b holds the pair and never watches: a goes on after maxPairHold.
+		start = time.Now()
+		if err := p.acquire(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited != maxPairHold {
+			t.Errorf("waited %v for a holder that never watched, want maxPairHold %v", waited, maxPairHold)
+		}
+		synctest.Wait() // b's hold has timed out too
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := p.acquire(cctx, b); err == nil {
+			t.Error("acquire with an ended context: no error")
+		}
+		p.close()
+		p.close()
+		if err := p.acquire(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		p.close()
+		var none *listPair
+		if err := none.acquire(ctx, a); err != nil {
+			t.Error(err)
+		}
+		none.release(a)
+		none.close()
+	})
 }
