@@ -136,6 +136,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		// fleet's) rate, without a second request to learn the size.
 		lcfg.FleetSize = fleetSizeHint(cfg)
 	}
+	lcfg.NoWatches = kubeletSource
 	if opts.Limiter != nil {
 		opts.Limiter(&lcfg)
 	}

@@ -87,7 +87,7 @@ func New(cfg Config) (*Budget, error) {
 // watches may then fail and relist. The assumed fleet size is not
 // checked: it paces only the fleet-size read, before any informer starts.
 func (b *Budget) warnTokenIntervalLocked() {
-	if b.source == SourceAssumed {
+	if b.source == SourceAssumed || b.cfg.NoWatches {
 		return
 	}
 	if w := b.bucket.window(); w > MaxTokenInterval {

@@ -114,6 +114,11 @@ type Config struct {
 	LatencyFactor float64
 	LatencyFloor  time.Duration
 
+	// NoWatches says the process opens no watches (the agent's kubelet
+	// source): the MaxTokenInterval warning, which is about a WATCH
+	// following its LIST, does not apply.
+	NoWatches bool
+
 	// Clock is the source of time. Default the real clock.
 	Clock clock.WithTicker
 	// Rand is the source of the start-up spread, resume jitter and

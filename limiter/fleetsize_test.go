@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -92,7 +93,8 @@ func TestFleetSizeHint(t *testing.T) {
 // than MaxTokenInterval between an agent's tokens is logged as a warning
 // that names the smallest fleet-qps that would do, whether the fleet size
 // is fixed or read from the DaemonSet (also when the DaemonSet confirms the
-// assumed size); the default budget at MaxFleetSize is not.
+// assumed size); the default budget at MaxFleetSize is not, nor a process
+// that opens no watches (the kubelet source).
 func TestWarnsWhenTokensOutlastWatchHistory(t *testing.T) {
 	const warning = "fleet budget too small for this fleet"
 	for _, tc := range []struct {
@@ -108,12 +110,13 @@ func TestWarnsWhenTokensOutlastWatchHistory(t *testing.T) {
 		{"discovered 4000 at 50", 50, 0, 4000, true},
 		{"discovered 5000 at 50, as assumed", 50, 0, 5000, true},
 		{"discovered 5000 at the default", 0, 0, 5000, false},
+		{"fixed 5000 at 50, no watches", 50, 5000, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var logs testlog.Buffer
 				clk := clocktesting.NewFakeClock(t0)
-				b, err := New(Config{FleetQPS: tc.qps, FleetSize: tc.fixed, DaemonSetNamespace: "ns", DaemonSetName: "fleetagent",
+				b, err := New(Config{FleetQPS: tc.qps, FleetSize: tc.fixed, DaemonSetNamespace: "ns", DaemonSetName: "fleetagent", NoWatches: strings.HasSuffix(tc.name, "no watches"),
 					Clock: clk, Rand: rand.New(rand.NewPCG(1, 2)), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 				if err != nil {
 					t.Fatal(err)
