@@ -97,7 +97,7 @@ func TestChartDriftIsSeen(t *testing.T) {
 	want := kustomizetest.Render(t, filepath.Join("..", "deploy", "overlays", "fleet"))
 	got := mustRender(t, "fleetagent", kustomizeValues+"fleet: {qps: 10}")
 	d := diffObjects(got, want)
-	if want := "DaemonSet fleetagent/fleetagent:\n  .spec.template.spec.containers[0].env[2].value: chart \"10\", kustomize \"50\""; d != want {
+	if want := "DaemonSet fleetagent/fleetagent:\n  .spec.template.spec.containers[0].env[2].value: chart \"10\", kustomize \"100\""; d != want {
 		t.Errorf("fleet.qps=10 against the kustomize fleet overlay: diff\n%s\nwant exactly one difference, in the DaemonSet's FLEETAGENT_FLEET_QPS", d)
 	}
 }
