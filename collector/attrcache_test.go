@@ -1,8 +1,6 @@
 package collector
 
 import (
-	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,15 +18,9 @@ import (
 func TestKubeletAttributeSetsFollowPodChanges(t *testing.T) {
 	const podName = "web-5d8f7c6b9-abcde"
 	state := loadState(t)
-	orig, err := os.ReadFile("testdata/summary.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	summary := &mutableSummary{body: orig}
-	srv := httptest.NewServer(summary)
-	defer srv.Close()
+	orig, summary, url := serveMutableSummary(t)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
-	kc, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL, Clock: clk}, state)
+	kc, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: url, Clock: clk}, state)
 	p := newPipeline(t, []Collector{kc})
 	next := func() string {
 		t.Helper()

@@ -361,15 +361,9 @@ func TestNotSyncedIsNoDataNotFailure(t *testing.T) {
 // collection, for both informer and kubelet collectors.
 func TestDeletedPodSeriesDisappear(t *testing.T) {
 	state := loadState(t)
-	orig, err := os.ReadFile("testdata/summary.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	summary := &mutableSummary{body: orig}
-	srv := httptest.NewServer(summary)
-	defer srv.Close()
+	orig, summary, url := serveMutableSummary(t)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
-	kc, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL, Clock: clk}, state)
+	kc, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: url, Clock: clk}, state)
 	p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), kc})
 
 	if out := render(p.collect(t)); !strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
@@ -393,6 +387,21 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 type mutableSummary struct {
 	mu   sync.Mutex
 	body []byte
+}
+
+// serveMutableSummary serves testdata/summary.json from a mutableSummary
+// until the test ends; it returns the file's contents, the summary (to
+// change what is served) and the server's URL.
+func serveMutableSummary(t *testing.T) (orig []byte, summary *mutableSummary, url string) {
+	t.Helper()
+	orig, err := os.ReadFile("testdata/summary.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary = &mutableSummary{body: orig}
+	srv := httptest.NewServer(summary)
+	t.Cleanup(srv.Close)
+	return orig, summary, srv.URL
 }
 
 func (m *mutableSummary) set(s string) { m.mu.Lock(); m.body = []byte(s); m.mu.Unlock() }

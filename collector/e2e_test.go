@@ -2,8 +2,6 @@ package collector_test
 
 import (
 	"context"
-	"encoding/json"
-	"os"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/fleetagent/fleetagent/informer"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakestate"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
@@ -224,10 +223,10 @@ func seed(ctx context.Context, t *testing.T, admin kubernetes.Interface) map[str
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var node corev1.Node
-	readJSON(t, "testdata/node.json", &node)
+	fixture := fakestate.Fixture(t, "..")
+	node, _ := fixture.Node()
 	node.UID = ""
-	created, err := admin.CoreV1().Nodes().Create(ctx, &node, metav1.CreateOptions{})
+	created, err := admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,14 +235,12 @@ func seed(ctx context.Context, t *testing.T, admin kubernetes.Interface) map[str
 		t.Fatal(err)
 	}
 
-	var list corev1.PodList
-	readJSON(t, "testdata/pods.json", &list)
-	other := list.Items[0].DeepCopy()
+	pods := fixture.Pods()
+	other := pods[0].DeepCopy()
 	other.Name, other.Namespace, other.Spec.NodeName = "elsewhere", "shop", "node-2"
-	list.Items = append(list.Items, *other)
+	pods = append(pods, other)
 	uids := map[string]string{}
-	for i := range list.Items {
-		want := list.Items[i]
+	for _, want := range pods {
 		p := want.DeepCopy()
 		p.UID, p.CreationTimestamp, p.Status = "", metav1.Time{}, corev1.PodStatus{}
 		for j := range p.OwnerReferences {
@@ -263,15 +260,4 @@ func seed(ctx context.Context, t *testing.T, admin kubernetes.Interface) map[str
 		uids[p.Name] = string(got.UID)
 	}
 	return uids
-}
-
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("decode %s: %v", path, err)
-	}
 }

@@ -42,14 +42,7 @@ func BenchmarkIntervalAllocs(b *testing.B) {
 			sink.bytes.Store(0)
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := prov.ForceFlush(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
+			runIntervals(b, prov)
 			runtime.ReadMemStats(&after)
 			perInterval := float64(after.TotalAlloc-before.TotalAlloc) / float64(b.N)
 			b.ReportMetric(perInterval*6/(1<<20), "MiB/min@10s")

@@ -30,14 +30,7 @@ func BenchmarkCollectExport(b *testing.B) {
 			}
 			b.Cleanup(func() { _ = recv.Shutdown(context.Background()) }) // after the provider's, registered later
 			prov := intervalPipeline(b, n, recv.GRPCAddr())
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := prov.ForceFlush(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
+			runIntervals(b, prov)
 			// The last interval's requests (more than one when the export
 			// goes out in parts).
 			perInterval := recv.Stats().Accepted / b.N
@@ -97,4 +90,18 @@ func intervalPipeline(b *testing.B, n int, otlpAddr string) *Provider {
 	}
 	b.Cleanup(func() { _ = runner.Shutdown(context.Background()) })
 	return prov
+}
+
+// runIntervals times b.N intervals of prov (one ForceFlush each), with
+// their allocations reported; the timer is stopped when it returns.
+func runIntervals(b *testing.B, prov *Provider) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := prov.ForceFlush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
 }

@@ -13,8 +13,6 @@ import (
 
 	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
-	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -32,18 +30,10 @@ func fastBackoff(c *limiter.Config) { c.MaxBackoff = 8 * time.Second }
 func TestFleetSurvivesAPIServerRestart(t *testing.T) {
 	checkLeaksAtEnd(t)
 	const qps = 20.0
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	recv := startReceiver(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	kub, err := fakekubelet.Start(summary, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kub.Close)
+	kub := startKubelet(t, "", nil)
 
 	nodes := cluster.NodeNames()
 	agents := make([]*agent.Agent, fleetSize)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
@@ -28,16 +27,8 @@ func TestSeriesKeepIdentityAcrossKillSwitch(t *testing.T) {
 	checkLeaksAtEnd(t)
 	node := cluster.NodeNames()[12]
 	pods := agentrig.PodsOn(t, cp, node)
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(t.Context()) })
-	kub, err := fakekubelet.StartForPods(summary, node, pods)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kub.Close)
+	recv := startReceiver(t)
+	kub := startKubelet(t, node, pods)
 	kill := filepath.Join(t.TempDir(), "kill-switch")
 	logs := &testlog.Buffer{}
 	cmd := exec.Command(bin, "--kubeconfig="+cp.Kubeconfig(t, identUser), "--collection-interval=1s",

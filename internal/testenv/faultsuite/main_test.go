@@ -27,6 +27,7 @@ import (
 	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/simcluster"
@@ -166,6 +167,36 @@ func newRig(t *testing.T, user, node string, o rigOptions) *rig {
 	}
 	r.Rig = agentrig.New(t, ao)
 	return r
+}
+
+// startReceiver starts an OTLP receiver, shut down when t ends.
+func startReceiver(t *testing.T) *otlpreceiver.Receiver {
+	t.Helper()
+	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	return recv
+}
+
+// startKubelet starts a stand-in kubelet serving the summary fixture,
+// closed when t ends: as recorded when pods is nil, else re-keyed to pods
+// (see fakekubelet.StartForPods); named node when node is not empty.
+func startKubelet(t *testing.T, node string, pods []corev1.Pod) *fakekubelet.Server {
+	t.Helper()
+	var kub *fakekubelet.Server
+	var err error
+	if pods == nil {
+		kub, err = fakekubelet.Start(summary, node)
+	} else {
+		kub, err = fakekubelet.StartForPods(summary, node, pods)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kub.Close)
+	return kub
 }
 
 // start starts the agent and waits for its informers to sync.

@@ -14,7 +14,6 @@ import (
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testlog"
 )
@@ -36,16 +35,8 @@ func TestNodeLocalFirst(t *testing.T) {
 
 	run := func(t *testing.T, kubeconfig string, killSwitch string) (started time.Time, recv *otlpreceiver.Receiver, logs *testlog.Buffer, stop func()) {
 		t.Helper()
-		recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
-		kub, err := fakekubelet.StartForPods(summary, node, agentrig.PodsOn(t, cp, node))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(kub.Close)
+		recv = startReceiver(t)
+		kub := startKubelet(t, node, agentrig.PodsOn(t, cp, node))
 		logs = &testlog.Buffer{}
 		// The fleet-size hint an install writes into the control ConfigMap.
 		hint := filepath.Join(t.TempDir(), "fleet-size-hint")

@@ -2,7 +2,6 @@ package faultsuite
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"os/exec"
 	"strings"
@@ -12,8 +11,6 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
-	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
-	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 // TestSIGTERM runs the real binary and sends it SIGTERM at every logged
@@ -51,17 +48,9 @@ func TestSIGTERM(t *testing.T) {
 	}
 	for i, tr := range triggers {
 		t.Run(tr.name, func(t *testing.T) {
-			recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = recv.Shutdown(context.Background()) }()
+			recv := startReceiver(t)
 			recv.SetDelay(tr.slow)
-			kub, err := fakekubelet.Start(summary, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer kub.Close()
+			kub := startKubelet(t, "", nil)
 
 			cmd := exec.Command(bin, "--kubeconfig="+tr.kubeconfig, "--log-level=debug",
 				"--shutdown-timeout="+shutdownTimeout.String(), "--sync-timeout=30s", "--collection-interval=1s")
