@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strconv"
@@ -157,6 +158,36 @@ func (a *Agent) Read(client *http.Client) (p Point, rss, heap float64, err error
 	return p, rss, m[a.HeapMetric], nil
 }
 
+// ReadCost estimates what one read of the agent's own metrics endpoint
+// allocates in the agent: in each of bursts bursts of reads back-to-back
+// reads, the rise of the allocation counter per read; the cheapest burst,
+// which no collection or export of the agent fell into, is the read's own
+// cost. Bursts are pause apart.
+func (a *Agent) ReadCost(client *http.Client, bursts, reads int, pause time.Duration) (float64, error) {
+	if bursts < 1 || reads < 2 {
+		return 0, fmt.Errorf("%s: read cost needs at least one burst of two reads", a.Name)
+	}
+	best := math.Inf(1)
+	for b := range bursts {
+		var first, last float64
+		for i := range reads {
+			m, err := Scrape(client, a.MetricsURL, a.AllocMetric)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", a.Name, err)
+			}
+			if i == 0 {
+				first = m[a.AllocMetric]
+			}
+			last = m[a.AllocMetric]
+		}
+		best = min(best, (last-first)/float64(reads-1))
+		if b < bursts-1 {
+			time.Sleep(pause)
+		}
+	}
+	return best, nil
+}
+
 // Window is one agent's figures over one steady window.
 type Window struct {
 	// RSSMiB is the median of the samples, HeapMiB the lowest heap sample
@@ -179,6 +210,20 @@ type Window struct {
 	SameBytesPerPoint float64
 	SameResBytesPerPt float64
 	SamePointsPerMin  float64
+	// ReadsPerMin is how often the benchmark read the agent's metrics in
+	// the window (for RSS and heap); ReadKiB what one read allocates in
+	// the agent (see ReadCost), 0 when not measured.
+	ReadsPerMin float64
+	ReadKiB     float64
+}
+
+// SetReadCost records what one read of the agent's metrics allocates.
+func (w *Window) SetReadCost(bytes float64) { w.ReadKiB = bytes / 1024 }
+
+// AllocLessReadsMiBPerMin is AllocMiBPerMin less what the benchmark's own
+// reads of the agent's metrics allocated in the agent.
+func (w Window) AllocLessReadsMiBPerMin() float64 {
+	return w.AllocMiBPerMin - w.ReadKiB*w.ReadsPerMin/1024
 }
 
 // Summarise turns a window's first and last Points and its samples into
@@ -198,6 +243,8 @@ func Summarise(first, last Point, rss, heap []float64) Window {
 		WireKiBPerMin:  float64(d.Wire) / 1024 / min,
 		PointsPerMin:   float64(d.Points) / min,
 		SelfPointsMin:  float64(d.SelfPoints) / min,
+		// Every sample but the first is a read inside the window.
+		ReadsPerMin: float64(max(len(rss)-1, 0)) / min,
 	}
 	if d.Requests > 0 {
 		w.GzipShare = float64(d.Gzip) / float64(d.Requests)

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -61,8 +62,8 @@ func TestRows(t *testing.T) {
 	}
 	oc := Window{RSSMiB: 40, HeapMiB: 8, CPUsPerMin: 1, AllocMiBPerMin: 20, ReqPerMin: 6, PayloadKiBMin: 20, WireKiBPerMin: 5}
 	rows := Rows([]Window{fa}, []Window{oc})
-	if len(rows) != 8 {
-		t.Fatalf("%d rows, want 8", len(rows))
+	if len(rows) != 9 {
+		t.Fatalf("%d rows, want 9", len(rows))
 	}
 	for i, r := range rows {
 		above := i == 4
@@ -102,5 +103,44 @@ func TestRowsEqualNotAbove(t *testing.T) {
 	rows := Rows([]Window{{ReqPerMin: 6.0000001}}, []Window{{ReqPerMin: 6}})
 	if rows[4].Why != "" {
 		t.Errorf("requests row: why %q for equal figures", rows[4].Why)
+	}
+}
+
+// TestReadCost: the cost of one read is the counter's rise per read in the
+// cheapest burst; a burst that an agent's own work fell into (a jump of
+// the counter) does not count. The row less the benchmark's reads
+// subtracts that cost at the window's read rate.
+func TestReadCost(t *testing.T) {
+	var reads atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := reads.Add(1)
+		alloc := n * 2048 // each read allocates 2 KiB
+		if n > 3 {
+			alloc += 10 << 20 // a collection between the 3rd and 4th read
+		}
+		fmt.Fprintf(w, "go_memstats_alloc_bytes_total %d\n", alloc)
+	}))
+	defer srv.Close()
+	a := &Agent{Name: "fleetagent", MetricsURL: srv.URL, AllocMetric: "go_memstats_alloc_bytes_total"}
+	cost, err := a.ReadCost(srv.Client(), 2, 5, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost != 2048 {
+		t.Errorf("ReadCost = %v, want 2048 (the burst without the collection)", cost)
+	}
+	if _, err := a.ReadCost(srv.Client(), 1, 1, 0); err == nil {
+		t.Error("one read per burst: no error")
+	}
+
+	t0 := time.Unix(0, 0)
+	w := Summarise(Point{At: t0}, Point{At: t0.Add(time.Minute), Alloc: 4 << 20}, make([]float64, 31), []float64{1})
+	w.SetReadCost(2048)
+	if w.ReadsPerMin != 30 || w.AllocLessReadsMiBPerMin() != 4-60.0/1024 {
+		t.Errorf("reads/min %v, allocations less reads %v; want 30 and %v", w.ReadsPerMin, w.AllocLessReadsMiBPerMin(), 4-60.0/1024)
+	}
+	rows := Rows([]Window{w}, []Window{w})
+	if r := rows[8]; r.Fleetagent != w.AllocLessReadsMiBPerMin() || !strings.Contains(r.Note, "30 times a minute") || !strings.Contains(r.Note, "2.0 KiB in fleetagent") {
+		t.Errorf("row %q = %v, note %q", r.Name, r.Fleetagent, r.Note)
 	}
 }

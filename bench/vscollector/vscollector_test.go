@@ -182,10 +182,22 @@ func BenchmarkFootprint(b *testing.B) {
 		b.Logf("window %d: same series, %d metrics: fleetagent %+v, collector %+v", w+1, len(shared), faSame, ocSame)
 		b.Logf("window %d: fleetagent %+v; collector %+v", w+1, results[0][w], results[1][w])
 	}
+	// What the benchmark's own reads (every 2 s, for RSS, heap and
+	// allocations) cost each agent, measured after the windows.
+	for i, a := range agents {
+		cost, err := a.ReadCost(client, 10, 5, 700*time.Millisecond)
+		if err != nil {
+			b.Fatalf("%v\n%s", err, procs[i].Tail(60))
+		}
+		for w := range results[i] {
+			results[i][w].SetReadCost(cost)
+		}
+		b.Logf("%s: one read of its metrics allocates %.1f KiB", a.Name, cost/1024)
+	}
 	b.StopTimer()
 
 	rows := vscollector.Rows(results[0], results[1])
-	units := []string{"rss-MiB", "cpu-s/min", "heap-MiB", "alloc-MiB/min", "otlp-req/min", "payload-KiB/min", "wire-KiB/min", "same-series-B/point"}
+	units := []string{"rss-MiB", "cpu-s/min", "heap-MiB", "alloc-MiB/min", "otlp-req/min", "payload-KiB/min", "wire-KiB/min", "same-series-B/point", "alloc-less-reads-MiB/min"}
 	for i, r := range rows {
 		b.ReportMetric(r.Fleetagent, "fleetagent-"+units[i])
 		b.ReportMetric(r.Collector, "collector-"+units[i])
