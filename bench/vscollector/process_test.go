@@ -62,8 +62,8 @@ func TestRows(t *testing.T) {
 	}
 	oc := Window{RSSMiB: 40, HeapMiB: 8, CPUsPerMin: 1, AllocMiBPerMin: 20, ReqPerMin: 6, PayloadKiBMin: 20, WireKiBPerMin: 5}
 	rows := Rows([]Window{fa}, []Window{oc})
-	if len(rows) != 9 {
-		t.Fatalf("%d rows, want 9", len(rows))
+	if len(rows) != 8 {
+		t.Fatalf("%d rows, want 8", len(rows))
 	}
 	for i, r := range rows {
 		above := i == 4
@@ -108,8 +108,8 @@ func TestRowsEqualNotAbove(t *testing.T) {
 
 // TestReadCost: the cost of one read is the counter's rise per read in the
 // cheapest burst; a burst that an agent's own work fell into (a jump of
-// the counter) does not count. The row less the benchmark's reads
-// subtracts that cost at the window's read rate.
+// the counter) does not count. The allocations row's note gives that cost
+// at the window's read rate, and says when an agent's was not measured.
 func TestReadCost(t *testing.T) {
 	var reads atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -139,8 +139,17 @@ func TestReadCost(t *testing.T) {
 	if w.ReadsPerMin != 30 || w.AllocLessReadsMiBPerMin() != 4-60.0/1024 {
 		t.Errorf("reads/min %v, allocations less reads %v; want 30 and %v", w.ReadsPerMin, w.AllocLessReadsMiBPerMin(), 4-60.0/1024)
 	}
-	rows := Rows([]Window{w}, []Window{w})
-	if r := rows[8]; r.Fleetagent != w.AllocLessReadsMiBPerMin() || !strings.Contains(r.Note, "30 times a minute") || !strings.Contains(r.Note, "2.0 KiB in fleetagent") {
-		t.Errorf("row %q = %v, note %q", r.Name, r.Fleetagent, r.Note)
+	oc := w
+	oc.SetReadCost(0) // a counter that did not move
+	rows := Rows([]Window{w}, []Window{oc})
+	if n := rows[3].Note; !strings.Contains(n, "30 times a minute") || !strings.Contains(n, "allocates 2.0 KiB in it, 0.1 MiB/min of its figure, 3.9 MiB/min without them") || !strings.Contains(n, "the Collector's share is not measured") {
+		t.Errorf("allocations row note %q", n)
+	}
+	rows = Rows([]Window{w}, []Window{w})
+	if n := rows[3].Note; !strings.Contains(n, "one read of the Collector's telemetry allocates 2.0 KiB in it, 0.1 MiB/min") {
+		t.Errorf("allocations row note, both measured: %q", n)
+	}
+	if n := Rows([]Window{{AllocMiBPerMin: 1}}, []Window{{AllocMiBPerMin: 1}})[3].Note; n != "" {
+		t.Errorf("note without read costs: %q", n)
 	}
 }
