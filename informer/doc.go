@@ -24,6 +24,14 @@
 //     version" does the reflector list with resourceVersion="" (one etcd
 //     round trip). No GET is ever made.
 //
+// The two informers take turns between a LIST and its WATCH: each WATCH is
+// the next request after its own LIST (TestEachWatchFollowsItsList), one
+// token of the agent's budget later. The apiserver serves that WATCH from
+// the LIST's resourceVersion only while the version is in its watch
+// history (75 s by default), and replays to it every event of the
+// resource since then, cluster-wide, before filtering by node (counted in
+// apiserver_init_events_total): the shorter the gap, the cheaper.
+//
 // # Streaming list or LIST+WATCH
 //
 // client-go v0.37 turns the WatchListClient feature on by default: the
