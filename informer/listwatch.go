@@ -36,7 +36,7 @@ type scopedListWatch struct {
 // waits two of the agent's token intervals after its LIST instead of one.
 // A WATCH must reach the apiserver while its LIST's resourceVersion is
 // still in the watch cache's history (75 s by default), or it fails with
-// "too old resource version" and the reflector relists from etcd
+// "too old resource version" and the reflector lists again
 // (TestEachWatchFollowsItsList). The pair is released when the WATCH has
 // been sent, when the LIST fails, or after maxPairHold as a safety net.
 type listPair struct {

@@ -24,9 +24,9 @@ const MaxFleetSize = 5000
 // version is in its watch cache's history, which kube-apiserver keeps for
 // at least 75 s (storagebackend.DefaultEventsHistoryWindow, v1.37). A WATCH
 // sent later can fail with "too old resource version", and the informer
-// relists with a read from etcd, again and again: measured at 5000 agents
-// and 50 requests/s (100 s between tokens), 3513 of 5000 agents' pod
-// watches failed so. 60 s leaves 15 s for the LIST's own latency. The
+// lists and watches again, two more tokens, with the same risk: measured
+// at 5000 agents and 50 requests/s (100 s between tokens), 3513 of 5000
+// agents' pod watches failed so. 60 s leaves 15 s for the LIST's own latency. The
 // default FleetQPS keeps MaxFleetSize agents inside it; a budget that does
 // not is logged as a warning (TestWarnsWhenTokensOutlastWatchHistory).
 const MaxTokenInterval = 60 * time.Second
