@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,6 +32,10 @@ func Run(b *testing.B, cfg Config, strategies []Strategy) {
 				continue
 			}
 			name := fmt.Sprintf("strategy=%s/nodes=%d", st.Name, n)
+			if ok, why := fits(st, cfg, n, memTotal()); !ok {
+				b.Run(name, func(b *testing.B) { b.Skip(why) })
+				continue
+			}
 			b.Run(name, func(b *testing.B) {
 				if s == nil {
 					// Built lazily so that a -bench filter that skips a size
@@ -57,6 +63,52 @@ func Run(b *testing.B, cfg Config, strategies []Strategy) {
 			s.Close()
 		}
 	}
+}
+
+// heldPodBytes is what one pod costs an agent that holds the cluster's
+// pods decoded: cluster-informer's cache held 335 MB per agent over 30,000
+// pods at 1000 nodes (bench/RESULTS.md).
+const heldPodBytes = 11.2e3
+
+// fits says whether st's agents fit in this machine's memory at n nodes,
+// and why not. Only strategies that hold every pod of the cluster at once
+// are checked: their agents (the sample, at large sizes) together may use
+// at most half of memTotal, the rest being the kube-apiserver's, etcd's and
+// the cluster's. At 5000 nodes and 30 pods per node their 20 agents would
+// hold ~33.5 GB; at 1000 nodes ~6.7 GB, which ran on 24 GiB.
+func fits(st Strategy, cfg Config, n int, memTotal uint64) (bool, string) {
+	if !st.HoldsClusterPods || memTotal == 0 {
+		return true, ""
+	}
+	agents := n
+	if st.ClusterScoped && cfg.Sample > 0 {
+		agents = min(n, cfg.Sample)
+	}
+	need := float64(agents) * float64(n*cfg.PodsPerNode) * heldPodBytes
+	if need <= float64(memTotal)/2 {
+		return true, ""
+	}
+	return false, fmt.Sprintf("%s not run at %d nodes: each of its %d agents holds all %d pods decoded, about %.1f GB together at %.1f kB a pod (measured at 1000 nodes), above half of this machine's %.1f GB",
+		st.Name, n, agents, n*cfg.PodsPerNode, need/1e9, heldPodBytes/1e3, float64(memTotal)/1e9)
+}
+
+// memTotal is the machine's memory in bytes from /proc/meminfo, 0 when it
+// cannot be read (then nothing is skipped).
+func memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb * 1024
+		}
+	}
+	return 0
 }
 
 // Select keeps the strategies named in names, all of them when names is

@@ -36,6 +36,11 @@ type Strategy struct {
 	// figures are per agent, and running every agent would only measure the
 	// benchmark machine's collapse.
 	ClusterScoped bool
+	// HoldsClusterPods says each agent holds every pod of the cluster
+	// decoded at once (a cluster-wide cache, or an unpaginated LIST): Run
+	// skips it at sizes where its agents would not fit in memory (see
+	// fits).
+	HoldsClusterPods bool
 	// FleetQPS is the request rate the strategy's whole fleet promises to
 	// stay within (fleetagent's --fleet-qps); 0 when it promises none.
 	FleetQPS float64
@@ -104,7 +109,7 @@ func NoAgent() Strategy {
 // in the cluster with an empty resourceVersion (a consistent read, one etcd
 // round-trip each) and no pagination.
 func Incident() Strategy {
-	return Strategy{Name: "incident", ClusterScoped: true, New: newIncident}
+	return Strategy{Name: "incident", ClusterScoped: true, HoldsClusterPods: true, New: newIncident}
 }
 
 type incident struct {
@@ -160,7 +165,7 @@ func (a *incident) Shutdown(ctx context.Context) error { return a.run.shutdown(c
 // ClusterInformer is a client-go shared informer on every pod in the
 // cluster, with client-go's defaults (streaming lists on), on every node.
 func ClusterInformer() Strategy {
-	return Strategy{Name: "cluster-informer", ClusterScoped: true, New: func(cfg *rest.Config, node string, _ Env) (Agent, error) {
+	return Strategy{Name: "cluster-informer", ClusterScoped: true, HoldsClusterPods: true, New: func(cfg *rest.Config, node string, _ Env) (Agent, error) {
 		c, err := kubernetes.NewForConfig(protobuf(cfg))
 		if err != nil {
 			return nil, fmt.Errorf("cluster-informer agent %s: %w", node, err)
