@@ -71,7 +71,7 @@ func Rows(fa, oc []Window) []Row {
 		switch i {
 		case 4:
 			s := self(func(w Window) float64 { return w.SelfReqPerMin })
-			r.Why = fmt.Sprintf("%.1f of fleetagent's requests/min carry only its self-metrics (their own OTLP exporter); without them %.1f/min. The Collector pushes none of its own telemetry (it serves it for pull)", s, r.Fleetagent-s)
+			r.Why = fmt.Sprintf("%.1f of fleetagent's requests/min carry only its self-metrics; without them %.1f/min. The Collector pushes none of its own telemetry (it serves it for pull)", s, r.Fleetagent-s)
 		case 5, 6:
 			s := self(func(w Window) float64 { return w.SelfPayloadKiB })
 			r.Why = fmt.Sprintf("fleetagent's self-metrics are %.1f KiB/min of its payload (the Collector pushes none of its own telemetry)", s)
