@@ -30,4 +30,7 @@ func TestFits(t *testing.T) {
 	if ok, _ := fits(inf, cfg, 5000, 0); !ok {
 		t.Error("skipped with the machine's memory unknown")
 	}
+	if memTotal() == 0 {
+		t.Error("memTotal read no MemTotal from /proc/meminfo")
+	}
 }

@@ -7,8 +7,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -92,23 +90,18 @@ func fits(st Strategy, cfg Config, n int, memTotal uint64) (bool, string) {
 		st.Name, n, agents, n*cfg.PodsPerNode, need/1e9, heldPodBytes/1e3, float64(memTotal)/1e9)
 }
 
-// memTotal is the machine's memory in bytes from /proc/meminfo, 0 when it
-// cannot be read (then nothing is skipped).
+// memTotal is the machine's memory in bytes from /proc/meminfo (whose first
+// line is MemTotal), 0 when it cannot be read (then nothing is skipped).
 func memTotal() uint64 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, err := strconv.ParseUint(f[1], 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb * 1024
-		}
+	var kb uint64
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
+		return 0
 	}
-	return 0
+	return kb * 1024
 }
 
 // Select keeps the strategies named in names, all of them when names is
