@@ -55,6 +55,8 @@ type setCache struct {
 	mu  sync.Mutex // held by the collector for a whole collection
 	gen uint64
 	m   map[setKey]*setEntry
+	// built counts the sets built (misses), for tests.
+	built int
 }
 
 // get returns the cached set of k built from pod, or nil.
@@ -77,6 +79,7 @@ func (c *setCache) put(k setKey, pod *corev1.Pod, kvs []attribute.KeyValue) *att
 		e = &setEntry{}
 		c.m[k] = e
 	}
+	c.built++
 	e.set, e.pod, e.gen = attribute.NewSet(kvs...), pod, c.gen
 	return &e.set
 }
@@ -116,14 +119,21 @@ func (e *entity) kvs() []attribute.KeyValue {
 // set returns the entity's attribute set plus the point attributes extra:
 // at most two, string-valued (they are part of the cache key).
 func (e *entity) set(extra ...attribute.KeyValue) attribute.Set {
-	if len(extra) > 2 {
-		panic("collector: entity.set takes at most two point attributes")
+	return e.setKeyed(len(extra), extra...)
+}
+
+// setKeyed is set where only the first keyed (at most two, string-valued)
+// of extra are the cache key: the others must follow from those and the
+// pod object (a volume's type and claim from its name and the pod's spec).
+func (e *entity) setKeyed(keyed int, extra ...attribute.KeyValue) attribute.Set {
+	if keyed > 2 || keyed > len(extra) {
+		panic("collector: entity.set keys on at most two of its point attributes")
 	}
 	k := e.key
-	if len(extra) > 0 {
+	if keyed > 0 {
 		k.k1, k.v1 = string(extra[0].Key), extra[0].Value.AsString()
 	}
-	if len(extra) > 1 {
+	if keyed > 1 {
 		k.k2, k.v2 = string(extra[1].Key), extra[1].Value.AsString()
 	}
 	if s := e.c.get(k, e.pod); s != nil {

@@ -109,17 +109,23 @@ func TestContentSetsKeyIsUnambiguous(t *testing.T) {
 // attributes came in a map's order, and building a set sorted the caller's
 // attribute slice in place, reordering it under the container's next
 // series; either changed the series' keys from one collection to the next.
+// The pod collector now keeps its series' sets itself, by pod object, as the
+// kubelet collector does, and builds no attribute slice for a cached set.
 func TestPodSeriesReuseTheirSets(t *testing.T) {
-	p := newPipeline(t, []Collector{NewPodCollector(loadState(t), testConfig)})
+	pc := NewPodCollector(loadState(t), testConfig).(*podCollector)
+	p := newPipeline(t, []Collector{pc})
 	p.collect(t)
-	first := p.runner.sets.built
+	first := pc.sets.built
 	if first == 0 {
 		t.Fatal("the first collection built no set")
 	}
 	for i := 0; i < 5; i++ {
 		p.collect(t)
 	}
-	if again := p.runner.sets.built - first; again != 0 {
+	if again := pc.sets.built - first; again != 0 {
 		t.Errorf("%d sets built again in 5 collections of unchanged pods (%d in the first)", again, first)
+	}
+	if n := p.runner.sets.built; n != 0 {
+		t.Errorf("%d sets built from attribute slices; the pod collector's series all have their own", n)
 	}
 }

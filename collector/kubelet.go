@@ -119,7 +119,7 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 	now := c.clock.Now()
 	n := s.Node
 	node := &entity{c: &c.sets, attrs: func() []attribute.KeyValue { return nil }}
-	recordUptime(r, NodeUptime, n.StartTime, now, nil)
+	recordUptime(r, NodeUptime, n.StartTime, now, node)
 	recordCPU(r, n.CPU, NodeCPUUsage, NodeCPUTime, node)
 	recordMemory(r, n.Memory, NodeMemoryUsage, NodeMemoryWorkingSet, NodeMemoryAvailable, NodeMemoryRSS, node)
 	recordNetwork(r, n.Network, NodeNetworkIO, NodeNetworkErrors, node)
@@ -147,10 +147,10 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 		recordFaults(r, p.Memory, PodPagingFaults, podEnt)
 		recordNetwork(r, p.Network, PodNetworkIO, PodNetworkErrors, podEnt)
 		recordFs(r, p.EphemeralStorage, PodFilesystemUsage, PodFilesystemCapacity, PodFilesystemAvailable, podEnt)
-		recordUptime(r, PodUptime, p.StartTime, now, podEnt.kvs())
+		recordUptime(r, PodUptime, p.StartTime, now, podEnt)
 		recordUtilization(r, p.CPU, p.Memory, totalsOf(pod),
-			PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization, podEnt.kvs())
-		recordVolumes(r, p.VolumeStats, pod, podEnt.kvs())
+			PodCPURequestUtilization, PodCPULimitUtilization, PodMemoryRequestUtilization, PodMemoryLimitUtilization, podEnt)
+		recordVolumes(r, p.VolumeStats, pod, podEnt)
 		for j := range p.Containers {
 			ct := &p.Containers[j]
 			ctrEnt := &entity{c: &c.sets, key: setKey{namespace: p.PodRef.Namespace, name: p.PodRef.Name, uid: p.PodRef.UID, container: ct.Name}, pod: pod}
@@ -159,9 +159,9 @@ func (c *kubeletCollector) record(r Recorder, s *Summary, pods map[string]*corev
 			recordMemory(r, ct.Memory, ContainerMemoryUsage, ContainerMemoryWorkingSet, ContainerMemoryAvailable, ContainerMemoryRSS, ctrEnt)
 			recordFaults(r, ct.Memory, ContainerPagingFaults, ctrEnt)
 			recordFs(r, ct.Rootfs, ContainerFilesystemUsage, ContainerFilesystemCapacity, ContainerFilesystemAvailable, ctrEnt)
-			recordUptime(r, ContainerUptime, ct.StartTime, now, ctrEnt.kvs())
+			recordUptime(r, ContainerUptime, ct.StartTime, now, ctrEnt)
 			recordUtilization(r, ct.CPU, ct.Memory, containerTotals(pod, ct.Name),
-				ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization, ctrEnt.kvs())
+				ContainerCPURequestUtilization, ContainerCPULimitUtilization, ContainerMemoryRequestUtilization, ContainerMemoryLimitUtilization, ctrEnt)
 		}
 	}
 }
@@ -301,13 +301,6 @@ func recordNetwork(r Recorder, s *NetworkStats, io, errs *Desc, e *entity) {
 		optSet(r, errs, i.RxErrors, e, name, netRx)
 		optSet(r, errs, i.TxErrors, e, name, netTx)
 	}
-}
-
-func opt(r Recorder, d *Desc, v *uint64, attrs []attribute.KeyValue) {
-	if d == nil || v == nil {
-		return
-	}
-	r.Record(d, float64(*v), attrs...)
 }
 
 // optE records v, when present, with the entity's cached attribute set.

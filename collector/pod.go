@@ -51,6 +51,9 @@ func ContainerReason(reason string) string {
 type podCollector struct {
 	state KubeState
 	attrs *podAttributer
+	// sets keeps the series' attribute sets across collections, as the
+	// kubelet collector's do.
+	sets setCache
 }
 
 // NewPodCollector reports pod phase and container status, requests and
@@ -73,18 +76,18 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 	if !c.state.HasSynced() {
 		return ErrNoData
 	}
-	// One scratch slice for the attributes of every point (Record does
-	// not keep them); a new slice per point was a tenth of what one
-	// interval allocated.
-	var sc scratch
+	c.sets.mu.Lock()
+	defer c.sets.mu.Unlock()
+	defer c.sets.sweep()
 	for _, pod := range c.state.Pods() {
-		base := c.attrs.of(pod)
+		podEnt := &entity{c: &c.sets, key: setKey{namespace: pod.Namespace, name: pod.Name, uid: string(pod.UID)}, pod: pod}
+		podEnt.attrs = func() []attribute.KeyValue { return c.attrs.of(pod) }
 		for _, ph := range podPhases {
 			v := 0.0
 			if pod.Status.Phase == ph {
 				v = 1
 			}
-			r.Record(PodStatusPhase, v, sc.with(base, attribute.String("k8s.pod.status.phase", string(ph)))...)
+			recordSet(r, PodStatusPhase, v, podEnt.set(attribute.String("k8s.pod.status.phase", string(ph))))
 		}
 		// Init containers (sidecars among them: restartPolicy Always) are
 		// containers like the others: same metrics, their own container
@@ -95,11 +98,12 @@ func (c *podCollector) Collect(_ context.Context, r Recorder) error {
 		}{{pod.Spec.InitContainers, pod.Status.InitContainerStatuses}, {pod.Spec.Containers, pod.Status.ContainerStatuses}} {
 			for i := range group.spec {
 				ctr := &group.spec[i]
-				ca := with(base, containerAttrs(pod, ctr.Name)...)
+				ctrEnt := &entity{c: &c.sets, key: setKey{namespace: pod.Namespace, name: pod.Name, uid: string(pod.UID), container: ctr.Name}, pod: pod}
+				ctrEnt.attrs = func() []attribute.KeyValue { return with(podEnt.kvs(), containerAttrs(pod, ctr.Name)...) }
 				if st := statusOf(group.statuses, ctr.Name); st != nil {
-					recordContainerStatus(r, st, ca, &sc)
+					recordContainerStatus(r, st, ctrEnt)
 				}
-				recordRequirements(r, ctr.Resources, ca)
+				recordRequirements(r, ctr.Resources, ctrEnt)
 			}
 		}
 	}
@@ -122,9 +126,9 @@ func statusOf(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus
 // 10 containers the whole set would be over 50,000 series of one
 // instrument, five times the exporter's cardinality limit. A container with
 // no current reason (running) has no k8s.container.status.reason series.
-func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, ca []attribute.KeyValue, sc *scratch) {
-	r.Record(ContainerRestartCount, float64(st.RestartCount), ca...)
-	r.Record(ContainerReady, b2f(st.Ready), ca...)
+func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, e *entity) {
+	recordSet(r, ContainerRestartCount, float64(st.RestartCount), e.set())
+	recordSet(r, ContainerReady, b2f(st.Ready), e.set())
 	state, reason := "", ""
 	switch s := st.State; {
 	case s.Running != nil:
@@ -136,47 +140,38 @@ func recordContainerStatus(r Recorder, st *corev1.ContainerStatus, ca []attribut
 	}
 	if state != "" {
 		for _, s := range containerStates {
-			r.Record(ContainerStatusState, b2f(s == state), sc.with(ca, attribute.String("k8s.container.status.state", s))...)
+			recordSet(r, ContainerStatusState, b2f(s == state), e.set(attribute.String("k8s.container.status.state", s)))
 		}
 	}
 	if reason != "" {
-		r.Record(ContainerStatusReason, 1, sc.with(ca, attribute.String("k8s.container.status.reason", ContainerReason(reason)))...)
+		recordSet(r, ContainerStatusReason, 1, e.set(attribute.String("k8s.container.status.reason", ContainerReason(reason))))
 	}
 	if t := st.LastTerminationState.Terminated; t != nil && t.Reason != "" {
-		r.Record(ContainerLastTerminatedReason, 1,
-			sc.with(ca, attribute.String("k8s.container.status.last_terminated_reason", ContainerReason(t.Reason)))...)
+		recordSet(r, ContainerLastTerminatedReason, 1,
+			e.set(attribute.String("k8s.container.status.last_terminated_reason", ContainerReason(t.Reason))))
 	}
 }
 
-func recordRequirements(r Recorder, res corev1.ResourceRequirements, ca []attribute.KeyValue) {
-	if q, ok := res.Requests[corev1.ResourceCPU]; ok {
-		r.Record(ContainerCPURequest, q.AsApproximateFloat64(), ca...)
+func recordRequirements(r Recorder, res corev1.ResourceRequirements, e *entity) {
+	for _, q := range []struct {
+		d    *Desc
+		list corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		{ContainerCPURequest, res.Requests, corev1.ResourceCPU}, {ContainerCPULimit, res.Limits, corev1.ResourceCPU},
+		{ContainerMemoryRequest, res.Requests, corev1.ResourceMemory}, {ContainerMemoryLimit, res.Limits, corev1.ResourceMemory},
+		{ContainerEphemeralStorageRequest, res.Requests, corev1.ResourceEphemeralStorage}, {ContainerEphemeralStorageLimit, res.Limits, corev1.ResourceEphemeralStorage},
+	} {
+		v, ok := q.list[q.name]
+		if !ok {
+			continue
+		}
+		f := float64(v.Value())
+		if q.name == corev1.ResourceCPU {
+			f = v.AsApproximateFloat64()
+		}
+		recordSet(r, q.d, f, e.set())
 	}
-	if q, ok := res.Limits[corev1.ResourceCPU]; ok {
-		r.Record(ContainerCPULimit, q.AsApproximateFloat64(), ca...)
-	}
-	if q, ok := res.Requests[corev1.ResourceMemory]; ok {
-		r.Record(ContainerMemoryRequest, float64(q.Value()), ca...)
-	}
-	if q, ok := res.Limits[corev1.ResourceMemory]; ok {
-		r.Record(ContainerMemoryLimit, float64(q.Value()), ca...)
-	}
-	if q, ok := res.Requests[corev1.ResourceEphemeralStorage]; ok {
-		r.Record(ContainerEphemeralStorageRequest, float64(q.Value()), ca...)
-	}
-	if q, ok := res.Limits[corev1.ResourceEphemeralStorage]; ok {
-		r.Record(ContainerEphemeralStorageLimit, float64(q.Value()), ca...)
-	}
-}
-
-// scratch builds point attributes in one reused slice: valid until its
-// next with, for a Record call (which does not keep them).
-type scratch struct{ buf []attribute.KeyValue }
-
-// with returns base plus kv in the scratch slice.
-func (s *scratch) with(base []attribute.KeyValue, kv attribute.KeyValue) []attribute.KeyValue {
-	s.buf = append(append(s.buf[:0], base...), kv)
-	return s.buf
 }
 
 // with returns base plus more in a new slice, so base can be shared.

@@ -13,11 +13,11 @@ import (
 
 // recordUptime reports now - start in seconds, when the kubelet gave a
 // start time.
-func recordUptime(r Recorder, d *Desc, start metav1.Time, now time.Time, attrs []attribute.KeyValue) {
+func recordUptime(r Recorder, d *Desc, start metav1.Time, now time.Time, e *entity) {
 	if start.IsZero() {
 		return
 	}
-	r.Record(d, now.Sub(start.Time).Seconds(), attrs...)
+	recordSet(r, d, now.Sub(start.Time).Seconds(), e.set())
 }
 
 // requirementsOf returns the resources of the named container of pod (a
@@ -91,22 +91,22 @@ func only(ok bool, v float64) float64 {
 // recordUtilization reports CPU usage (cores) and memory usage (bytes, the
 // kubelet's usageBytes, as kubeletstats does) as a ratio of each non-zero
 // bound.
-func recordUtilization(r Recorder, cpu *CPUStats, mem *MemoryStats, t podTotals, cpuReq, cpuLim, memReq, memLim *Desc, attrs []attribute.KeyValue) {
+func recordUtilization(r Recorder, cpu *CPUStats, mem *MemoryStats, t podTotals, cpuReq, cpuLim, memReq, memLim *Desc, e *entity) {
 	if cpu != nil && cpu.UsageNanoCores != nil {
 		used := float64(*cpu.UsageNanoCores) / 1e9
-		ratio(r, cpuReq, used, t.cpuReq, attrs)
-		ratio(r, cpuLim, used, t.cpuLim, attrs)
+		ratio(r, cpuReq, used, t.cpuReq, e)
+		ratio(r, cpuLim, used, t.cpuLim, e)
 	}
 	if mem != nil && mem.UsageBytes != nil {
 		used := float64(*mem.UsageBytes)
-		ratio(r, memReq, used, t.memReq, attrs)
-		ratio(r, memLim, used, t.memLim, attrs)
+		ratio(r, memReq, used, t.memReq, e)
+		ratio(r, memLim, used, t.memLim, e)
 	}
 }
 
-func ratio(r Recorder, d *Desc, used, bound float64, attrs []attribute.KeyValue) {
+func ratio(r Recorder, d *Desc, used, bound float64, e *entity) {
 	if bound > 0 {
-		r.Record(d, used/bound, attrs...)
+		recordSet(r, d, used/bound, e.set())
 	}
 }
 
@@ -138,26 +138,35 @@ func containerTotals(pod *corev1.Pod, name string) podTotals {
 // claim, k8s.persistentvolumeclaim.name from the summary's pvcRef. These
 // are point attributes on the pod's resource, as the semantic conventions
 // define k8s.pod.volume.* (entity k8s.pod).
-func recordVolumes(r Recorder, vols []stats.VolumeStats, pod *corev1.Pod, base []attribute.KeyValue) {
+func recordVolumes(r Recorder, vols []stats.VolumeStats, pod *corev1.Pod, e *entity) {
 	for i := range vols {
 		v := &vols[i]
-		attrs := with(base, attribute.String("k8s.volume.name", v.Name))
+		// The volume's name and claim are the cache key; its type follows
+		// from them and the pod object, which the cache compares.
+		attrs := [3]attribute.KeyValue{attribute.String("k8s.volume.name", v.Name)}
+		n, keyed := 1, 1
+		if v.PVCRef != nil && v.PVCRef.Name != "" {
+			attrs[n] = attribute.String("k8s.persistentvolumeclaim.name", v.PVCRef.Name)
+			n, keyed = n+1, keyed+1
+		}
 		typ := volumeType(pod, v.Name)
 		if typ == "" && v.PVCRef != nil {
 			typ = "persistentVolumeClaim"
 		}
 		if typ != "" {
-			attrs = append(attrs, attribute.String("k8s.volume.type", typ))
+			attrs[n] = attribute.String("k8s.volume.type", typ)
+			n++
 		}
-		if v.PVCRef != nil && v.PVCRef.Name != "" {
-			attrs = append(attrs, attribute.String("k8s.persistentvolumeclaim.name", v.PVCRef.Name))
+		set := e.setKeyed(keyed, attrs[:n]...)
+		for _, p := range []struct {
+			d *Desc
+			v *uint64
+		}{{PodVolumeUsage, v.UsedBytes}, {PodVolumeCapacity, v.CapacityBytes}, {PodVolumeAvailable, v.AvailableBytes},
+			{PodVolumeInodeCount, v.Inodes}, {PodVolumeInodeUsed, v.InodesUsed}, {PodVolumeInodeFree, v.InodesFree}} {
+			if p.v != nil {
+				recordSet(r, p.d, float64(*p.v), set)
+			}
 		}
-		opt(r, PodVolumeUsage, v.UsedBytes, attrs)
-		opt(r, PodVolumeCapacity, v.CapacityBytes, attrs)
-		opt(r, PodVolumeAvailable, v.AvailableBytes, attrs)
-		opt(r, PodVolumeInodeCount, v.Inodes, attrs)
-		opt(r, PodVolumeInodeUsed, v.InodesUsed, attrs)
-		opt(r, PodVolumeInodeFree, v.InodesFree, attrs)
 	}
 }
 
