@@ -57,6 +57,16 @@ type splitter struct {
 	cmu   sync.Mutex
 	cgen  uint64
 	cache map[string]*handleRes
+	// groups keeps each entity's ResourceMetrics, with its Resource and a
+	// Metric per metric name, from one request to the next (under cmu):
+	// one entity has about one data point per metric, so building them
+	// for every request was a copy of every metric per point, a sixth of
+	// what an interval allocated (BenchmarkIntervalAllocs). A request's
+	// points are taken out of them once it is encoded (release); a group
+	// absent from two requests in a row is dropped. base is the provider
+	// resource's attributes the groups were built with.
+	groups map[string]*entityGroup
+	base   []*commonpb.KeyValue
 	// unresolved counts points whose handle the registry did not know
 	// (Stats.UnresolvedHandles); log says so.
 	unresolved atomic.Uint64
@@ -65,7 +75,8 @@ type splitter struct {
 	// The gRPC exporter hands the same request to every retry attempt;
 	// its split, and which parts were accepted, are kept for them until
 	// the request is sent whole, so a retry resends only what was not
-	// accepted.
+	// accepted. mu also holds one split at a time from split to encoding
+	// (its messages are reused by the next).
 	mu    sync.Mutex
 	last  *colmetricpb.ExportMetricsServiceRequest
 	parts []*colmetricpb.ExportMetricsServiceRequest
@@ -110,6 +121,7 @@ func (s *splitter) unaryInterceptor(ctx context.Context, method string, req, rep
 	// interval would keep a whole request (about 5 MB of protobuf objects
 	// at 110 pods) in the live heap between intervals.
 	s.last, s.parts, s.sent = nil, nil, nil
+	s.release()
 	return nil
 }
 
@@ -164,7 +176,12 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := proto.Unmarshal(raw, &in); err != nil {
 		return nil, fmt.Errorf("exporter: split request: %w", err)
 	}
+	// split reuses the last split's messages: the next one waits until
+	// this one is encoded (an export and a ForceFlush may overlap).
+	t.s.mu.Lock()
 	out, err := proto.Marshal(t.s.split(&in))
+	t.s.release()
+	t.s.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("exporter: split request: %w", err)
 	}
@@ -191,6 +208,8 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // gRPC interceptor keeps the result for the retries of the same request;
 // the HTTP round tripper decoded in itself). Moving the points rather than
 // copying them saves one allocation per point (BenchmarkIntervalAllocs).
+// The result's ResourceMetrics and Metrics are the splitter's, reused by
+// the next split: it is valid until then or until release.
 func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetricpb.ExportMetricsServiceRequest {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
@@ -203,8 +222,26 @@ func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetric
 			delete(s.cache, id)
 		}
 	}
+	for k, g := range s.groups {
+		if g.gen+1 < s.cgen {
+			delete(s.groups, k)
+		}
+	}
 	s.cgen++
 	return out
+}
+
+// release takes the data points of the last split's requests out of the
+// groups kept for the next one, once they are encoded: kept, they would
+// hold a whole interval's points in the live heap until the next.
+func (s *splitter) release() {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	for _, g := range s.groups {
+		for _, m := range g.metrics {
+			m.release()
+		}
+	}
 }
 
 // handleRes is the entity attributes of one handle as protobuf.
@@ -257,12 +294,108 @@ func anyValue(v attribute.Value) *commonpb.AnyValue {
 	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.Emit()}}
 }
 
+// entityGroup is one entity's ResourceMetrics, kept across requests.
 type entityGroup struct {
 	rm *metricpb.ResourceMetrics
-	// metrics maps (scope index, metric index) of the input to this
-	// group's copy.
-	metrics map[[2]int]*metricpb.Metric
-	scopes  map[int]*metricpb.ScopeMetrics
+	// gen is the request (splitter.cgen) that last used the group.
+	gen uint64
+	// scopes holds the group's ScopeMetrics by scope, metrics its
+	// Metrics by scope and metric name.
+	scopes  map[scopeKey]*groupScope
+	metrics map[metricKey]*groupMetric
+}
+
+type scopeKey struct{ name, version string }
+
+type metricKey struct {
+	scope scopeKey
+	name  string
+}
+
+// groupScope is one scope of an entity and the request that last used it.
+type groupScope struct {
+	sc  *metricpb.ScopeMetrics
+	gen uint64
+}
+
+// groupMetric is one metric of an entity: its Metric with the data points
+// of the current request, the request that last used it and at which
+// (scope, metric) index of that request's input.
+type groupMetric struct {
+	m   *metricpb.Metric
+	gen uint64
+	at  [2]int
+}
+
+// release clears the metric's data points, keeping their slice.
+func (gm *groupMetric) release() {
+	switch d := gm.m.GetData().(type) {
+	case *metricpb.Metric_Gauge:
+		d.Gauge.DataPoints = clearPoints(d.Gauge.DataPoints)
+	case *metricpb.Metric_Sum:
+		d.Sum.DataPoints = clearPoints(d.Sum.DataPoints)
+	case *metricpb.Metric_Histogram:
+		d.Histogram.DataPoints = clearPoints(d.Histogram.DataPoints)
+	case *metricpb.Metric_ExponentialHistogram:
+		d.ExponentialHistogram.DataPoints = clearPoints(d.ExponentialHistogram.DataPoints)
+	case *metricpb.Metric_Summary:
+		d.Summary.DataPoints = clearPoints(d.Summary.DataPoints)
+	}
+}
+
+func clearPoints[P any](dps []P) []P {
+	clear(dps)
+	return dps[:0]
+}
+
+// sameShape reports whether kept, a metric built for an earlier request,
+// can carry m's points: same description, unit, metadata, type,
+// temporality and monotonicity.
+func sameShape(kept, m *metricpb.Metric) bool {
+	if kept.GetDescription() != m.GetDescription() || kept.GetUnit() != m.GetUnit() || len(kept.GetMetadata()) != 0 || len(m.GetMetadata()) != 0 {
+		return false
+	}
+	switch d := m.GetData().(type) {
+	case *metricpb.Metric_Gauge:
+		return kept.GetGauge() != nil
+	case *metricpb.Metric_Sum:
+		k := kept.GetSum()
+		return k != nil && k.GetAggregationTemporality() == d.Sum.GetAggregationTemporality() && k.GetIsMonotonic() == d.Sum.GetIsMonotonic()
+	case *metricpb.Metric_Histogram:
+		k := kept.GetHistogram()
+		return k != nil && k.GetAggregationTemporality() == d.Histogram.GetAggregationTemporality()
+	case *metricpb.Metric_ExponentialHistogram:
+		k := kept.GetExponentialHistogram()
+		return k != nil && k.GetAggregationTemporality() == d.ExponentialHistogram.GetAggregationTemporality()
+	case *metricpb.Metric_Summary:
+		return kept.GetSummary() != nil
+	}
+	return false
+}
+
+// emptyCopy returns m's name, description, unit, metadata, type,
+// temporality and monotonicity, with no data point.
+func emptyCopy(m *metricpb.Metric) *metricpb.Metric {
+	c := &metricpb.Metric{Name: m.GetName(), Description: m.GetDescription(), Unit: m.GetUnit(), Metadata: m.GetMetadata()}
+	switch d := m.GetData().(type) {
+	case *metricpb.Metric_Gauge:
+		c.Data = &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{}}
+	case *metricpb.Metric_Sum:
+		c.Data = &metricpb.Metric_Sum{Sum: &metricpb.Sum{AggregationTemporality: d.Sum.GetAggregationTemporality(), IsMonotonic: d.Sum.GetIsMonotonic()}}
+	case *metricpb.Metric_Histogram:
+		c.Data = &metricpb.Metric_Histogram{Histogram: &metricpb.Histogram{AggregationTemporality: d.Histogram.GetAggregationTemporality()}}
+	case *metricpb.Metric_ExponentialHistogram:
+		c.Data = &metricpb.Metric_ExponentialHistogram{ExponentialHistogram: &metricpb.ExponentialHistogram{AggregationTemporality: d.ExponentialHistogram.GetAggregationTemporality()}}
+	case *metricpb.Metric_Summary:
+		c.Data = &metricpb.Metric_Summary{Summary: &metricpb.Summary{}}
+	}
+	return c
+}
+
+// sameKVs reports whether a and b hold the same attributes in the same
+// order.
+func sameKVs(a, b []*commonpb.KeyValue) bool {
+	return slices.EqualFunc(a, b, func(x, y *commonpb.KeyValue) bool { return proto.Equal(x, y) })
 }
 
 func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.ResourceMetrics {
@@ -275,13 +408,16 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			base = append(base, kv)
 		}
 	}
+	if !sameKVs(base, s.base) || s.groups == nil {
+		s.groups, s.base = map[string]*entityGroup{}, base
+	}
 	var order []*entityGroup
-	groups := map[string]*entityGroup{}
 	// key is reused for every point; a lookup with string(key) does not
-	// allocate, only a new group's key does.
+	// allocate, only a new group's key does. The schema URL is part of it.
 	var key []byte
 	group := func(h *handleRes, id string, entity []*commonpb.KeyValue) *entityGroup {
-		key = key[:0]
+		key = append(key[:0], rm.GetSchemaUrl()...)
+		key = append(key, 0)
 		if h != nil {
 			key = append(key, 1)
 			key = append(key, id...)
@@ -293,55 +429,67 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			key = append(key, kv.GetValue().GetStringValue()...)
 			key = append(key, 0)
 		}
-		if g, ok := groups[string(key)]; ok {
-			return g
+		g, ok := s.groups[string(key)]
+		if !ok {
+			var hkvs []*commonpb.KeyValue
+			if h != nil {
+				hkvs = h.kvs
+			}
+			attrs := make([]*commonpb.KeyValue, 0, len(base)+len(hkvs)+len(entity))
+			attrs = append(attrs, base...)
+			attrs = append(attrs, hkvs...)
+			attrs = append(attrs, entity...)
+			g = &entityGroup{
+				rm: &metricpb.ResourceMetrics{
+					Resource:  &resourcepb.Resource{Attributes: attrs},
+					SchemaUrl: rm.GetSchemaUrl(),
+				},
+				gen:     s.cgen - 1,
+				scopes:  map[scopeKey]*groupScope{},
+				metrics: map[metricKey]*groupMetric{},
+			}
+			s.groups[string(key)] = g
 		}
-		var hkvs []*commonpb.KeyValue
-		if h != nil {
-			hkvs = h.kvs
+		if g.gen != s.cgen {
+			// First use in this request: empty what the last one left.
+			g.gen = s.cgen
+			g.rm.ScopeMetrics = g.rm.ScopeMetrics[:0]
+			order = append(order, g)
 		}
-		attrs := make([]*commonpb.KeyValue, 0, len(base)+len(hkvs)+len(entity))
-		attrs = append(attrs, base...)
-		attrs = append(attrs, hkvs...)
-		attrs = append(attrs, entity...)
-		g := &entityGroup{
-			rm: &metricpb.ResourceMetrics{
-				Resource:  &resourcepb.Resource{Attributes: attrs},
-				SchemaUrl: rm.GetSchemaUrl(),
-			},
-			metrics: map[[2]int]*metricpb.Metric{},
-			scopes:  map[int]*metricpb.ScopeMetrics{},
-		}
-		groups[string(key)] = g
-		order = append(order, g)
 		return g
 	}
 	metricOf := func(g *entityGroup, si, mi int, sm *metricpb.ScopeMetrics, m *metricpb.Metric) *metricpb.Metric {
-		if c, ok := g.metrics[[2]int{si, mi}]; ok {
-			return c
+		k := metricKey{scopeKey{sm.GetScope().GetName(), sm.GetScope().GetVersion()}, m.GetName()}
+		gm := g.metrics[k]
+		if gm != nil && gm.gen == s.cgen {
+			if gm.at == [2]int{si, mi} {
+				return gm.m
+			}
+			// Another metric of the same scope and name in this request
+			// (an instrument registered twice with different units or
+			// types): it goes out as its own Metric, not kept.
+			gm = &groupMetric{}
+		} else if gm == nil || !sameShape(gm.m, m) {
+			gm = &groupMetric{}
+			g.metrics[k] = gm
 		}
-		sc, ok := g.scopes[si]
+		if gm.m == nil {
+			gm.m = emptyCopy(m)
+		}
+		gm.release()
+		gm.gen, gm.at = s.cgen, [2]int{si, mi}
+		gs, ok := g.scopes[k.scope]
 		if !ok {
-			sc = &metricpb.ScopeMetrics{Scope: sm.GetScope(), SchemaUrl: sm.GetSchemaUrl()}
-			g.scopes[si] = sc
-			g.rm.ScopeMetrics = append(g.rm.ScopeMetrics, sc)
+			gs = &groupScope{sc: &metricpb.ScopeMetrics{}, gen: s.cgen - 1}
+			g.scopes[k.scope] = gs
 		}
-		c := &metricpb.Metric{Name: m.GetName(), Description: m.GetDescription(), Unit: m.GetUnit(), Metadata: m.GetMetadata()}
-		switch d := m.GetData().(type) {
-		case *metricpb.Metric_Gauge:
-			c.Data = &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{}}
-		case *metricpb.Metric_Sum:
-			c.Data = &metricpb.Metric_Sum{Sum: &metricpb.Sum{AggregationTemporality: d.Sum.GetAggregationTemporality(), IsMonotonic: d.Sum.GetIsMonotonic()}}
-		case *metricpb.Metric_Histogram:
-			c.Data = &metricpb.Metric_Histogram{Histogram: &metricpb.Histogram{AggregationTemporality: d.Histogram.GetAggregationTemporality()}}
-		case *metricpb.Metric_ExponentialHistogram:
-			c.Data = &metricpb.Metric_ExponentialHistogram{ExponentialHistogram: &metricpb.ExponentialHistogram{AggregationTemporality: d.ExponentialHistogram.GetAggregationTemporality()}}
-		case *metricpb.Metric_Summary:
-			c.Data = &metricpb.Metric_Summary{Summary: &metricpb.Summary{}}
+		if gs.gen != s.cgen {
+			gs.gen = s.cgen
+			gs.sc.Scope, gs.sc.SchemaUrl, gs.sc.Metrics = sm.GetScope(), sm.GetSchemaUrl(), gs.sc.Metrics[:0]
+			g.rm.ScopeMetrics = append(g.rm.ScopeMetrics, gs.sc)
 		}
-		g.metrics[[2]int{si, mi}] = c
-		sc.Metrics = append(sc.Metrics, c)
-		return c
+		gs.sc.Metrics = append(gs.sc.Metrics, gm.m)
+		return gm.m
 	}
 	// partition returns the entity attributes (sorted by key), the
 	// resolved entity handle and its id, and the rest. entity is a scratch

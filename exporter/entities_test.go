@@ -6,11 +6,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +25,8 @@ import (
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetagent/fleetagent/collector"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
@@ -471,3 +476,148 @@ func TestHandleCacheEviction(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitKeepsNothingOfTheLastRequest: the regrouping keeps each entity's
+// ResourceMetrics and Metrics from one request to the next; every request's
+// result is still exactly what a new splitter makes of it (no point,
+// metric, scope or entity of an earlier request, a metric whose type
+// changed rebuilt, a duplicate metric name kept apart), and once a request
+// is encoded (release) the kept groups hold none of its points; a request
+// never released (its export failed) leaves nothing in the next either.
+func TestSplitKeepsNothingOfTheLastRequest(t *testing.T) {
+	str := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	}
+	point := func(v int64, attrs ...*commonpb.KeyValue) *metricpb.NumberDataPoint {
+		return &metricpb.NumberDataPoint{Attributes: attrs, Value: &metricpb.NumberDataPoint_AsInt{AsInt: v}}
+	}
+	gauge := func(name string, dps ...*metricpb.NumberDataPoint) *metricpb.Metric {
+		return &metricpb.Metric{Name: name, Unit: "By", Data: &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{DataPoints: dps}}}
+	}
+	sum := func(name string, dps ...*metricpb.NumberDataPoint) *metricpb.Metric {
+		return &metricpb.Metric{Name: name, Unit: "s", Data: &metricpb.Metric_Sum{Sum: &metricpb.Sum{IsMonotonic: true,
+			AggregationTemporality: metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE, DataPoints: dps}}}
+	}
+	pod := func(uid string) *commonpb.KeyValue { return str("k8s.pod.uid", uid) }
+	// Each request is built anew, as the SDK builds each export.
+	requests := []func() *colmetricpb.ExportMetricsServiceRequest{
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(
+				scope("a", gauge("m1", point(1, pod("p1")), point(2, pod("p2")), point(3)), sum("m2", point(4, pod("p1"), str("direction", "rx")), point(5, pod("p1"), str("direction", "tx")))),
+				scope("b", gauge("m1", point(6, pod("p2")))))
+		},
+		// p2 and scope b gone, m2 now a gauge, m1 twice in one scope.
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(scope("a", gauge("m2", point(7, pod("p1"))), gauge("m1", point(8, pod("p1"))),
+				&metricpb.Metric{Name: "m1", Unit: "1", Data: &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{DataPoints: []*metricpb.NumberDataPoint{point(9, pod("p1"))}}}}))
+		},
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(scope("b", sum("m2", point(10, pod("p3")))), scope("a", gauge("m1", point(11, pod("p2")), point(12), point(13, pod("p1")))))
+		},
+		// The first again, after p1 and p2 were gone for a request.
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(
+				scope("a", gauge("m1", point(1, pod("p1")), point(2, pod("p2")), point(3)), sum("m2", point(4, pod("p1"), str("direction", "rx")), point(5, pod("p1"), str("direction", "tx")))),
+				scope("b", gauge("m1", point(6, pod("p2")))))
+		},
+	}
+	kept := &splitter{isEntity: collector.IsResourceAttribute}
+	for i, r := range requests {
+		got := kept.split(r())
+		want := (&splitter{isEntity: collector.IsResourceAttribute}).split(r())
+		if !proto.Equal(got, want) {
+			t.Errorf("request %d: split with the groups kept\n%v\nwant, as a new splitter splits it,\n%v", i, prototext.Format(got), prototext.Format(want))
+		}
+		if i%2 == 1 {
+			// An export that failed is not released: the next split
+			// must not carry its points either.
+			continue
+		}
+		kept.release()
+		for k, g := range kept.groups {
+			for mk, gm := range g.metrics {
+				if n := len(gm.m.GetGauge().GetDataPoints()) + len(gm.m.GetSum().GetDataPoints()); n != 0 {
+					t.Errorf("request %d: after release, group %q metric %v still holds %d points", i, k, mk, n)
+				}
+			}
+		}
+	}
+	if len(kept.groups) == 0 {
+		t.Fatal("no group kept between requests")
+	}
+}
+
+func req(scopes ...*metricpb.ScopeMetrics) *colmetricpb.ExportMetricsServiceRequest {
+	return &colmetricpb.ExportMetricsServiceRequest{ResourceMetrics: []*metricpb.ResourceMetrics{{
+		Resource:     &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "k8s.node.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "n"}}}}},
+		ScopeMetrics: scopes,
+	}}}
+}
+
+func scope(name string, ms ...*metricpb.Metric) *metricpb.ScopeMetrics {
+	return &metricpb.ScopeMetrics{Scope: &commonpb.InstrumentationScope{Name: name}, Metrics: ms}
+}
+
+// TestSplitHTTPConcurrent: the HTTP exporter may post two requests at once
+// (an export and a ForceFlush); each is split and encoded whole before the
+// next split reuses the kept messages (run with -race).
+func TestSplitHTTPConcurrent(t *testing.T) {
+	s := &splitter{isEntity: collector.IsResourceAttribute}
+	var mu sync.Mutex
+	var bodies [][]byte
+	rt := roundTripper{s: s, base: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
+	})}
+	const posts = 40
+	var wg sync.WaitGroup
+	for i := range posts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dp := &metricpb.NumberDataPoint{Value: &metricpb.NumberDataPoint_AsInt{AsInt: int64(i)}, Attributes: []*commonpb.KeyValue{
+				{Key: "k8s.pod.uid", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprint("p", i%3)}}}}}
+			body, err := proto.Marshal(req(scope("a", &metricpb.Metric{Name: "m", Data: &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{DataPoints: []*metricpb.NumberDataPoint{dp}}}})))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			r, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/v1/metrics", bytes.NewReader(body))
+			resp, err := rt.RoundTrip(r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for _, b := range bodies {
+		var got colmetricpb.ExportMetricsServiceRequest
+		if err := proto.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, rm := range got.GetResourceMetrics() {
+			for _, dp := range rm.GetScopeMetrics()[0].GetMetrics()[0].GetGauge().GetDataPoints() {
+				if seen[dp.GetAsInt()] {
+					t.Errorf("point %d sent twice", dp.GetAsInt())
+				}
+				seen[dp.GetAsInt()] = true
+			}
+		}
+	}
+	if len(bodies) != posts || len(seen) != posts {
+		t.Errorf("%d posts, %d distinct points sent; want %d each", len(bodies), len(seen), posts)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
