@@ -159,33 +159,54 @@ func (a *Agent) Read(client *http.Client) (p Point, rss, heap float64, err error
 }
 
 // ReadCost estimates what one read of the agent's own metrics endpoint
-// allocates in the agent: in each of bursts bursts of reads back-to-back
-// reads, the rise of the allocation counter per read; the cheapest burst,
-// which no collection or export of the agent fell into, is the read's own
-// cost. Bursts are pause apart.
-func (a *Agent) ReadCost(client *http.Client, bursts, reads int, pause time.Duration) (float64, error) {
-	if bursts < 1 || reads < 2 {
-		return 0, fmt.Errorf("%s: read cost needs at least one burst of two reads", a.Name)
+// allocates in the agent. An agent may refresh its allocation counter no
+// more often than some period (the Collector's process telemetry reads the
+// Go runtime's statistics at most once a second), so reads back-to-back can
+// show no rise at all. Each trial therefore takes two rises of the counter
+// over intervals of the same length, each starting and ending with a read
+// at least gap after the one before (gap longer than the refresh period):
+// one interval holds reads back-to-back just after its first read, the
+// other nothing. The lowest rise of each kind over the trials, which none
+// of the agent's collections or exports fell into, is taken; their
+// difference over reads is one read's cost.
+func (a *Agent) ReadCost(client *http.Client, trials, reads int, gap time.Duration) (float64, error) {
+	if trials < 1 || reads < 1 {
+		return 0, fmt.Errorf("%s: read cost needs at least one trial of one read", a.Name)
 	}
-	best := math.Inf(1)
-	for b := range bursts {
-		var first, last float64
-		for i := range reads {
-			m, err := Scrape(client, a.MetricsURL, a.AllocMetric)
-			if err != nil {
-				return 0, fmt.Errorf("%s: %w", a.Name, err)
-			}
-			if i == 0 {
-				first = m[a.AllocMetric]
-			}
-			last = m[a.AllocMetric]
+	read := func() (float64, error) {
+		m, err := Scrape(client, a.MetricsURL, a.AllocMetric)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", a.Name, err)
 		}
-		best = min(best, (last-first)/float64(reads-1))
-		if b < bursts-1 {
-			time.Sleep(pause)
-		}
+		return m[a.AllocMetric], nil
 	}
-	return best, nil
+	withReads, without := math.Inf(1), math.Inf(1)
+	for range trials {
+		time.Sleep(gap)
+		start, err := read()
+		if err != nil {
+			return 0, err
+		}
+		began := time.Now()
+		for range reads {
+			if _, err := read(); err != nil {
+				return 0, err
+			}
+		}
+		busy := time.Since(began)
+		time.Sleep(gap)
+		mid, err := read()
+		if err != nil {
+			return 0, err
+		}
+		time.Sleep(busy + gap)
+		end, err := read()
+		if err != nil {
+			return 0, err
+		}
+		withReads, without = min(withReads, mid-start), min(without, end-mid)
+	}
+	return max(withReads-without, 0) / float64(reads), nil
 }
 
 // Window is one agent's figures over one steady window.

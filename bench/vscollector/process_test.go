@@ -6,7 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 )
@@ -62,17 +62,17 @@ func TestRows(t *testing.T) {
 	}
 	oc := Window{RSSMiB: 40, HeapMiB: 8, CPUsPerMin: 1, AllocMiBPerMin: 20, ReqPerMin: 6, PayloadKiBMin: 20, WireKiBPerMin: 5}
 	rows := Rows([]Window{fa}, []Window{oc})
-	if len(rows) != 8 {
-		t.Fatalf("%d rows, want 8", len(rows))
+	if len(rows) != 9 {
+		t.Fatalf("%d rows, want 9", len(rows))
 	}
 	for i, r := range rows {
-		above := i == 4
+		above := i == RowRequests
 		if (r.Why != "") != above {
 			t.Errorf("row %q: why %q, want one only where fleetagent is above", r.Name, r.Why)
 		}
 	}
-	if !strings.Contains(rows[4].Why, "6.0 of fleetagent's requests/min carry only its self-metrics") {
-		t.Errorf("requests row: why %q", rows[4].Why)
+	if !strings.Contains(rows[RowRequests].Why, "6.0 of fleetagent's requests/min carry only its self-metrics") {
+		t.Errorf("requests row: why %q", rows[RowRequests].Why)
 	}
 	var b strings.Builder
 	WriteMarkdown(&b, Setup{Windows: 1}, rows)
@@ -89,11 +89,13 @@ func TestRowsPerPoint(t *testing.T) {
 	rows := Rows([]Window{fa}, []Window{oc})
 	// CPU: 0.2 s/min over 12,000 points is 16.7 ms per 1,000 points against
 	// 16.7 for the Collector; allocations 2,560 KiB against 3,413.
-	if want := "fleetagent sends 12000 data points/min against the Collector's 6000; per 1,000 data points sent, 16.7 CPU ms against 16.7 (1.00x)"; rows[1].Why != want {
-		t.Errorf("CPU row: why %q, want %q", rows[1].Why, want)
+	if want := "fleetagent sends 12000 data points/min against the Collector's 6000; per 1,000 data points sent, 16.7 CPU ms against 16.7 (1.00x)"; rows[RowCPU].Why != want {
+		t.Errorf("CPU row: why %q, want %q", rows[RowCPU].Why, want)
 	}
-	if want := "per 1,000 data points sent, 2560.0 KiB allocated against 3413.3 (0.75x)"; !strings.Contains(rows[3].Why, want) {
-		t.Errorf("allocations row: why %q, want it to contain %q", rows[3].Why, want)
+	for _, i := range []int{RowAlloc, RowAllocLessReads} {
+		if want := "per 1,000 data points sent, 2560.0 KiB allocated against 3413.3 (0.75x)"; !strings.Contains(rows[i].Why, want) {
+			t.Errorf("%s row: why %q, want it to contain %q", rows[i].Name, rows[i].Why, want)
+		}
 	}
 }
 
@@ -101,36 +103,53 @@ func TestRowsPerPoint(t *testing.T) {
 // rounding (6.0000001 requests a minute against 6) gets no reason.
 func TestRowsEqualNotAbove(t *testing.T) {
 	rows := Rows([]Window{{ReqPerMin: 6.0000001}}, []Window{{ReqPerMin: 6}})
-	if rows[4].Why != "" {
-		t.Errorf("requests row: why %q for equal figures", rows[4].Why)
+	if rows[RowRequests].Why != "" {
+		t.Errorf("requests row: why %q for equal figures", rows[RowRequests].Why)
 	}
 }
 
-// TestReadCost: the cost of one read is the counter's rise per read in the
-// cheapest burst; a burst that an agent's own work fell into (a jump of
-// the counter) does not count. The allocations row's note gives that cost
-// at the window's read rate, and says when an agent's was not measured.
+// TestReadCost: the cost of one read is measured whether the agent's
+// allocation counter is live (fleetagent's: the Go runtime's statistics
+// read on every scrape) or refreshed at most once per period (the
+// Collector's, once a second), and an interval that one of the agent's
+// collections fell into (a jump of the counter) does not count. It was
+// not: the Collector's counter did not move within a burst of reads, and
+// its cost read as 0. The allocations rows give that cost at the window's
+// read rate, and say when an agent's was not measured.
 func TestReadCost(t *testing.T) {
-	var reads atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		n := reads.Add(1)
-		alloc := n * 2048 // each read allocates 2 KiB
-		if n > 3 {
-			alloc += 10 << 20 // a collection between the 3rd and 4th read
+	const perRead = 2048
+	for _, refresh := range []time.Duration{0, 40 * time.Millisecond} {
+		var (
+			mu            sync.Mutex
+			total, shown  int64
+			served        int
+			refreshedLast time.Time
+		)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			served++
+			if served == 30 {
+				total += 10 << 20 // a collection in the first trial
+			}
+			if time.Since(refreshedLast) >= refresh {
+				shown, refreshedLast = total, time.Now()
+			}
+			fmt.Fprintf(w, "go_memstats_alloc_bytes_total %d\n", shown)
+			total += perRead // what this read allocates, after its reading
+		}))
+		a := &Agent{Name: "agent", MetricsURL: srv.URL, AllocMetric: "go_memstats_alloc_bytes_total"}
+		cost, err := a.ReadCost(srv.Client(), 3, 40, 60*time.Millisecond)
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
 		}
-		fmt.Fprintf(w, "go_memstats_alloc_bytes_total %d\n", alloc)
-	}))
-	defer srv.Close()
-	a := &Agent{Name: "fleetagent", MetricsURL: srv.URL, AllocMetric: "go_memstats_alloc_bytes_total"}
-	cost, err := a.ReadCost(srv.Client(), 2, 5, 0)
-	if err != nil {
-		t.Fatal(err)
+		if cost != perRead {
+			t.Errorf("counter refreshed every %v: ReadCost = %v, want %d", refresh, cost, perRead)
+		}
 	}
-	if cost != 2048 {
-		t.Errorf("ReadCost = %v, want 2048 (the burst without the collection)", cost)
-	}
-	if _, err := a.ReadCost(srv.Client(), 1, 1, 0); err == nil {
-		t.Error("one read per burst: no error")
+	if _, err := (&Agent{Name: "agent"}).ReadCost(http.DefaultClient, 1, 0, 0); err == nil {
+		t.Error("no read per trial: no error")
 	}
 
 	t0 := time.Unix(0, 0)
@@ -140,16 +159,20 @@ func TestReadCost(t *testing.T) {
 		t.Errorf("reads/min %v, allocations less reads %v; want 30 and %v", w.ReadsPerMin, w.AllocLessReadsMiBPerMin(), 4-60.0/1024)
 	}
 	oc := w
-	oc.SetReadCost(0) // a counter that did not move
+	oc.SetReadCost(0) // not measured
 	rows := Rows([]Window{w}, []Window{oc})
-	if n := rows[3].Note; !strings.Contains(n, "30 times a minute") || !strings.Contains(n, "allocates 2.0 KiB in it, 0.1 MiB/min of its figure, 3.9 MiB/min without them") || !strings.Contains(n, "the Collector's share is not measured") {
+	if n := rows[RowAlloc].Note; !strings.Contains(n, "30 times a minute") || !strings.Contains(n, "allocates 2.0 KiB in it, 0.1 MiB/min of its figure") || !strings.Contains(n, "the Collector's share was not measured") {
 		t.Errorf("allocations row note %q", n)
 	}
-	rows = Rows([]Window{w}, []Window{w})
-	if n := rows[3].Note; !strings.Contains(n, "one read of the Collector's telemetry allocates 2.0 KiB in it, 0.1 MiB/min") {
+	oc.SetReadCost(4096)
+	rows = Rows([]Window{w}, []Window{oc})
+	if n := rows[RowAlloc].Note; !strings.Contains(n, "one read of the Collector's own telemetry allocates 4.0 KiB in it, 0.1 MiB/min of its figure; the next row leaves both out") {
 		t.Errorf("allocations row note, both measured: %q", n)
 	}
-	if n := Rows([]Window{{AllocMiBPerMin: 1}}, []Window{{AllocMiBPerMin: 1}})[3].Note; n != "" {
+	if r := rows[RowAllocLessReads]; r.Fleetagent != 4-60.0/1024 || r.Collector != 4-120.0/1024 {
+		t.Errorf("allocations less reads: fleetagent %v, Collector %v; want %v and %v", r.Fleetagent, r.Collector, 4-60.0/1024, 4-120.0/1024)
+	}
+	if n := Rows([]Window{{AllocMiBPerMin: 1}}, []Window{{AllocMiBPerMin: 1}})[RowAlloc].Note; n != "" {
 		t.Errorf("note without read costs: %q", n)
 	}
 }

@@ -37,6 +37,19 @@ type Row struct {
 	get  func(Window) float64
 }
 
+// The rows of the table, in order.
+const (
+	RowRSS = iota
+	RowCPU
+	RowHeap
+	RowAlloc
+	RowAllocLessReads
+	RowRequests
+	RowPayload
+	RowWire
+	RowSameSeries
+)
+
 // Rows computes the table from each agent's windows.
 func Rows(fa, oc []Window) []Row {
 	rows := []Row{
@@ -44,6 +57,7 @@ func Rows(fa, oc []Window) []Row {
 		{Name: "CPU", Unit: "s/min", get: func(w Window) float64 { return w.CPUsPerMin }},
 		{Name: "Go heap, lowest sample (≈ live heap after GC)", Unit: "MiB", get: func(w Window) float64 { return w.HeapMiB }},
 		{Name: "allocations", Unit: "MiB/min", get: func(w Window) float64 { return w.AllocMiBPerMin }},
+		{Name: "allocations less the benchmark's own reads of each agent's metrics", Unit: "MiB/min", get: func(w Window) float64 { return w.AllocLessReadsMiBPerMin() }},
 		{Name: "OTLP requests", Unit: "/min", get: func(w Window) float64 { return w.ReqPerMin }},
 		{Name: "protobuf payload", Unit: "KiB/min", get: func(w Window) float64 { return w.PayloadKiBMin }},
 		{Name: "bytes on the wire (gzip, as shipped)", Unit: "KiB/min", get: func(w Window) float64 { return w.WireKiBPerMin }},
@@ -54,13 +68,13 @@ func Rows(fa, oc []Window) []Row {
 		r := &rows[i]
 		f, c := stat(fa, r.get), stat(oc, r.get)
 		r.Fleetagent, r.FleetagentSpr, r.Collector, r.CollectorSpr = f.med, f.spread, c.med, c.spread
-		if i == 7 && r.Collector > 0 {
+		if i == RowSameSeries && r.Collector > 0 {
 			res := func(ws []Window) float64 { return stat(ws, func(w Window) float64 { return w.SameResBytesPerPt }).med }
 			pts := func(ws []Window) float64 { return stat(ws, func(w Window) float64 { return w.SamePointsPerMin }).med }
 			r.Note = fmt.Sprintf("resource attributes are %.1f B of fleetagent's bytes per point against %.1f B of the Collector's; the rest (metric, point and attribute encoding) %.1f B against %.1f B; over %.0f data points/min of these series against the Collector's %.0f",
 				res(fa), res(oc), r.Fleetagent-res(fa), r.Collector-res(oc), pts(fa), pts(oc))
 		}
-		if i == 3 {
+		if i == RowAlloc {
 			r.Note = readsNote(fa, oc)
 		}
 		// Equal within 0.5 % (a per-minute rate over windows that do not
@@ -69,25 +83,27 @@ func Rows(fa, oc []Window) []Row {
 			continue
 		}
 		switch i {
-		case 4:
+		case RowRequests:
 			s := self(func(w Window) float64 { return w.SelfReqPerMin })
 			r.Why = fmt.Sprintf("%.1f of fleetagent's requests/min carry only its self-metrics; without them %.1f/min. The Collector pushes none of its own telemetry (it serves it for pull)", s, r.Fleetagent-s)
-		case 5, 6:
+		case RowPayload, RowWire:
 			s := self(func(w Window) float64 { return w.SelfPayloadKiB })
 			r.Why = fmt.Sprintf("fleetagent's self-metrics are %.1f KiB/min of its payload (the Collector pushes none of its own telemetry)", s)
-			if i == 5 && r.Fleetagent-s > r.Collector {
+			if i == RowPayload && r.Fleetagent-s > r.Collector {
 				fp, sp, cp := self(func(w Window) float64 { return w.PointsPerMin }), self(func(w Window) float64 { return w.SelfPointsMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
 				r.Why += fmt.Sprintf("; its product metrics alone are %.1f KiB/min, still above: %.0f data points/min against the Collector's %.0f", r.Fleetagent-s, fp-sp, cp)
 			}
-		case 7:
+		case RowSameSeries:
 			r.Why = r.Note
-		case 1, 3:
+		case RowCPU, RowAlloc, RowAllocLessReads:
 			// CPU and allocations follow the data points sent; say so
 			// per point.
 			fp, cp := self(func(w Window) float64 { return w.PointsPerMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
 			if fp > 0 && cp > 0 {
-				unit := map[int]string{1: "CPU ms", 3: "KiB allocated"}[i]
-				scale := map[int]float64{1: 1000, 3: 1024}[i]
+				unit, scale := "KiB allocated", 1024.0
+				if i == RowCPU {
+					unit, scale = "CPU ms", 1000
+				}
 				r.Why = fmt.Sprintf("fleetagent sends %.0f data points/min against the Collector's %.0f; per 1,000 data points sent, %.1f %s against %.1f (%.2fx)",
 					fp, cp, r.Fleetagent*scale/fp*1000, unit, r.Collector*scale/cp*1000, (r.Fleetagent/fp)/(r.Collector/cp))
 				break
@@ -106,15 +122,15 @@ func Rows(fa, oc []Window) []Row {
 func readsNote(fa, oc []Window) string {
 	kib := func(ws []Window) float64 { return stat(ws, func(w Window) float64 { return w.ReadKiB }).med }
 	reads := func(ws []Window) float64 { return stat(ws, func(w Window) float64 { return w.ReadsPerMin }).med }
-	if kib(fa) == 0 {
+	if kib(fa) == 0 && kib(oc) == 0 {
 		return ""
 	}
-	n := fmt.Sprintf("the benchmark reads each agent's metrics %.0f times a minute for these figures; one read of fleetagent's /metrics (Go runtime, process and self-metrics) allocates %.1f KiB in it, %.1f MiB/min of its figure, %.1f MiB/min without them (a Prometheus scrape every 30 s is 2 reads a minute)",
-		reads(fa), kib(fa), kib(fa)*reads(fa)/1024, stat(fa, func(w Window) float64 { return w.AllocLessReadsMiBPerMin() }).med)
+	n := fmt.Sprintf("the benchmark reads each agent's metrics %.0f times a minute for these figures (a Prometheus scrape every 30 s is 2 reads a minute); one read of fleetagent's /metrics (Go runtime, process and self-metrics) allocates %.1f KiB in it, %.1f MiB/min of its figure",
+		reads(fa), kib(fa), kib(fa)*reads(fa)/1024)
 	if c := kib(oc); c > 0 {
-		return n + fmt.Sprintf("; one read of the Collector's telemetry allocates %.1f KiB in it, %.1f MiB/min of its figure", c, c*reads(oc)/1024)
+		return n + fmt.Sprintf("; one read of the Collector's own telemetry allocates %.1f KiB in it, %.1f MiB/min of its figure; the next row leaves both out", c, c*reads(oc)/1024)
 	}
-	return n + "; the Collector's share is not measured: its allocation counter did not move between back-to-back reads (it refreshes it on its own schedule), so its reads stay in its figure"
+	return n + "; the Collector's share was not measured, so its reads stay in its figure on the next row too"
 }
 
 // sharedCount is the number of shared metrics in fa's windows, a range

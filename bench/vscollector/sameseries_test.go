@@ -245,7 +245,7 @@ func TestSameSeriesRow(t *testing.T) {
 		t.Errorf("markdown lacks the breakdown under the table:\n%s", md)
 	}
 	// Below the Collector: no why, the breakdown still under the table.
-	r = Rows([]Window{oc}, []Window{fa})[7]
+	r = Rows([]Window{oc}, []Window{fa})[RowSameSeries]
 	if r.Why != "" || !strings.Contains(r.Note, "resource attributes are 20.0 B of fleetagent's bytes per point against 60.0 B of the Collector's") {
 		t.Errorf("below: why %q, note %q", r.Why, r.Note)
 	}
