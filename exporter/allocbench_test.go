@@ -30,6 +30,7 @@ import (
 func BenchmarkIntervalAllocs(b *testing.B) {
 	for _, n := range []int{30, 110, 250} {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
 			sink := startSink(b)
 			prov := intervalPipeline(b, n, sink.addr)
 			// One interval before timing: connections, the SDK's
