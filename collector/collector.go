@@ -223,16 +223,7 @@ type observerRecorder struct {
 }
 
 func (o *observerRecorder) Record(d *Desc, v float64, attrs ...attribute.KeyValue) {
-	inst, ok := o.insts[d]
-	if !ok {
-		o.unknown = d.Name
-		return
-	}
-	set := o.sets.get(attrs)
-	if o.handles != nil {
-		set = o.handles.convert(set)
-	}
-	o.observe(inst, v, metric.WithAttributeSet(set))
+	o.RecordSet(d, v, o.sets.get(attrs))
 }
 
 // RecordSet records with a set the collector keeps across collections.
@@ -242,18 +233,17 @@ func (o *observerRecorder) RecordSet(d *Desc, v float64, set attribute.Set) {
 		o.unknown = d.Name
 		return
 	}
+	var opts []metric.ObserveOption
 	if o.handles != nil {
-		set = o.handles.convert(set)
+		opts = o.handles.convert(set)
+	} else {
+		opts = []metric.ObserveOption{metric.WithAttributeSet(set)}
 	}
-	o.observe(inst, v, metric.WithAttributeSet(set))
-}
-
-func (o *observerRecorder) observe(inst metric.Observable, v float64, opt metric.ObserveOption) {
 	switch i := inst.(type) {
 	case metric.Float64Observable:
-		o.o.ObserveFloat64(i, v, opt)
+		o.o.ObserveFloat64(i, v, opts...)
 	case metric.Int64Observable:
-		o.o.ObserveInt64(i, int64(v), opt)
+		o.o.ObserveInt64(i, int64(v), opts...)
 	}
 }
 
