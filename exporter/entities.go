@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -299,17 +300,23 @@ type entityGroup struct {
 	rm *metricpb.ResourceMetrics
 	// gen is the request (splitter.cgen) that last used the group.
 	gen uint64
-	// scopes holds the group's ScopeMetrics by scope, metrics its
-	// Metrics by scope and metric name.
-	scopes  map[scopeKey]*groupScope
+	// scopes holds the group's ScopeMetrics by the index of their scope
+	// in the request, metrics its Metrics by metricKey. A scope is not
+	// keyed by its name: two scopes may share one (with other versions,
+	// attributes or schema URLs), and an index stands for one scope in
+	// one request whatever it holds.
+	scopes  map[int]*groupScope
 	metrics map[metricKey]*groupMetric
 }
 
-type scopeKey struct{ name, version string }
-
+// metricKey is one metric of a request: the index of its scope, its name,
+// and how many metrics of that name come before it in the scope (an
+// instrument registered twice with different units or types gives two
+// Metrics of one name).
 type metricKey struct {
-	scope scopeKey
+	scope int
 	name  string
+	dup   int
 }
 
 // groupScope is one scope of an entity and the request that last used it.
@@ -319,12 +326,10 @@ type groupScope struct {
 }
 
 // groupMetric is one metric of an entity: its Metric with the data points
-// of the current request, the request that last used it and at which
-// (scope, metric) index of that request's input.
+// of the current request, and the request that last used it.
 type groupMetric struct {
 	m   *metricpb.Metric
 	gen uint64
-	at  [2]int
 }
 
 // release clears the metric's data points, keeping their slice.
@@ -413,21 +418,23 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 	}
 	var order []*entityGroup
 	// key is reused for every point; a lookup with string(key) does not
-	// allocate, only a new group's key does. The schema URL is part of it.
+	// allocate, only a new group's key does. The schema URL is part of it;
+	// every part is length-prefixed, and a value that is not a string is
+	// its protobuf encoding, tagged apart from strings.
 	var key []byte
 	group := func(h *handleRes, id string, entity []*commonpb.KeyValue) *entityGroup {
-		key = append(key[:0], rm.GetSchemaUrl()...)
-		key = append(key, 0)
+		key = appendPart(key[:0], rm.GetSchemaUrl())
 		if h != nil {
-			key = append(key, 1)
-			key = append(key, id...)
-			key = append(key, 0)
+			key = appendPart(append(key, 'h'), id)
 		}
 		for _, kv := range entity {
-			key = append(key, kv.GetKey()...)
-			key = append(key, 0)
-			key = append(key, kv.GetValue().GetStringValue()...)
-			key = append(key, 0)
+			key = appendPart(key, kv.GetKey())
+			if v, ok := kv.GetValue().GetValue().(*commonpb.AnyValue_StringValue); ok {
+				key = appendPart(append(key, 's'), v.StringValue)
+			} else {
+				b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(kv.GetValue())
+				key = appendPart(append(key, 'p'), string(b))
+			}
 		}
 		g, ok := s.groups[string(key)]
 		if !ok {
@@ -445,7 +452,7 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 					SchemaUrl: rm.GetSchemaUrl(),
 				},
 				gen:     s.cgen - 1,
-				scopes:  map[scopeKey]*groupScope{},
+				scopes:  map[int]*groupScope{},
 				metrics: map[metricKey]*groupMetric{},
 			}
 			s.groups[string(key)] = g
@@ -458,26 +465,18 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		}
 		return g
 	}
-	metricOf := func(g *entityGroup, si, mi int, sm *metricpb.ScopeMetrics, m *metricpb.Metric) *metricpb.Metric {
-		k := metricKey{scopeKey{sm.GetScope().GetName(), sm.GetScope().GetVersion()}, m.GetName()}
+	metricOf := func(g *entityGroup, k metricKey, sm *metricpb.ScopeMetrics, m *metricpb.Metric) *metricpb.Metric {
 		gm := g.metrics[k]
 		if gm != nil && gm.gen == s.cgen {
-			if gm.at == [2]int{si, mi} {
-				return gm.m
-			}
-			// Another metric of the same scope and name in this request
-			// (an instrument registered twice with different units or
-			// types): it goes out as its own Metric, not kept.
-			gm = &groupMetric{}
-		} else if gm == nil || !sameShape(gm.m, m) {
-			gm = &groupMetric{}
+			// k stands for this one metric of the request.
+			return gm.m
+		}
+		if gm == nil || gm.m.GetName() != m.GetName() || !sameShape(gm.m, m) {
+			gm = &groupMetric{m: emptyCopy(m)}
 			g.metrics[k] = gm
 		}
-		if gm.m == nil {
-			gm.m = emptyCopy(m)
-		}
 		gm.release()
-		gm.gen, gm.at = s.cgen, [2]int{si, mi}
+		gm.gen = s.cgen
 		gs, ok := g.scopes[k.scope]
 		if !ok {
 			gs = &groupScope{sc: &metricpb.ScopeMetrics{}, gen: s.cgen - 1}
@@ -526,6 +525,7 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		return entity, h, id, rest
 	}
 	var self *metricpb.ResourceMetrics
+	names := map[string]int{}
 	for si, sm := range rm.GetScopeMetrics() {
 		if s.isSelf != nil && s.isSelf(sm.GetScope().GetName()) {
 			if self == nil {
@@ -534,38 +534,41 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			self.ScopeMetrics = append(self.ScopeMetrics, sm)
 			continue
 		}
-		for mi, m := range sm.GetMetrics() {
+		clear(names)
+		for _, m := range sm.GetMetrics() {
+			k := metricKey{scope: si, name: m.GetName(), dup: names[m.GetName()]}
+			names[m.GetName()]++
 			switch d := m.GetData().(type) {
 			case *metricpb.Metric_Gauge:
 				for _, dp := range d.Gauge.GetDataPoints() {
 					entity, h, id, rest := partition(dp.GetAttributes())
-					c := metricOf(group(h, id, entity), si, mi, sm, m).GetGauge()
+					c := metricOf(group(h, id, entity), k, sm, m).GetGauge()
 					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Sum:
 				for _, dp := range d.Sum.GetDataPoints() {
 					entity, h, id, rest := partition(dp.GetAttributes())
-					c := metricOf(group(h, id, entity), si, mi, sm, m).GetSum()
+					c := metricOf(group(h, id, entity), k, sm, m).GetSum()
 					c.DataPoints = append(c.DataPoints, movePoint(dp, rest))
 				}
 			case *metricpb.Metric_Histogram:
 				for _, dp := range d.Histogram.GetDataPoints() {
 					entity, h, id, rest := partition(dp.GetAttributes())
-					c := metricOf(group(h, id, entity), si, mi, sm, m).GetHistogram()
+					c := metricOf(group(h, id, entity), k, sm, m).GetHistogram()
 					dp.Attributes = rest
 					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_ExponentialHistogram:
 				for _, dp := range d.ExponentialHistogram.GetDataPoints() {
 					entity, h, id, rest := partition(dp.GetAttributes())
-					c := metricOf(group(h, id, entity), si, mi, sm, m).GetExponentialHistogram()
+					c := metricOf(group(h, id, entity), k, sm, m).GetExponentialHistogram()
 					dp.Attributes = rest
 					c.DataPoints = append(c.DataPoints, dp)
 				}
 			case *metricpb.Metric_Summary:
 				for _, dp := range d.Summary.GetDataPoints() {
 					entity, h, id, rest := partition(dp.GetAttributes())
-					c := metricOf(group(h, id, entity), si, mi, sm, m).GetSummary()
+					c := metricOf(group(h, id, entity), k, sm, m).GetSummary()
 					dp.Attributes = rest
 					c.DataPoints = append(c.DataPoints, dp)
 				}
@@ -580,6 +583,11 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		out = append(out, self)
 	}
 	return out
+}
+
+// appendPart appends s to key with its length before it.
+func appendPart(key []byte, s string) []byte {
+	return append(binary.AppendUvarint(key, uint64(len(s))), s...)
 }
 
 func movePoint(dp *metricpb.NumberDataPoint, attrs []*commonpb.KeyValue) *metricpb.NumberDataPoint {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -621,3 +622,127 @@ func TestSplitHTTPConcurrent(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestSplitKeepsEveryPointsIdentity checks each split against the request
+// itself, not against another split: every data point goes out exactly
+// once, under the provider's resource plus its own entity attributes
+// (whatever their type), in its own scope (name, version, attributes and
+// schema URL) and its own metric (name, unit, type), with its other
+// attributes; and no resource, scope or metric appears twice where one
+// would do. The groups are kept across the requests, some released and
+// some not, as after a failed export. It failed on three kept-group bugs: a
+// metric name twice in one scope went out as one Metric per point, two
+// scopes of one name merged, and an entity attribute that is not a string
+// kept the Resource of its first value.
+func TestSplitKeepsEveryPointsIdentity(t *testing.T) {
+	str := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	}
+	num := func(k string, v int64) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
+	}
+	point := func(v int64, attrs ...*commonpb.KeyValue) *metricpb.NumberDataPoint {
+		return &metricpb.NumberDataPoint{Attributes: attrs, Value: &metricpb.NumberDataPoint_AsInt{AsInt: v}}
+	}
+	gauge := func(name, unit string, dps ...*metricpb.NumberDataPoint) *metricpb.Metric {
+		return &metricpb.Metric{Name: name, Unit: unit, Data: &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{DataPoints: dps}}}
+	}
+	scoped := func(name, schema string, attrs []*commonpb.KeyValue, ms ...*metricpb.Metric) *metricpb.ScopeMetrics {
+		return &metricpb.ScopeMetrics{Scope: &commonpb.InstrumentationScope{Name: name, Attributes: attrs}, SchemaUrl: schema, Metrics: ms}
+	}
+	pod := func(uid string) *commonpb.KeyValue { return str("k8s.pod.uid", uid) }
+	requests := []func() *colmetricpb.ExportMetricsServiceRequest{
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(scope("a", gauge("m", "By", point(1, pod("p1"))), gauge("m", "1", point(2, pod("p1"), str("d", "rx")), point(3, pod("p1"), str("d", "tx")))),
+				scoped("s", "", []*commonpb.KeyValue{str("tenant", "x")}, gauge("n", "1", point(4, pod("p1")))),
+				scoped("s", "https://example.com/schema", []*commonpb.KeyValue{str("tenant", "y")}, gauge("n", "1", point(5, pod("p1")))),
+				scope("e", gauge("g", "1", point(6, num("ent.n", 1)), point(7, num("ent.n", 3)))))
+		},
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(scope("e", gauge("g", "1", point(8, num("ent.n", 2)))),
+				scope("a", gauge("m", "By", point(9, pod("p1"))), gauge("m", "1", point(10, pod("p1"), str("d", "rx")), point(11, pod("p1"), str("d", "tx")))))
+		},
+		func() *colmetricpb.ExportMetricsServiceRequest {
+			return req(scoped("s", "https://example.com/schema", []*commonpb.KeyValue{str("tenant", "y")}, gauge("n", "1", point(12, pod("p1")))),
+				scope("e", gauge("g", "1", point(13, num("ent.n", 1)))),
+				scoped("s", "", []*commonpb.KeyValue{str("tenant", "x")}, gauge("n", "1", point(14, pod("p1")))))
+		},
+	}
+	isEntity := func(k string) bool { return collector.IsResourceAttribute(k) || k == "ent.n" }
+	text := func(kvs []*commonpb.KeyValue) string {
+		var parts []string
+		for _, kv := range kvs {
+			parts = append(parts, fmt.Sprintf("%s=%T:%s%d", kv.GetKey(), kv.GetValue().GetValue(), kv.GetValue().GetStringValue(), kv.GetValue().GetIntValue()))
+		}
+		sort.Strings(parts)
+		return strings.Join(parts, ",")
+	}
+	// identity renders where a point belongs; the input's entity
+	// attributes are moved to its resource, as the split moves them.
+	identity := func(res []*commonpb.KeyValue, sm *metricpb.ScopeMetrics, m *metricpb.Metric, dp *metricpb.NumberDataPoint, split bool) string {
+		res = slices.Clone(res)
+		var rest []*commonpb.KeyValue
+		for _, kv := range dp.GetAttributes() {
+			if !split && isEntity(kv.GetKey()) {
+				res = append(res, kv)
+			} else {
+				rest = append(rest, kv)
+			}
+		}
+		sc := sm.GetScope()
+		return fmt.Sprintf("resource[%s] scope[%s %s %s %s] metric[%s %s %T] point[%s] %d", text(res), sc.GetName(), sc.GetVersion(), text(sc.GetAttributes()),
+			sm.GetSchemaUrl(), m.GetName(), m.GetUnit(), m.GetData(), text(rest), dp.GetAsInt())
+	}
+	points := func(r *colmetricpb.ExportMetricsServiceRequest, split bool) []string {
+		var out []string
+		for _, rm := range r.GetResourceMetrics() {
+			for _, sm := range rm.GetScopeMetrics() {
+				for _, m := range sm.GetMetrics() {
+					for _, dp := range m.GetGauge().GetDataPoints() {
+						out = append(out, identity(rm.GetResource().GetAttributes(), sm, m, dp, split))
+					}
+				}
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	s := &splitter{isEntity: isEntity}
+	for round := 0; round < 2; round++ {
+		for i, r := range requests {
+			want := points(r(), false)
+			got := s.split(r())
+			if g := points(got, true); !slices.Equal(g, want) {
+				t.Errorf("round %d request %d: points went out as\n%s\nwant\n%s", round, i, strings.Join(g, "\n"), strings.Join(want, "\n"))
+			}
+			resources := map[string]bool{}
+			for _, rm := range got.GetResourceMetrics() {
+				rk := text(rm.GetResource().GetAttributes())
+				if resources[rk] {
+					t.Errorf("round %d request %d: resource [%s] twice", round, i, rk)
+				}
+				resources[rk] = true
+				scopes := map[string]bool{}
+				for _, sm := range rm.GetScopeMetrics() {
+					sc := sm.GetScope()
+					sk := fmt.Sprintf("%s %s %s %s", sc.GetName(), sc.GetVersion(), text(sc.GetAttributes()), sm.GetSchemaUrl())
+					if scopes[sk] {
+						t.Errorf("round %d request %d: resource [%s] has scope %q twice", round, i, rk, sk)
+					}
+					scopes[sk] = true
+					metrics := map[string]bool{}
+					for _, m := range sm.GetMetrics() {
+						mk := fmt.Sprintf("%s %s %T", m.GetName(), m.GetUnit(), m.GetData())
+						if metrics[mk] {
+							t.Errorf("round %d request %d: resource [%s] scope %q has metric %q twice", round, i, rk, sk, mk)
+						}
+						metrics[mk] = true
+					}
+				}
+			}
+			if i != 1 {
+				s.release()
+			}
+		}
+	}
+}
