@@ -82,6 +82,10 @@ type splitter struct {
 	last  *colmetricpb.ExportMetricsServiceRequest
 	parts []*colmetricpb.ExportMetricsServiceRequest
 	sent  []bool
+	// partial sums the partial successes of the parts accepted so far:
+	// each part's response replaces the last, and the exporter reads only
+	// the final one.
+	partial colmetricpb.ExportMetricsPartialSuccess
 }
 
 // maxGRPCRequest keeps each gRPC request under the 4 MiB a gRPC server
@@ -108,7 +112,9 @@ func (s *splitter) unaryInterceptor(ctx context.Context, method string, req, rep
 		}
 		s.last, s.parts = r, chunk(s.split(r), max)
 		s.sent = make([]bool, len(s.parts))
+		s.partial = colmetricpb.ExportMetricsPartialSuccess{}
 	}
+	resp, _ := reply.(*colmetricpb.ExportMetricsServiceResponse)
 	for i, part := range s.parts {
 		if s.sent[i] {
 			continue
@@ -117,6 +123,19 @@ func (s *splitter) unaryInterceptor(ctx context.Context, method string, req, rep
 			return err
 		}
 		s.sent[i] = true
+		if ps := resp.GetPartialSuccess(); ps != nil {
+			s.partial.RejectedDataPoints += ps.GetRejectedDataPoints()
+			if m := ps.GetErrorMessage(); m != "" {
+				s.partial.ErrorMessage = strings.TrimPrefix(s.partial.ErrorMessage+"; "+m, "; ")
+			}
+		}
+	}
+	if resp != nil && len(s.parts) > 1 {
+		if p := &s.partial; p.RejectedDataPoints != 0 || p.ErrorMessage != "" {
+			resp.PartialSuccess = &colmetricpb.ExportMetricsPartialSuccess{RejectedDataPoints: p.RejectedDataPoints, ErrorMessage: p.ErrorMessage}
+		} else {
+			resp.PartialSuccess = nil
+		}
 	}
 	// Sent whole: nothing will retry it, and holding it until the next
 	// interval would keep a whole request (about 5 MB of protobuf objects

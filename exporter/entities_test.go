@@ -234,10 +234,9 @@ func TestSplitHTTPOverTLS(t *testing.T) {
 	}
 }
 
-// TestGRPCPartsRetriedOnce: a request split into parts by size is retried
-// from the first part not accepted; accepted parts are not sent again; once
-// sent whole, the request is let go.
-func TestGRPCPartsRetriedOnce(t *testing.T) {
+// sixPodRequest is one request of six pods' points, 50 each, which a
+// 1200-byte limit sends in several parts.
+func sixPodRequest() *colmetricpb.ExportMetricsServiceRequest {
 	req := &colmetricpb.ExportMetricsServiceRequest{}
 	rm := &metricpb.ResourceMetrics{ScopeMetrics: []*metricpb.ScopeMetrics{{}}}
 	for i := 0; i < 6; i++ {
@@ -251,6 +250,14 @@ func TestGRPCPartsRetriedOnce(t *testing.T) {
 		rm.ScopeMetrics[0].Metrics = append(rm.ScopeMetrics[0].Metrics, &metricpb.Metric{Name: fmt.Sprintf("m%d", i), Data: &metricpb.Metric_Gauge{Gauge: g}})
 	}
 	req.ResourceMetrics = []*metricpb.ResourceMetrics{rm}
+	return req
+}
+
+// TestGRPCPartsRetriedOnce: a request split into parts by size is retried
+// from the first part not accepted; accepted parts are not sent again; once
+// sent whole, the request is let go.
+func TestGRPCPartsRetriedOnce(t *testing.T) {
+	req := sixPodRequest()
 	s := &splitter{isEntity: collector.IsResourceAttribute, maxGRPCBytes: 1200}
 	var sent []int
 	fail := 2
@@ -280,6 +287,53 @@ func TestGRPCPartsRetriedOnce(t *testing.T) {
 	// Sent whole, the request is no longer held for retries.
 	if s.last != nil || s.parts != nil {
 		t.Errorf("the splitter still holds the request after it was sent whole (%d parts)", len(s.parts))
+	}
+}
+
+// TestGRPCPartsPartialSuccessSummed: when a request goes out in parts, the
+// exporter reads one response; it carries the rejected points and messages
+// of every part, across a retry, not only the last part's (which replaced
+// the others').
+func TestGRPCPartsPartialSuccessSummed(t *testing.T) {
+	req := sixPodRequest()
+	s := &splitter{isEntity: collector.IsResourceAttribute, maxGRPCBytes: 1200}
+	calls, failed := 0, false
+	// Part 0 has 3 points rejected, part 2 has 2; part 1 fails once.
+	invoker := func(_ context.Context, _ string, _, reply any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+		resp := reply.(*colmetricpb.ExportMetricsServiceResponse)
+		resp.Reset() // as decoding a response does
+		part := calls
+		if failed {
+			part--
+		}
+		calls++
+		switch part {
+		case 0:
+			resp.PartialSuccess = &colmetricpb.ExportMetricsPartialSuccess{RejectedDataPoints: 3, ErrorMessage: "three too old"}
+		case 1:
+			if !failed {
+				failed = true
+				return errors.New("unavailable")
+			}
+		case 2:
+			resp.PartialSuccess = &colmetricpb.ExportMetricsPartialSuccess{RejectedDataPoints: 2, ErrorMessage: "two too old"}
+		}
+		return nil
+	}
+	resp := &colmetricpb.ExportMetricsServiceResponse{}
+	if err := s.unaryInterceptor(context.Background(), exportMethod, req, resp, nil, invoker); err == nil {
+		t.Fatal("the failing part's error was not returned")
+	}
+	resp = &colmetricpb.ExportMetricsServiceResponse{}
+	if err := s.unaryInterceptor(context.Background(), exportMethod, req, resp, nil, invoker); err != nil {
+		t.Fatal(err)
+	}
+	if calls < 4 {
+		t.Fatalf("%d calls: the request was not split into more than two parts", calls)
+	}
+	ps := resp.GetPartialSuccess()
+	if ps.GetRejectedDataPoints() != 5 || ps.GetErrorMessage() != "three too old; two too old" {
+		t.Errorf("the exporter read partial success %v; want 5 points rejected, with both parts' messages", ps)
 	}
 }
 
