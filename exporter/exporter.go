@@ -58,7 +58,7 @@
 // same request, on one Resource of their own with service.name,
 // service.instance.id (the node name: one agent per node), service.version
 // and telemetry.sdk.*: they live on a second MeterProvider, read through a
-// ManualReader that is an external Producer of the product PeriodicReader,
+// ManualReader that is an external Producer of the product reader,
 // so each product collection collects them too and the splitter puts their
 // scopes on the agent's resource. One request per node per interval, never
 // a second stream at the same rate: a gateway in front of thousands of
@@ -260,7 +260,7 @@ type Provider struct {
 	shutdownErr  error
 }
 
-// New builds the MeterProvider with a PeriodicReader over the OTLP exporter.
+// New builds the MeterProvider with a periodic reader over the OTLP exporter.
 // It does not connect: the first export does. Call Shutdown to flush and stop.
 func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if err := cfg.Validate(); err != nil {
@@ -339,18 +339,12 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		_ = exp.Shutdown(ctx)
 		return nil, err
 	}
-	var ropts []sdkmetric.PeriodicReaderOption
-	if cfg.Interval > 0 {
-		ropts = append(ropts, sdkmetric.WithInterval(cfg.Interval))
-	}
-	if cfg.Timeout > 0 {
-		ropts = append(ropts, sdkmetric.WithTimeout(cfg.Timeout))
-	}
 	limit := cfg.CardinalityLimit
 	if limit == 0 {
 		limit = DefaultCardinalityLimit
 	}
 	var self *sdkmetric.MeterProvider
+	var producers []sdkmetric.Producer
 	if selfProd != nil {
 		// The self-metrics take the OTLP exporter's temporality and
 		// aggregation (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE),
@@ -363,10 +357,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 			sopts = append(sopts, sdkmetric.WithReader(r))
 		}
 		self = sdkmetric.NewMeterProvider(sopts...)
-		ropts = append(ropts, sdkmetric.WithProducer(selfProd))
+		producers = append(producers, selfProd)
 	}
 	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithCardinalityLimit(limit),
-		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(ce, ropts...))}
+		sdkmetric.WithReader(newReader(ce, cfg.Interval, cfg.Timeout, getenv, producers...))}
 	for _, r := range cfg.Readers {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}

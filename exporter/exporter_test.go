@@ -83,7 +83,7 @@ func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)
 		cfg.Interval = time.Hour
 	}
 	// Nothing exports before the collectors are registered below, but the
-	// PeriodicReader starts at once: let the caller see the provider first.
+	// The periodic reader starts at once: let the caller see the provider first.
 	var prov *Provider
 	cfgOnExport := cfg.OnExport
 	ready := make(chan struct{})
@@ -335,7 +335,7 @@ func TestRetriesAreBounded(t *testing.T) {
 }
 
 // TestMemoryBoundedWhileDown keeps the receiver down for 40 export
-// intervals driven by the real PeriodicReader, then brings it back: no failed
+// intervals driven by the periodic reader, then brings it back: no failed
 // export carries more points than the current state has (nothing
 // accumulates), the live heap does not grow, and export resumes with current
 // state only.

@@ -11,7 +11,7 @@ import (
 )
 
 // selfProducer hands the agent's own metrics (the self MeterProvider, read
-// through a ManualReader) to the product PeriodicReader as an external
+// through a ManualReader) to the product reader as an external
 // Producer, so that they are collected at each product collection and go
 // out in the same export request. It remembers the scope names it produced:
 // the splitter puts those scopes on the agent's resource.
