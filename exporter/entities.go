@@ -319,23 +319,31 @@ type entityGroup struct {
 	rm *metricpb.ResourceMetrics
 	// gen is the request (splitter.cgen) that last used the group.
 	gen uint64
-	// scopes holds the group's ScopeMetrics by the index of their scope
-	// in the request, metrics its Metrics by metricKey. A scope is not
-	// keyed by its name: two scopes may share one (with other versions,
-	// attributes or schema URLs), and an index stands for one scope in
-	// one request whatever it holds.
-	scopes  map[int]*groupScope
+	// scopes holds the group's ScopeMetrics by scopeIdentity, metrics
+	// its Metrics by metricKey. A scope is not keyed by its name alone:
+	// two scopes may share one (with other versions, attributes or schema
+	// URLs). Nor by its place in the request: the SDK orders its scopes
+	// afresh at every collection, and a group would keep a Metric for
+	// each place a scope had taken.
+	scopes  map[string]*groupScope
 	metrics map[metricKey]*groupMetric
 }
 
-// metricKey is one metric of a request: the index of its scope, its name,
+// metricKey is one metric of a request: its scope's identity, its name,
 // and how many metrics of that name come before it in the scope (an
 // instrument registered twice with different units or types gives two
 // Metrics of one name).
 type metricKey struct {
-	scope int
+	scope string
 	name  string
 	dup   int
+}
+
+// scopeIdentity is everything that tells sm's scope from another: its
+// name, version, attributes and schema URL.
+func scopeIdentity(sm *metricpb.ScopeMetrics) string {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(sm.GetScope())
+	return string(appendPart(appendPart(nil, string(b)), sm.GetSchemaUrl()))
 }
 
 // groupScope is one scope of an entity and the request that last used it.
@@ -471,7 +479,7 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 					SchemaUrl: rm.GetSchemaUrl(),
 				},
 				gen:     s.cgen - 1,
-				scopes:  map[int]*groupScope{},
+				scopes:  map[string]*groupScope{},
 				metrics: map[metricKey]*groupMetric{},
 			}
 			s.groups[string(key)] = g
@@ -544,8 +552,9 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		return entity, h, id, rest
 	}
 	var self *metricpb.ResourceMetrics
-	names := map[string]int{}
-	for si, sm := range rm.GetScopeMetrics() {
+	// names counts the metrics of each name in each scope so far.
+	names := map[metricKey]int{}
+	for _, sm := range rm.GetScopeMetrics() {
 		if s.isSelf != nil && s.isSelf(sm.GetScope().GetName()) {
 			if self == nil {
 				self = &metricpb.ResourceMetrics{Resource: rm.GetResource(), SchemaUrl: rm.GetSchemaUrl()}
@@ -553,10 +562,11 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			self.ScopeMetrics = append(self.ScopeMetrics, sm)
 			continue
 		}
-		clear(names)
+		sk := scopeIdentity(sm)
 		for _, m := range sm.GetMetrics() {
-			k := metricKey{scope: si, name: m.GetName(), dup: names[m.GetName()]}
-			names[m.GetName()]++
+			nk := metricKey{scope: sk, name: m.GetName()}
+			k := metricKey{scope: sk, name: m.GetName(), dup: names[nk]}
+			names[nk]++
 			switch d := m.GetData().(type) {
 			case *metricpb.Metric_Gauge:
 				for _, dp := range d.Gauge.GetDataPoints() {
