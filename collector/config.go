@@ -20,7 +20,9 @@ type Config struct {
 	PodLabels []string
 	// Workload returns workload attributes for a pod, keyed by attribute
 	// name; empty values are skipped. Nil means WorkloadAttributes, which
-	// derives them from the pod alone (WorkloadOf).
+	// derives them from the pod alone (WorkloadOf). It must depend on the
+	// pod object alone: the collectors keep a pod's attribute sets, built
+	// with it, until the informers hand them a new object for the pod.
 	Workload func(*corev1.Pod) map[string]string
 	// Kubelet configures the kubelet summary collector; it is left out of
 	// Default when Kubelet.Endpoint is empty.
