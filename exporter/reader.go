@@ -20,7 +20,12 @@ import (
 // their data point slices anew each interval: a tenth of what an interval
 // allocated (BenchmarkIntervalAllocs). Given the last collection's
 // ResourceMetrics they reuse them. Nothing holds the ResourceMetrics after
-// Export returns: the OTLP exporters copy it into protobuf messages.
+// Export returns: the OTLP exporters copy it into protobuf messages. The
+// agent has one product scope; with several, the SDK orders them afresh at
+// each collection, a slot may then hold another scope's metric, and its
+// slices are made anew at the larger size (kept: a one-time step of the
+// live heap, about 120 KB in TestMemoryBoundedWhileDown, which registers
+// its self-metrics as a second product scope).
 type reader struct {
 	*sdkmetric.ManualReader
 	exp      sdkmetric.Exporter
