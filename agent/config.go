@@ -240,11 +240,17 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	// OTEL_METRIC_EXPORT_INTERVAL (milliseconds) is the interval when
 	// neither the flag nor FLEETAGENT_COLLECTION_INTERVAL gives one.
 	if v := getenv("OTEL_METRIC_EXPORT_INTERVAL"); v != "" && getenv("FLEETAGENT_COLLECTION_INTERVAL") == "" {
-		ms, err := strconv.Atoi(v)
-		if err != nil || ms <= 0 {
-			errs = append(errs, fmt.Errorf("OTEL_METRIC_EXPORT_INTERVAL=%q is not a positive whole number of milliseconds: use e.g. 30000", v))
-		} else {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		// The bound is checked here: in a duration a larger value could
+		// overflow.
+		const hourMs = int64(time.Hour / time.Millisecond)
+		switch {
+		case err == nil && ms > 0 && ms <= hourMs:
 			cfg.CollectionInterval = time.Duration(ms) * time.Millisecond
+		case (err == nil && ms > hourMs) || (errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(v, "-")):
+			errs = append(errs, fmt.Errorf("OTEL_METRIC_EXPORT_INTERVAL=%q is over an hour: use at most 3600000", v))
+		default:
+			errs = append(errs, fmt.Errorf("OTEL_METRIC_EXPORT_INTERVAL=%q is not a positive whole number of milliseconds: use e.g. 30000", v))
 		}
 	}
 	dur(&cfg.CollectionInterval, flagSpec{"collection-interval", "FLEETAGENT_COLLECTION_INTERVAL", "how often to collect and export metrics (default OTEL_METRIC_EXPORT_INTERVAL, then 30s)"})

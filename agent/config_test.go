@@ -263,6 +263,9 @@ func TestExportIntervalFromOTELVariable(t *testing.T) {
 		{"own variable wins", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "15000", "FLEETAGENT_COLLECTION_INTERVAL": "20s"}, 20 * time.Second, ""},
 		{"default", nil, nil, 30 * time.Second, ""},
 		{"bad", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "15s"}, 0, `OTEL_METRIC_EXPORT_INTERVAL="15s" is not a positive whole number of milliseconds`},
+		{"over an hour", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "99999999999999999999"}, 0, `is over an hour`},
+		{"negative", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "-99999999999999999999"}, 0, `is not a positive whole number of milliseconds`},
+		{"too large for a duration", nil, map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "10000000000000"}, 0, `OTEL_METRIC_EXPORT_INTERVAL="10000000000000" is over an hour: use at most 3600000`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := map[string]string{"NODE_NAME": "n1"}
