@@ -446,13 +446,16 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 	var order []*entityGroup
 	// key is reused for every point; a lookup with string(key) does not
 	// allocate, only a new group's key does. The schema URL is part of it;
-	// every part is length-prefixed, and a value that is not a string is
-	// its protobuf encoding, tagged apart from strings.
+	// every part is length-prefixed, a byte says whether a handle follows,
+	// and a value that is not a string is its protobuf encoding, tagged
+	// apart from strings.
 	var key []byte
 	group := func(h *handleRes, id string, entity []*commonpb.KeyValue) *entityGroup {
 		key = appendPart(key[:0], rm.GetSchemaUrl())
 		if h != nil {
-			key = appendPart(append(key, 'h'), id)
+			key = appendPart(append(key, 1), id)
+		} else {
+			key = append(key, 0)
 		}
 		for _, kv := range entity {
 			key = appendPart(key, kv.GetKey())

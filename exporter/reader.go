@@ -3,6 +3,8 @@ package exporter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -19,8 +21,11 @@ import (
 // zeroed ResourceMetrics (its TODO #3047), so the SDK's aggregations made
 // their data point slices anew each interval: a tenth of what an interval
 // allocated (BenchmarkIntervalAllocs). Given the last collection's
-// ResourceMetrics they reuse them. Nothing holds the ResourceMetrics after
-// Export returns: the OTLP exporters copy it into protobuf messages. The
+// ResourceMetrics they reuse them. Nothing may hold the ResourceMetrics, or
+// the protobuf messages made of it, after Export returns: the OTLP
+// exporters' messages share its histogram bucket counts, and no message
+// outlives the export (the splitter's parts of a failed request are
+// replaced by the next request's, never sent). The
 // agent has one product scope; with several, the SDK orders them afresh at
 // each collection, a slot may then hold another scope's metric, and its
 // slices are made anew at the larger size (kept: a one-time step of the
@@ -66,15 +71,23 @@ func newReader(exp sdkmetric.Exporter, interval, timeout time.Duration, getenv f
 }
 
 // envDuration is d, else the positive whole number of milliseconds in the
-// variable, else def (an unusable value is ignored, as the SDK does).
+// variable, else def. An unusable value (not a number, not positive, or
+// too large for a duration) is reported to the OpenTelemetry error handler
+// and def used, as the SDK does.
 func envDuration(d time.Duration, getenv func(string) string, name string, def time.Duration) time.Duration {
 	if d > 0 {
 		return d
 	}
-	if ms, err := strconv.Atoi(getenv(name)); err == nil && ms > 0 {
-		return time.Duration(ms) * time.Millisecond
+	v := getenv(name)
+	if v == "" {
+		return def
 	}
-	return def
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond) {
+		otel.Handle(fmt.Errorf("%s=%q is not a positive whole number of milliseconds that fits a duration: using %v", name, v, def))
+		return def
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func (r *reader) run(ctx context.Context) {
@@ -150,6 +163,8 @@ func (r *reader) Shutdown(ctx context.Context) error {
 		err = r.Collect(ctx, &r.rm)
 		if err == nil {
 			err = r.exp.Export(ctx, &r.rm)
+		} else if errors.Is(err, sdkmetric.ErrReaderNotRegistered) {
+			err = nil // no provider: nothing to export
 		}
 		r.rm = metricdata.ResourceMetrics{}
 		if sErr := r.exp.Shutdown(ctx); err == nil {

@@ -113,6 +113,17 @@ func TestReaderAsPeriodicReader(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+	t.Run("unusable environment", func(t *testing.T) {
+		for _, v := range []string{"10000000000000", "-5", "30s"} {
+			r := newReader(&recordingExporter{}, 0, 0, func(string) string { return v })
+			if r.interval != 60*time.Second || r.timeout != 30*time.Second {
+				t.Errorf("with %q: interval %v, timeout %v; want the defaults 60s and 30s", v, r.interval, r.timeout)
+			}
+			if err := r.Shutdown(ctx); err != nil {
+				t.Errorf("shutting down a reader no provider registered: %v", err)
+			}
+		}
+	})
 	t.Run("flush, timeout and shutdown", func(t *testing.T) {
 		exp := &recordingExporter{}
 		r := newReader(exp, time.Hour, 200*time.Millisecond, func(string) string { return "" })

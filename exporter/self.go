@@ -28,6 +28,12 @@ type selfProducer struct {
 // series: the error is logged (once per change) and not returned, because
 // the SDK skips the whole export, product metrics included, when a
 // Producer fails.
+//
+// It collects into a new ResourceMetrics every time, on purpose: the
+// product reader appends the ScopeMetrics returned here to the collection
+// it keeps, and at its next collection it may write product metrics into
+// those ScopeMetrics' arrays. Arrays kept here would then carry product
+// data into the next self-metrics collection.
 func (p *selfProducer) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
 	var rm metricdata.ResourceMetrics
 	err := p.r.Collect(ctx, &rm)
