@@ -501,7 +501,7 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 			// k stands for this one metric of the request.
 			return gm.m
 		}
-		if gm == nil || gm.m.GetName() != m.GetName() || !sameShape(gm.m, m) {
+		if gm == nil || !sameShape(gm.m, m) {
 			gm = &groupMetric{m: emptyCopy(m)}
 			g.metrics[k] = gm
 		}
@@ -567,9 +567,10 @@ func (s *splitter) splitResource(rm *metricpb.ResourceMetrics) []*metricpb.Resou
 		}
 		sk := scopeIdentity(sm)
 		for _, m := range sm.GetMetrics() {
-			nk := metricKey{scope: sk, name: m.GetName()}
-			k := metricKey{scope: sk, name: m.GetName(), dup: names[nk]}
-			names[nk]++
+			k := metricKey{scope: sk, name: m.GetName()}
+			n := names[k]
+			names[k]++
+			k.dup = n
 			switch d := m.GetData().(type) {
 			case *metricpb.Metric_Gauge:
 				for _, dp := range d.Gauge.GetDataPoints() {

@@ -109,11 +109,15 @@ func (r *reader) run(ctx context.Context) {
 	}
 }
 
-// collectAndExport collects into r.rm and exports it, both within the
-// timeout.
+// collectAndExport is export within the timeout.
 func (r *reader) collectAndExport(ctx context.Context) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, r.timeout, errors.New("reader collect and export timeout"))
 	defer cancel()
+	return r.export(ctx)
+}
+
+// export collects into r.rm and exports it.
+func (r *reader) export(ctx context.Context) error {
 	err := r.Collect(ctx, &r.rm)
 	if err == nil {
 		err = r.exp.Export(ctx, &r.rm)
@@ -160,10 +164,7 @@ func (r *reader) Shutdown(ctx context.Context) error {
 		}
 		r.stop()
 		<-r.done
-		err = r.Collect(ctx, &r.rm)
-		if err == nil {
-			err = r.exp.Export(ctx, &r.rm)
-		} else if errors.Is(err, sdkmetric.ErrReaderNotRegistered) {
+		if err = r.export(ctx); errors.Is(err, sdkmetric.ErrReaderNotRegistered) {
 			err = nil // no provider: nothing to export
 		}
 		r.rm = metricdata.ResourceMetrics{}
