@@ -110,7 +110,7 @@ func (s *splitter) unaryInterceptor(ctx context.Context, method string, req, rep
 		if max <= 0 {
 			max = maxGRPCRequest
 		}
-		s.last, s.parts = r, chunk(s.split(r), max)
+		s.last, s.parts = r, chunk(s.split(merge(ctx, r)), max)
 		s.sent = make([]bool, len(s.parts))
 		s.partial = colmetricpb.ExportMetricsPartialSuccess{}
 	}
@@ -199,7 +199,7 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	// split reuses the last split's messages: the next one waits until
 	// this one is encoded (an export and a ForceFlush may overlap).
 	t.s.mu.Lock()
-	out, err := proto.Marshal(t.s.split(&in))
+	out, err := proto.Marshal(t.s.split(merge(req.Context(), &in)))
 	t.s.release()
 	t.s.mu.Unlock()
 	if err != nil {

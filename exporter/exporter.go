@@ -27,23 +27,33 @@
 // entity's ten-odd attributes but one short entity handle
 // (collector.WithEntityHandles, Config.EntityHandles), which the regrouping
 // resolves to the entity's attributes, kept as protobuf from one request to
-// the next: the SDK's transform then builds one attribute per point instead
-// of a dozen, which halved what an interval allocates
-// (BenchmarkIntervalAllocs) and sends the same resources and series
-// (TestEntityHandlesSameExport; the benchmark's request bytes are
-// unchanged). Everything else stays the SDK's:
-// aggregation, temporality, cardinality limits, the metricdata-to-protobuf
-// transform, OTEL_EXPORTER_OTLP_* handling, compression, retries and
-// partial-success handling. The one thing the HTTP path reads itself is the
-// TLS configuration (OTEL_EXPORTER_OTLP_CERTIFICATE, _CLIENT_CERTIFICATE,
-// _CLIENT_KEY) and _TIMEOUT, which the HTTP exporter applies only to a client
-// of its own (TestSplitHTTPOverTLS). The alternatives were worse: the
-// Collector's pdata brings the Collector's module graph and its own exporter
-// with its own configuration; encoding the request by hand repeats the SDK's
-// transform. The cost is a second pass over the request: on HTTP a decode,
-// regroup and re-encode (and gzip again) of the body per attempt; on gRPC a
-// regroup of the message, kept across retries. Figures are in the README
-// (BenchmarkCollectExport).
+// the next: a point then carries one attribute instead of a dozen, and the
+// request the same resources and series (TestEntityHandlesSameExport).
+//
+// The sums and gauges reach the regrouping already encoded. The SDK's
+// exporters convert a collection to protobuf anew at every export, each
+// point, attribute and value a new message (the Go SDK has no reusable-data
+// mode, as OpenTelemetry Java's exporters have): half of what an interval
+// allocated (BenchmarkIntervalAllocs). So an encoder between the reader and
+// the SDK exporter writes them into messages it keeps from one export to
+// the next, with the fields the SDK's transform gives them
+// (TestEncoderAsTheSDKTransform), and hands the SDK exporter the rest: the
+// resource and anything else (histograms, points with exemplars), which the
+// SDK converts as before. Everything else stays the SDK's: aggregation,
+// temporality, cardinality limits, OTEL_EXPORTER_OTLP_* handling,
+// compression, retries and partial-success handling. The one thing the HTTP
+// path reads itself is the TLS configuration (OTEL_EXPORTER_OTLP_CERTIFICATE,
+// _CLIENT_CERTIFICATE, _CLIENT_KEY) and _TIMEOUT, which the HTTP exporter
+// applies only to a client of its own (TestSplitHTTPOverTLS). The
+// alternatives were worse: the Collector's pdata brings the Collector's
+// module graph and its own exporter with its own configuration; an OTLP
+// client of the agent's own would repeat the SDK exporters' configuration,
+// retries and partial-success handling. The cost is a second pass over the
+// request: on HTTP a decode of what the SDK encoded, regroup and re-encode
+// (and gzip again) of the body per attempt; on gRPC a regroup of the
+// message, kept across retries. The SDK's experimental self-observability
+// of its exporter (OTEL_GO_X_OBSERVABILITY) counts only the points the SDK
+// converted. Figures are in the README (BenchmarkCollectExport).
 //
 // Over gRPC, a request above 3 MiB goes out as a few requests of whole
 // resources each under it, because gRPC servers (the Collector's OTLP
@@ -331,6 +341,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("exporter: create %s exporter: %w (check the OTEL_EXPORTER_OTLP_* variables)", protocol, err)
+	}
+	if split != nil {
+		// The sums and gauges reach the splitter encoded by the
+		// encoder, the rest by the SDK exporter.
+		exp = &encodingExporter{Exporter: exp}
 	}
 	ce := &countingExporter{Exporter: exp, log: log.With("protocol", protocol), onExport: cfg.OnExport}
 
