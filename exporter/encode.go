@@ -39,8 +39,7 @@ type encoder struct {
 	scopes map[instrumentation.Scope]*encScope
 	// kvs holds the attributes converted so far, each with the export
 	// that last used it; one unused for two exports in a row is dropped.
-	kvs  map[attribute.KeyValue]*encKV
-	dups map[encMetricKey]int
+	kvs map[attribute.KeyValue]*encKV
 
 	out  []*metricpb.ScopeMetrics
 	rest metricdata.ResourceMetrics
@@ -51,10 +50,12 @@ type encKV struct {
 	gen uint64
 }
 
-// encScope is one scope's ScopeMetrics and its metrics.
+// encScope is one scope's ScopeMetrics and its metrics; dups counts the
+// metrics of each name encoded so far in this export.
 type encScope struct {
 	sm      *metricpb.ScopeMetrics
 	metrics map[encMetricKey]*encMetric
+	dups    map[string]int
 	gen     uint64
 }
 
@@ -86,7 +87,6 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 	if e.scopes == nil {
 		e.scopes = map[instrumentation.Scope]*encScope{}
 		e.kvs = map[attribute.KeyValue]*encKV{}
-		e.dups = map[encMetricKey]int{}
 	}
 	e.gen++
 	clear(e.out)
@@ -97,9 +97,9 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 		sm := &rm.ScopeMetrics[i]
 		var es *encScope
 		var left []metricdata.Metrics
-		clear(e.dups)
+		plainScope := plainAttrs(sm.Scope.Attributes)
 		for j, m := range sm.Metrics {
-			if !encodable(m.Data) {
+			if !plainScope || !encodable(m.Data) {
 				if left == nil {
 					left = make([]metricdata.Metrics, 0, len(sm.Metrics)-j)
 				}
@@ -108,10 +108,9 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 			}
 			if es == nil {
 				es = e.scope(sm.Scope)
-				e.out = append(e.out, es.sm)
 			}
-			k := encMetricKey{name: m.Name, dup: e.dups[encMetricKey{name: m.Name}]}
-			e.dups[encMetricKey{name: m.Name}]++
+			k := encMetricKey{name: m.Name, dup: es.dups[m.Name]}
+			es.dups[m.Name]++
 			es.sm.Metrics = append(es.sm.Metrics, e.metric(es, k, m))
 		}
 		if left != nil {
@@ -138,35 +137,60 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 }
 
 // encodable reports whether the encoder takes the metric: a sum with a
-// known temporality or a gauge, of either number type, with no exemplars.
+// known temporality or a gauge, of either number type, whose points have
+// no exemplars and only attributes of the types encoderTypes names.
 func encodable(data metricdata.Aggregation) bool {
 	switch d := data.(type) {
 	case metricdata.Gauge[int64]:
-		return noExemplars(d.DataPoints)
+		return plainPoints(d.DataPoints)
 	case metricdata.Gauge[float64]:
-		return noExemplars(d.DataPoints)
+		return plainPoints(d.DataPoints)
 	case metricdata.Sum[int64]:
-		return knownTemporality(d.Temporality) && noExemplars(d.DataPoints)
+		return knownTemporality(d.Temporality) && plainPoints(d.DataPoints)
 	case metricdata.Sum[float64]:
-		return knownTemporality(d.Temporality) && noExemplars(d.DataPoints)
+		return knownTemporality(d.Temporality) && plainPoints(d.DataPoints)
 	}
 	return false
 }
 
-func knownTemporality(t metricdata.Temporality) bool {
-	return t == metricdata.CumulativeTemporality || t == metricdata.DeltaTemporality
+// encoderType reports whether the encoder converts attributes of type t:
+// booleans, integers, floats, strings and slices of booleans, integers and
+// strings. The SDK converts the others (a float slice may hold a NaN, which
+// no kept conversion could be found by).
+func encoderType(t attribute.Type) bool {
+	switch t {
+	case attribute.BOOL, attribute.INT64, attribute.FLOAT64, attribute.STRING,
+		attribute.BOOLSLICE, attribute.INT64SLICE, attribute.STRINGSLICE:
+		return true
+	}
+	return false
 }
 
-func noExemplars[N int64 | float64](dps []metricdata.DataPoint[N]) bool {
-	for i := range dps {
-		if len(dps[i].Exemplars) > 0 {
+func plainAttrs(set attribute.Set) bool {
+	for it := set.Iter(); it.Next(); {
+		if !encoderType(it.Attribute().Value.Type()) {
 			return false
 		}
 	}
 	return true
 }
 
-// scope returns the scope's kept ScopeMetrics, emptied for this export.
+func knownTemporality(t metricdata.Temporality) bool {
+	return t == metricdata.CumulativeTemporality || t == metricdata.DeltaTemporality
+}
+
+func plainPoints[N int64 | float64](dps []metricdata.DataPoint[N]) bool {
+	for i := range dps {
+		if len(dps[i].Exemplars) > 0 || !plainAttrs(dps[i].Attributes) {
+			return false
+		}
+	}
+	return true
+}
+
+// scope returns the scope's kept ScopeMetrics, emptied and added to the
+// export's scopes at its first use in the export (a collection may hold
+// one scope twice: its metrics then go out in one ScopeMetrics).
 func (e *encoder) scope(s instrumentation.Scope) *encScope {
 	es, ok := e.scopes[s]
 	if !ok {
@@ -176,6 +200,7 @@ func (e *encoder) scope(s instrumentation.Scope) *encScope {
 				SchemaUrl: s.SchemaURL,
 			},
 			metrics: map[encMetricKey]*encMetric{},
+			dups:    map[string]int{},
 		}
 		e.scopes[s] = es
 	}
@@ -183,6 +208,8 @@ func (e *encoder) scope(s instrumentation.Scope) *encScope {
 		es.gen = e.gen
 		clear(es.sm.Metrics)
 		es.sm.Metrics = es.sm.Metrics[:0]
+		clear(es.dups)
+		e.out = append(e.out, es.sm)
 	}
 	return es
 }
@@ -315,8 +342,8 @@ func (e *encoder) kv(kv attribute.KeyValue) *commonpb.KeyValue {
 	return c.kv
 }
 
-// sdkValue converts v as the SDK's exporters do: slices become arrays, and
-// a value of no type is an empty string.
+// sdkValue converts v, of a type encoderType admits, as the SDK's
+// exporters do: slices become arrays.
 func sdkValue(v attribute.Value) *commonpb.AnyValue {
 	arr := func(n int, at func(int) *commonpb.AnyValue) *commonpb.AnyValue {
 		vals := make([]*commonpb.AnyValue, n)
@@ -332,9 +359,6 @@ func sdkValue(v attribute.Value) *commonpb.AnyValue {
 	case attribute.INT64SLICE:
 		s := v.AsInt64Slice()
 		return arr(len(s), func(i int) *commonpb.AnyValue { return anyValue(attribute.Int64Value(s[i])) })
-	case attribute.FLOAT64SLICE:
-		s := v.AsFloat64Slice()
-		return arr(len(s), func(i int) *commonpb.AnyValue { return anyValue(attribute.Float64Value(s[i])) })
 	case attribute.STRINGSLICE:
 		s := v.AsStringSlice()
 		return arr(len(s), func(i int) *commonpb.AnyValue { return anyValue(attribute.StringValue(s[i])) })
@@ -363,18 +387,39 @@ func (x *encodingExporter) Export(ctx context.Context, rm *metricdata.ResourceMe
 
 type encodedKey struct{}
 
+// encoded is what one export's context carries to the splitter: the scopes
+// the encoder built and, on HTTP, the body split from them with the SDK's
+// body it was split with. The split moves the encoded points, stripped of
+// their entity attributes, into the request; an HTTP retry or redirect of
+// the same export posts the same SDK body again and is sent the same split
+// body (TestSplitHTTPRetryKeepsEntities). gRPC keeps its split for retries
+// itself (splitter.last).
+type encoded struct {
+	scopes  []*metricpb.ScopeMetrics
+	sdkBody []byte
+	body    []byte
+}
+
 // withEncoded carries the scopes the encoder built to the splitter.
 func withEncoded(ctx context.Context, scopes []*metricpb.ScopeMetrics) context.Context {
 	if len(scopes) == 0 {
 		return ctx
 	}
-	return context.WithValue(ctx, encodedKey{}, scopes)
+	return context.WithValue(ctx, encodedKey{}, &encoded{scopes: scopes})
+}
+
+func encodedOf(ctx context.Context) *encoded {
+	e, _ := ctx.Value(encodedKey{}).(*encoded)
+	return e
 }
 
 // merge returns r with the scopes the encoder built for this export added
 // to its resource (r is not changed), or r when there are none.
 func merge(ctx context.Context, r *colmetricpb.ExportMetricsServiceRequest) *colmetricpb.ExportMetricsServiceRequest {
-	scopes, _ := ctx.Value(encodedKey{}).([]*metricpb.ScopeMetrics)
+	var scopes []*metricpb.ScopeMetrics
+	if e := encodedOf(ctx); e != nil {
+		scopes = e.scopes
+	}
 	if len(scopes) == 0 {
 		return r
 	}

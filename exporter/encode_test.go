@@ -3,6 +3,7 @@ package exporter
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -25,7 +26,9 @@ import (
 // metric's number type, temporality, unit or attributes change, a metric
 // gains exemplars (then the SDK converts it), a temporality is unknown (the
 // SDK drops that metric and says so), scopes share a name, a scope has
-// two metrics of one name, a gauge's start time is unset.
+// two metrics of one name, a scope comes twice, a gauge's start time is
+// unset, attributes of every type (the SDK converts those the encoder
+// does not take).
 func encoderRounds() []metricdata.ResourceMetrics {
 	res := resource.NewWithAttributes("https://opentelemetry.io/schemas/1.37.0", attribute.String("k8s.node.name", "n1"))
 	t0 := time.Unix(1700000000, 5)
@@ -66,8 +69,16 @@ func encoderRounds() []metricdata.ResourceMetrics {
 				{Attributes: attribute.NewSet(attribute.String("h", "2")), Time: t1, Value: 5}}}},
 			{Name: "mem", Unit: "KiBy", Data: metricdata.Gauge[float64]{DataPoints: []metricdata.DataPoint[float64]{fp(0.5, attribute.BoolSlice("bs", []bool{true}), attribute.Float64Slice("fs", []float64{0.5}))}}},
 			histogram,
+			// Attribute types the SDK converts (encoderType).
+			{Name: "types", Data: metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{
+				ip(1, attribute.ByteSlice("by", []byte{1, 2})), ip(2, attribute.Slice("sl", attribute.IntValue(1))),
+				ip(3, attribute.Map("mp", attribute.String("k", "v"))), ip(4, attribute.KeyValue{Key: "empty"}),
+				ip(5, attribute.Float64Slice("nan", []float64{math.NaN()}))}}},
 		}},
 		{Scope: s2, Metrics: []metricdata.Metrics{
+			{Name: "cpu", Unit: "s", Data: metricdata.Gauge[float64]{DataPoints: []metricdata.DataPoint[float64]{fp(2)}}},
+		}},
+		{Scope: instrumentation.Scope{Name: "odd", Attributes: attribute.NewSet(attribute.ByteSlice("b", []byte{3}))}, Metrics: []metricdata.Metrics{
 			{Name: "cpu", Unit: "s", Data: metricdata.Gauge[float64]{DataPoints: []metricdata.DataPoint[float64]{fp(2)}}},
 		}},
 	}}
@@ -77,6 +88,11 @@ func encoderRounds() []metricdata.ResourceMetrics {
 		{Scope: s2, Metrics: []metricdata.Metrics{
 			{Name: "cpu", Unit: "s", Data: metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true,
 				DataPoints: []metricdata.DataPoint[float64]{fp(3), fp(4, attribute.String("cpu", "0"))}}},
+		}},
+		// One scope twice in a collection (a producer's and the
+		// pipeline's), a metric name in both.
+		{Scope: s2, Metrics: []metricdata.Metrics{
+			{Name: "cpu", Unit: "s", Data: metricdata.Gauge[int64]{DataPoints: []metricdata.DataPoint[int64]{ip(8)}}},
 		}},
 		{Scope: s1, Metrics: []metricdata.Metrics{
 			{Name: "restarts", Description: "d", Unit: "{restart}", Data: metricdata.Sum[int64]{
@@ -178,18 +194,71 @@ func flatten(req *colmetricpb.ExportMetricsServiceRequest) []string {
 
 // TestEncoderAllocatesNothingForAKnownCollection: once a collection's
 // metrics, points and attributes have been encoded, encoding the next
-// collection of the same series allocates nothing (the histogram, left to
-// the SDK, is taken out).
+// collection of the same series allocates nothing (what it leaves to the
+// SDK is taken out: handing it over takes a slice).
 func TestEncoderAllocatesNothingForAKnownCollection(t *testing.T) {
 	rm := encoderRounds()[0]
-	rm.ScopeMetrics[0].Metrics = slices.DeleteFunc(slices.Clone(rm.ScopeMetrics[0].Metrics), func(m metricdata.Metrics) bool {
-		_, ok := m.Data.(metricdata.Histogram[float64])
-		return ok
-	})
+	var sms []metricdata.ScopeMetrics
+	for _, sm := range rm.ScopeMetrics {
+		if !plainAttrs(sm.Scope.Attributes) {
+			continue
+		}
+		sm.Metrics = slices.DeleteFunc(slices.Clone(sm.Metrics), func(m metricdata.Metrics) bool { return !encodable(m.Data) })
+		sms = append(sms, sm)
+	}
+	rm.ScopeMetrics = sms
 	var enc encoder
 	enc.encode(&rm)
 	enc.encode(&rm)
 	if n := testing.AllocsPerRun(20, func() { enc.encode(&rm) }); n != 0 {
 		t.Fatalf("encoding a known collection allocated %v times; want 0", n)
+	}
+	if _, rest := enc.encode(&rm); len(rest.ScopeMetrics) != 0 {
+		t.Fatalf("the encoder left %d scopes to the SDK; want none", len(rest.ScopeMetrics))
+	}
+}
+
+// TestEncoderKeepsOnlyWhatIsInUse: what the encoder keeps follows the
+// collections: attributes, metrics and scopes unused for two exports are
+// let go, and a metric whose points fell under a quarter lets the others
+// go; attributes it leaves to the SDK (a float slice holding NaN, which
+// equals nothing) are never kept.
+func TestEncoderKeepsOnlyWhatIsInUse(t *testing.T) {
+	rounds := encoderRounds()
+	first, second := rounds[0], rounds[1]
+	var enc encoder
+	enc.encode(&first)
+	phase := func() *encMetric {
+		for s, es := range enc.scopes {
+			if s.Name == "s" && s.Version == "1" {
+				return es.metrics[encMetricKey{name: "phase"}]
+			}
+		}
+		t.Fatal("scope s/1 not kept")
+		return nil
+	}
+	if n := len(phase().points); n != 40 {
+		t.Fatalf("phase keeps %d points after 40; want 40", n)
+	}
+	for range 3 {
+		enc.encode(&second)
+	}
+	if n := len(phase().points); n != 3 {
+		t.Fatalf("phase keeps %d points after 3; want 3", n)
+	}
+	// second's attributes: direction, h, phase, cpu, and the three h
+	// values of its pods.
+	var keys []string
+	for kv := range enc.kvs {
+		keys = append(keys, string(kv.Key)+"="+kv.Value.Emit())
+	}
+	slices.Sort(keys)
+	if want := []string{"cpu=0", "h=0", "h=1", "h=2", "phase=Running"}; !slices.Equal(keys, want) {
+		t.Fatalf("kept attributes %q; want %q", keys, want)
+	}
+	for s := range enc.scopes {
+		if s.Name == "odd" {
+			t.Fatalf("scope %q kept two exports after its last", s.Name)
+		}
 	}
 }

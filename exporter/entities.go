@@ -192,18 +192,9 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("exporter: split request: %w", err)
 		}
 	}
-	var in colmetricpb.ExportMetricsServiceRequest
-	if err := proto.Unmarshal(raw, &in); err != nil {
-		return nil, fmt.Errorf("exporter: split request: %w", err)
-	}
-	// split reuses the last split's messages: the next one waits until
-	// this one is encoded (an export and a ForceFlush may overlap).
-	t.s.mu.Lock()
-	out, err := proto.Marshal(t.s.split(merge(req.Context(), &in)))
-	t.s.release()
-	t.s.mu.Unlock()
+	out, err := t.splitBody(req.Context(), raw)
 	if err != nil {
-		return nil, fmt.Errorf("exporter: split request: %w", err)
+		return nil, err
 	}
 	if gz {
 		var b bytes.Buffer
@@ -221,6 +212,33 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	r2.ContentLength = int64(len(out))
 	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(out)), nil }
 	return t.base.RoundTrip(r2)
+}
+
+// splitBody returns the split of raw, the SDK's request body, with the
+// export's encoded scopes (merge); a retry of the export is given the
+// split it was given before (encoded).
+func (t roundTripper) splitBody(ctx context.Context, raw []byte) ([]byte, error) {
+	// split reuses the last split's messages: the next one waits until
+	// this one is encoded.
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	enc := encodedOf(ctx)
+	if enc != nil && enc.body != nil && bytes.Equal(enc.sdkBody, raw) {
+		return enc.body, nil
+	}
+	var in colmetricpb.ExportMetricsServiceRequest
+	if err := proto.Unmarshal(raw, &in); err != nil {
+		return nil, fmt.Errorf("exporter: split request: %w", err)
+	}
+	out, err := proto.Marshal(t.s.split(merge(ctx, &in)))
+	t.s.release()
+	if err != nil {
+		return nil, fmt.Errorf("exporter: split request: %w", err)
+	}
+	if enc != nil {
+		enc.sdkBody, enc.body = raw, out
+	}
+	return out, nil
 }
 
 // split returns a new request made of in's data points, which move into it
