@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -117,22 +118,11 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 			e.rest.ScopeMetrics = append(e.rest.ScopeMetrics, metricdata.ScopeMetrics{Scope: sm.Scope, Metrics: left})
 		}
 	}
-	for s, es := range e.scopes {
-		if es.gen+1 < e.gen {
-			delete(e.scopes, s)
-			continue
-		}
-		for k, em := range es.metrics {
-			if em.gen+1 < e.gen {
-				delete(es.metrics, k)
-			}
-		}
-	}
-	for k, c := range e.kvs {
-		if c.gen+1 < e.gen {
-			delete(e.kvs, k)
-		}
-	}
+	maps.DeleteFunc(e.scopes, func(_ instrumentation.Scope, es *encScope) bool {
+		maps.DeleteFunc(es.metrics, func(_ encMetricKey, em *encMetric) bool { return em.gen+1 < e.gen })
+		return es.gen+1 < e.gen
+	})
+	maps.DeleteFunc(e.kvs, func(_ attribute.KeyValue, c *encKV) bool { return c.gen+1 < e.gen })
 	return e.out, &e.rest
 }
 
@@ -392,7 +382,7 @@ type encodedKey struct{}
 // body it was split with. The split moves the encoded points, stripped of
 // their entity attributes, into the request; an HTTP retry or redirect of
 // the same export posts the same SDK body again and is sent the same split
-// body (TestSplitHTTPRetryKeepsEntities). gRPC keeps its split for retries
+// body (TestRetryThenResume). gRPC keeps its split for retries
 // itself (splitter.last).
 type encoded struct {
 	scopes  []*metricpb.ScopeMetrics

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -255,16 +256,8 @@ func (s *splitter) split(in *colmetricpb.ExportMetricsServiceRequest) *colmetric
 	for _, rm := range in.GetResourceMetrics() {
 		out.ResourceMetrics = append(out.ResourceMetrics, s.splitResource(rm)...)
 	}
-	for id, r := range s.cache {
-		if r.gen+1 < s.cgen {
-			delete(s.cache, id)
-		}
-	}
-	for k, g := range s.groups {
-		if g.gen+1 < s.cgen {
-			delete(s.groups, k)
-		}
-	}
+	maps.DeleteFunc(s.cache, func(_ string, r *handleRes) bool { return r.gen+1 < s.cgen })
+	maps.DeleteFunc(s.groups, func(_ string, g *entityGroup) bool { return g.gen+1 < s.cgen })
 	s.cgen++
 	return out
 }

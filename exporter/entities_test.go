@@ -26,7 +26,6 @@ import (
 	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
@@ -807,48 +806,5 @@ func TestSplitKeepsEveryPointsIdentity(t *testing.T) {
 		if len(g.metrics) > 4 {
 			t.Errorf("group %q keeps %d metrics; no entity has more than 4", k, len(g.metrics))
 		}
-	}
-}
-
-// TestSplitRetryKeepsEntities: an export refused once (503 / UNAVAILABLE)
-// and retried sends each pod's points on the pod's resource, as the first
-// attempt did. On HTTP the retry posts the SDK's body again; before the
-// retry was given the split of the first attempt, it regrouped the
-// encoder's points a second time, after the first split had taken their
-// entity handles off, and every pod's point went out on the node.
-func TestSplitRetryKeepsEntities(t *testing.T) {
-	for _, tc := range []struct {
-		protocol string
-		failure  otlpreceiver.Failure
-	}{
-		{ProtocolHTTPProtobuf, otlpreceiver.Failure{HTTPStatus: http.StatusServiceUnavailable}},
-		{ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.Unavailable}},
-	} {
-		t.Run(tc.protocol, func(t *testing.T) {
-			e := setup(t, tc.protocol, Config{Retry: fastRetry})
-			e.recv.SetFailure(tc.failure)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- e.prov.ForceFlush(ctx) }()
-			if err := e.recv.WaitRefused(ctx, 1); err != nil {
-				t.Fatal(err)
-			}
-			e.recv.SetFailure(otlpreceiver.Failure{})
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			pts := e.recv.Exports()[0].Points
-			all := otlpreceiver.Find(pts, "k8s.pod.cpu.usage", nil)
-			got := otlpreceiver.Find(pts, "k8s.pod.cpu.usage", map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde"})
-			if len(all) == 0 || len(got) != 1 {
-				t.Fatalf("after one refusal and a retry, %d of %d k8s.pod.cpu.usage points carry the pod; want 1", len(got), len(all))
-			}
-			for _, p := range all {
-				if p.Resource["k8s.pod.uid"] == "" || len(p.Attrs) != 0 {
-					t.Fatalf("a pod's point went out with resource %v and attributes %v", p.Resource, p.Attrs)
-				}
-			}
-		})
 	}
 }

@@ -279,6 +279,21 @@ func TestRetryThenResume(t *testing.T) {
 			if s := e.prov.Stats(); s.Exports != 1 || s.Failures != 0 {
 				t.Errorf("provider stats = %+v", s)
 			}
+			// The retry sends what the first attempt would have: each
+			// pod's points on the pod's resource. On HTTP a retry used
+			// to regroup the encoded points again, after the first
+			// attempt had taken their entity handles off, and sent
+			// them all on the node's resource.
+			all := otlpreceiver.Find(e.recv.Exports()[0].Points, "k8s.pod.cpu.usage", nil)
+			pod := otlpreceiver.Find(all, "k8s.pod.cpu.usage", map[string]string{"k8s.pod.name": "web-5d8f7c6b9-abcde"})
+			if len(all) == 0 || len(pod) != 1 {
+				t.Fatalf("after the retries %d of %d k8s.pod.cpu.usage points carry the pod; want 1", len(pod), len(all))
+			}
+			for _, p := range all {
+				if p.Resource["k8s.pod.uid"] == "" || len(p.Attrs) != 0 {
+					t.Fatalf("a pod's point went out with resource %v and attributes %v", p.Resource, p.Attrs)
+				}
+			}
 		})
 	}
 }
