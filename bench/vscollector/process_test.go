@@ -81,11 +81,11 @@ func TestRows(t *testing.T) {
 	}
 }
 
-// TestRowsPerPoint: where fleetagent's CPU or allocations are above the
-// Collector's, the reason gives both per 1,000 data points sent.
+// TestRowsPerPoint: where fleetagent's CPU, allocations or heap are above
+// the Collector's, the reason gives both per 1,000 data points sent.
 func TestRowsPerPoint(t *testing.T) {
-	fa := Window{CPUsPerMin: 0.2, AllocMiBPerMin: 30, PointsPerMin: 12000}
-	oc := Window{CPUsPerMin: 0.1, AllocMiBPerMin: 20, PointsPerMin: 6000}
+	fa := Window{CPUsPerMin: 0.2, AllocMiBPerMin: 30, HeapMiB: 12, PointsPerMin: 12000}
+	oc := Window{CPUsPerMin: 0.1, AllocMiBPerMin: 20, HeapMiB: 8, PointsPerMin: 6000}
 	rows := Rows([]Window{fa}, []Window{oc})
 	// CPU: 0.2 s/min over 12,000 points is 16.7 ms per 1,000 points against
 	// 16.7 for the Collector; allocations 2,560 KiB against 3,413.
@@ -96,6 +96,11 @@ func TestRowsPerPoint(t *testing.T) {
 		if want := "per 1,000 data points sent, 2560.0 KiB allocated against 3413.3 (0.75x)"; !strings.Contains(rows[i].Why, want) {
 			t.Errorf("%s row: why %q, want it to contain %q", rows[i].Name, rows[i].Why, want)
 		}
+	}
+	// Heap: 12 MiB over 12,000 points a minute is 1.00 MiB per 1,000
+	// against 1.33.
+	if want := "fleetagent sends 12000 data points/min against the Collector's 6000; per 1,000 data points sent a minute, 1.00 MiB of heap against 1.33 (0.75x)"; rows[RowHeap].Why != want {
+		t.Errorf("heap row: why %q, want %q", rows[RowHeap].Why, want)
 	}
 }
 

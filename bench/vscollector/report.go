@@ -109,6 +109,16 @@ func Rows(fa, oc []Window) []Row {
 				break
 			}
 			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
+		case RowHeap:
+			// The live heap holds what each series keeps between
+			// intervals; say so per data point sent.
+			fp, cp := self(func(w Window) float64 { return w.PointsPerMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
+			if fp > 0 && cp > 0 {
+				r.Why = fmt.Sprintf("fleetagent sends %.0f data points/min against the Collector's %.0f; per 1,000 data points sent a minute, %.2f MiB of heap against %.2f (%.2fx)",
+					fp, cp, r.Fleetagent/fp*1000, r.Collector/cp*1000, (r.Fleetagent/fp)/(r.Collector/cp))
+				break
+			}
+			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		default:
 			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		}
