@@ -73,6 +73,8 @@ type splitter struct {
 	// (Stats.UnresolvedHandles); log says so.
 	unresolved atomic.Uint64
 	log        *slog.Logger
+	// posts counts the HTTP requests posted (Stats.SentRequests).
+	posts *sent
 
 	// The gRPC exporter hands the same request to every retry attempt;
 	// its split, and which parts were accepted, are kept for them until
@@ -208,6 +210,7 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out = b.Bytes()
 	}
+	t.s.posts.posted(len(out))
 	r2 := req.Clone(req.Context())
 	r2.Body = io.NopCloser(bytes.NewReader(out))
 	r2.ContentLength = int64(len(out))

@@ -105,6 +105,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 )
 
 // Protocols accepted in Config.Protocol and the OTEL_*_PROTOCOL variables.
@@ -251,6 +252,12 @@ type Stats struct {
 	LastDataPoints int
 	LastError      string
 	Protocol       string
+	// SentRequests and SentBytes count the OTLP requests sent and their
+	// bytes as they went on the wire (sent): each attempt, and each part
+	// of a gRPC export sent in parts, is a request. Over HTTP they are
+	// counted with Config.EntityKeys set (the agent's configuration):
+	// without it the SDK exporter sends with a client of its own.
+	SentRequests, SentBytes uint64
 	// UnresolvedHandles counts data points whose entity handle was not in
 	// the registry (Config.EntityHandles); each went out on the node's
 	// resource with the handle as an attribute. It stays 0 unless
@@ -264,6 +271,7 @@ type Provider struct {
 	self     *sdkmetric.MeterProvider // Config.Self
 	exp      *countingExporter
 	split    *splitter // nil without EntityKeys
+	sent     *sent
 	protocol string
 
 	shutdownOnce sync.Once
@@ -295,9 +303,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	retry.InitialInterval = orDefault(retry.InitialInterval, time.Second)
 	retry.MaxInterval = orDefault(retry.MaxInterval, 10*time.Second)
 	retry.MaxElapsedTime = orDefault(retry.MaxElapsedTime, 20*time.Second)
+	sent := &sent{}
 	var split *splitter
 	if cfg.EntityKeys != nil {
-		split = &splitter{isEntity: cfg.EntityKeys, handles: cfg.EntityHandles, log: log.With("component", "exporter")}
+		split = &splitter{isEntity: cfg.EntityKeys, handles: cfg.EntityHandles, log: log.With("component", "exporter"), posts: sent}
 	}
 	var selfProd *selfProducer
 	if cfg.Self {
@@ -313,9 +322,13 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 			Enabled: !retry.Disabled, InitialInterval: retry.InitialInterval,
 			MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
 		})}
+		// WithDialOption replaces the options of an earlier call: all
+		// go in one.
+		dial := []grpc.DialOption{grpc.WithStatsHandler(sent)}
 		if split != nil {
-			opts = append(opts, otlpmetricgrpc.WithDialOption(grpc.WithChainUnaryInterceptor(split.unaryInterceptor)))
+			dial = append(dial, grpc.WithChainUnaryInterceptor(split.unaryInterceptor))
 		}
+		opts = append(opts, otlpmetricgrpc.WithDialOption(dial...))
 		if gzipDefault {
 			opts = append(opts, otlpmetricgrpc.WithCompressor("gzip"))
 		}
@@ -379,7 +392,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	for _, r := range cfg.Readers {
 		opts = append(opts, sdkmetric.WithReader(r))
 	}
-	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), self: self, exp: ce, split: split, protocol: protocol}, nil
+	return &Provider{mp: sdkmetric.NewMeterProvider(opts...), self: self, exp: ce, split: split, sent: sent, protocol: protocol}, nil
 }
 
 // newResource is the agent's resource: service.name, service.instance.id,
@@ -457,6 +470,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 func (p *Provider) Stats() Stats {
 	s := p.exp.stats()
 	s.Protocol = p.protocol
+	s.SentRequests, s.SentBytes = p.sent.requests.Load(), p.sent.bytes.Load()
 	if p.split != nil {
 		s.UnresolvedHandles = p.split.unresolved.Load()
 	}
@@ -469,13 +483,52 @@ func (p *Provider) RegisterMetrics(m metric.Meter) error {
 	set := selfmetrics.NewSet(m)
 	exports := set.Int64("fleetagent.otlpexport.exports")
 	points := set.Int64("fleetagent.otlpexport.datapoints")
+	requests := set.Int64("fleetagent.otlpexport.requests")
+	sentBytes := set.Int64("fleetagent.otlpexport.sent")
 	return set.Register(func(_ context.Context, o metric.Observer) error {
 		s := p.exp.stats()
 		o.ObserveInt64(exports, int64(s.Exports), metric.WithAttributes(attribute.String("result", "success")))
 		o.ObserveInt64(exports, int64(s.Failures), metric.WithAttributes(attribute.String("result", "failure")))
 		o.ObserveInt64(points, int64(s.LastDataPoints))
+		o.ObserveInt64(requests, int64(p.sent.requests.Load()))
+		o.ObserveInt64(sentBytes, int64(p.sent.bytes.Load()))
 		return nil
 	})
+}
+
+// sent counts the OTLP requests sent and their bytes on the wire: a gRPC
+// stats handler on the exporter's connection (each RPC begun, each message
+// sent with its frame header, as grpc-go reports it) and, over HTTP, the
+// splitter's round tripper (each body posted).
+type sent struct {
+	requests, bytes atomic.Uint64
+}
+
+func (s *sent) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (s *sent) HandleRPC(_ context.Context, st stats.RPCStats) {
+	switch st := st.(type) {
+	case *stats.Begin:
+		if st.IsClient() {
+			s.requests.Add(1)
+		}
+	case *stats.OutPayload:
+		if st.IsClient() {
+			s.bytes.Add(uint64(st.WireLength))
+		}
+	}
+}
+
+func (s *sent) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (s *sent) HandleConn(context.Context, stats.ConnStats) {}
+
+// posted counts one HTTP request of n body bytes.
+func (s *sent) posted(n int) {
+	if s != nil {
+		s.requests.Add(1)
+		s.bytes.Add(uint64(n))
+	}
 }
 
 // countingExporter counts export results; it adds no buffering.

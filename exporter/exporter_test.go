@@ -524,3 +524,53 @@ func TestDeltaTemporalityFromEnv(t *testing.T) {
 		t.Errorf("gauge under delta = %v", g.Value)
 	}
 }
+
+// TestSentRequestsAndBytes: the exporter counts every request it sends,
+// retries included, and their bytes as the receiver read them off the
+// connection, over gRPC and HTTP.
+func TestSentRequestsAndBytes(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		failure  otlpreceiver.Failure
+	}{
+		{ProtocolGRPC, otlpreceiver.Failure{GRPCCode: codes.Unavailable}},
+		{ProtocolHTTPProtobuf, otlpreceiver.Failure{HTTPStatus: http.StatusServiceUnavailable}},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			e := setup(t, tc.protocol, Config{Retry: fastRetry})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for range 2 {
+				if err := e.prov.ForceFlush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wire := 0
+			for _, x := range e.recv.Exports() {
+				wire += x.WireBytes
+			}
+			if s := e.prov.Stats(); s.SentRequests != 2 || s.SentBytes != uint64(wire) || wire == 0 {
+				t.Fatalf("after 2 exports: %d requests and %d bytes counted; the receiver read 2 and %d bytes", s.SentRequests, s.SentBytes, wire)
+			}
+			// One refused attempt, then its retry: both are requests sent.
+			e.recv.SetFailure(tc.failure)
+			done := make(chan error, 1)
+			go func() { done <- e.prov.ForceFlush(ctx) }()
+			if err := e.recv.WaitRefused(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			e.recv.SetFailure(otlpreceiver.Failure{})
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			rs, s := e.recv.Stats(), e.prov.Stats()
+			if s.SentRequests != uint64(rs.Accepted+rs.Refused) || rs.Refused == 0 {
+				t.Fatalf("%d requests counted; the receiver accepted %d and refused %d", s.SentRequests, rs.Accepted, rs.Refused)
+			}
+			last := e.recv.Exports()[2].WireBytes
+			if s.SentBytes <= uint64(wire+last) {
+				t.Fatalf("%d bytes counted; the accepted requests alone were %d, and the refused ones were sent too", s.SentBytes, wire+last)
+			}
+		})
+	}
+}
