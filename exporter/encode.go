@@ -382,7 +382,7 @@ type encodedKey struct{}
 // body it was split with. The split moves the encoded points, stripped of
 // their entity attributes, into the request; an HTTP retry or redirect of
 // the same export posts the same SDK body again and is sent the same split
-// body (TestRetryThenResume). gRPC keeps its split for retries
+// body (TestRetryThenResume has the retries). gRPC keeps its split for retries
 // itself (splitter.last).
 type encoded struct {
 	scopes  []*metricpb.ScopeMetrics

@@ -210,8 +210,7 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out = b.Bytes()
 	}
-	t.s.posts.posted(len(out))
-	r2 := req.Clone(req.Context())
+	r2 := req.Clone(t.s.posts.posting(req.Context(), len(out)))
 	r2.Body = io.NopCloser(bytes.NewReader(out))
 	r2.ContentLength = int64(len(out))
 	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(out)), nil }

@@ -90,6 +90,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync"
@@ -252,9 +253,10 @@ type Stats struct {
 	LastDataPoints int
 	LastError      string
 	Protocol       string
-	// SentRequests and SentBytes count the OTLP requests sent and their
-	// bytes as they went on the wire (sent): each attempt, and each part
-	// of a gRPC export sent in parts, is a request. Over HTTP they are
+	// SentRequests and SentBytes count the OTLP requests written to the
+	// connection and their bytes as they went on the wire (sent): each
+	// attempt, and each part of a gRPC export sent in parts, is a request;
+	// one that found no connection is not. Over HTTP they are
 	// counted with Config.EntityKeys set (the agent's configuration):
 	// without it the SDK exporter sends with a client of its own.
 	SentRequests, SentBytes uint64
@@ -496,10 +498,12 @@ func (p *Provider) RegisterMetrics(m metric.Meter) error {
 	})
 }
 
-// sent counts the OTLP requests sent and their bytes on the wire: a gRPC
-// stats handler on the exporter's connection (each RPC begun, each message
-// sent with its frame header, as grpc-go reports it) and, over HTTP, the
-// splitter's round tripper (each body posted).
+// sent counts the OTLP requests written to the connection and their bytes
+// on the wire: a gRPC stats handler on the exporter's connection (each
+// request message written, with its frame header, as grpc-go reports it;
+// an attempt that found no connection writes none) and, over HTTP, the
+// splitter's round tripper (each request whose body the transport wrote,
+// resends included: httptrace's WroteRequest).
 type sent struct {
 	requests, bytes atomic.Uint64
 }
@@ -507,15 +511,9 @@ type sent struct {
 func (s *sent) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
 func (s *sent) HandleRPC(_ context.Context, st stats.RPCStats) {
-	switch st := st.(type) {
-	case *stats.Begin:
-		if st.IsClient() {
-			s.requests.Add(1)
-		}
-	case *stats.OutPayload:
-		if st.IsClient() {
-			s.bytes.Add(uint64(st.WireLength))
-		}
+	if out, ok := st.(*stats.OutPayload); ok && out.IsClient() {
+		s.requests.Add(1)
+		s.bytes.Add(uint64(out.WireLength))
 	}
 }
 
@@ -523,12 +521,18 @@ func (s *sent) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Contex
 
 func (s *sent) HandleConn(context.Context, stats.ConnStats) {}
 
-// posted counts one HTTP request of n body bytes.
-func (s *sent) posted(n int) {
-	if s != nil {
-		s.requests.Add(1)
-		s.bytes.Add(uint64(n))
+// posting returns ctx with a trace that counts each time the transport
+// writes the request, of n body bytes, to a connection.
+func (s *sent) posting(ctx context.Context, n int) context.Context {
+	if s == nil {
+		return ctx
 	}
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(w httptrace.WroteRequestInfo) {
+		if w.Err == nil {
+			s.requests.Add(1)
+			s.bytes.Add(uint64(n))
+		}
+	}})
 }
 
 // countingExporter counts export results; it adds no buffering.

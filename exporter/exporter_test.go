@@ -3,6 +3,7 @@ package exporter
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -570,6 +571,42 @@ func TestSentRequestsAndBytes(t *testing.T) {
 			last := e.recv.Exports()[2].WireBytes
 			if s.SentBytes <= uint64(wire+last) {
 				t.Fatalf("%d bytes counted; the accepted requests alone were %d, and the refused ones were sent too", s.SentBytes, wire+last)
+			}
+		})
+	}
+}
+
+// TestSentNothingWhileCollectorDown: an export to a port nothing listens on
+// writes no request, and none is counted (the counters first counted each
+// attempt as it began, connection or not).
+func TestSentNothingWhileCollectorDown(t *testing.T) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(protocol, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := lis.Addr().String()
+			_ = lis.Close()
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
+			p, err := New(context.Background(), Config{Protocol: protocol, NodeName: "n", Interval: time.Hour, Retry: Retry{Disabled: true},
+				EntityKeys: collector.IsResourceAttribute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+			c, err := p.Meter("m").Int64Counter("c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Add(context.Background(), 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.ForceFlush(ctx); err == nil {
+				t.Fatal("an export to a closed port succeeded")
+			}
+			if s := p.Stats(); s.SentRequests != 0 || s.SentBytes != 0 {
+				t.Fatalf("nothing reached a connection, yet %d requests and %d bytes were counted", s.SentRequests, s.SentBytes)
 			}
 		})
 	}

@@ -80,8 +80,8 @@ var Table = []Def{
 
 	{"fleetagent.otlpexport.exports", "{export}", Counter, false, []string{"result"}, "OTLP metric exports by result (success, failure), after the exporter's retries."},
 	{"fleetagent.otlpexport.datapoints", "{datapoint}", Gauge, false, nil, "Data points in the last OTLP export."},
-	{"fleetagent.otlpexport.requests", "{request}", Counter, false, nil, "OTLP requests sent, each attempt counted: a retry, and each part of a gRPC export sent in parts, is a request of its own."},
-	{"fleetagent.otlpexport.sent", "By", Counter, false, nil, "Bytes of the OTLP requests sent, as they went on the wire (compressed when compression is on): over gRPC each message with its 5-byte frame header, over HTTP the body; HTTP/2 and HTTP headers are not counted."},
+	{"fleetagent.otlpexport.requests", "{request}", Counter, false, nil, "OTLP requests written to the collector's connection, each attempt counted: a retry, and each part of a gRPC export sent in parts, is a request of its own; an attempt that found no connection is not."},
+	{"fleetagent.otlpexport.sent", "By", Counter, false, nil, "Bytes of the OTLP requests written to the collector's connection, as they went on the wire (compressed when compression is on): over gRPC each message with its 5-byte frame header, over HTTP the body; HTTP/2 and HTTP headers are not counted."},
 }
 
 // Lookup returns the definition of name.
