@@ -28,7 +28,8 @@ import (
 //
 // Everything else is left to the SDK exporter, which still builds the
 // request's resource, converts what the encoder does not take (histograms,
-// summaries, points with exemplars, an unknown temporality) and sends the
+// summaries, points with exemplars or with attributes of other types
+// (encoderType), an unknown temporality) and sends the
 // request with its configuration, compression, retries and partial-success
 // handling: the encoded scopes reach the splitter with the export's context
 // (withEncoded), which adds them to the SDK's request before regrouping it
@@ -69,11 +70,10 @@ type encMetricKey struct {
 
 // encMetric is one metric's message and its data points: points[i] keeps
 // its attribute slice in attrs[i], since the splitter replaces a point's
-// Attributes when it moves the point. int64s says which number type the
-// points' values hold.
+// Attributes when it moves the point. kind is what m was made for.
 type encMetric struct {
 	m      *metricpb.Metric
-	int64s bool
+	kind   encKind
 	points []*metricpb.NumberDataPoint
 	attrs  [][]*commonpb.KeyValue
 	gen    uint64
@@ -128,7 +128,7 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 
 // encodable reports whether the encoder takes the metric: a sum with a
 // known temporality or a gauge, of either number type, whose points have
-// no exemplars and only attributes of the types encoderTypes names.
+// no exemplars and only attributes of the types encoderType admits.
 func encodable(data metricdata.Aggregation) bool {
 	switch d := data.(type) {
 	case metricdata.Gauge[int64]:
@@ -204,20 +204,37 @@ func (e *encoder) scope(s instrumentation.Scope) *encScope {
 	return es
 }
 
+// encKind is what a kept Metric is made for: a gauge or a sum, the number
+// type of its points' values, and a sum's temporality and monotonicity.
+type encKind struct {
+	sum, int64s, monotonic bool
+	temporality            metricpb.AggregationTemporality
+}
+
+// kindOf is the encKind of an aggregation encodable takes.
+func kindOf(data metricdata.Aggregation) encKind {
+	switch d := data.(type) {
+	case metricdata.Gauge[int64]:
+		return encKind{int64s: true}
+	case metricdata.Sum[int64]:
+		return encKind{sum: true, int64s: true, monotonic: d.IsMonotonic, temporality: temporality(d.Temporality)}
+	case metricdata.Sum[float64]:
+		return encKind{sum: true, monotonic: d.IsMonotonic, temporality: temporality(d.Temporality)}
+	}
+	return encKind{} // a float gauge
+}
+
 // metric returns m as the kept Metric of key k in es, its points rewritten.
+// A kept Metric carries m only if it has m's description, unit and kind.
 func (e *encoder) metric(es *encScope, k encMetricKey, m metricdata.Metrics) *metricpb.Metric {
+	kind := kindOf(m.Data)
 	em := es.metrics[k]
-	if em == nil || !encShape(em, m) {
-		em = &encMetric{m: &metricpb.Metric{Name: m.Name, Description: m.Description, Unit: m.Unit}}
-		switch d := m.Data.(type) {
-		case metricdata.Gauge[int64]:
-			em.m.Data, em.int64s = &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{}}, true
-		case metricdata.Gauge[float64]:
+	if em == nil || em.kind != kind || em.m.GetDescription() != m.Description || em.m.GetUnit() != m.Unit {
+		em = &encMetric{m: &metricpb.Metric{Name: m.Name, Description: m.Description, Unit: m.Unit}, kind: kind}
+		if kind.sum {
+			em.m.Data = &metricpb.Metric_Sum{Sum: &metricpb.Sum{AggregationTemporality: kind.temporality, IsMonotonic: kind.monotonic}}
+		} else {
 			em.m.Data = &metricpb.Metric_Gauge{Gauge: &metricpb.Gauge{}}
-		case metricdata.Sum[int64]:
-			em.m.Data, em.int64s = &metricpb.Metric_Sum{Sum: &metricpb.Sum{AggregationTemporality: temporality(d.Temporality), IsMonotonic: d.IsMonotonic}}, true
-		case metricdata.Sum[float64]:
-			em.m.Data = &metricpb.Metric_Sum{Sum: &metricpb.Sum{AggregationTemporality: temporality(d.Temporality), IsMonotonic: d.IsMonotonic}}
 		}
 		es.metrics[k] = em
 	}
@@ -240,36 +257,12 @@ func (e *encoder) metric(es *encScope, k encMetricKey, m metricdata.Metrics) *me
 		clear(em.attrs[n:])
 		em.points, em.attrs = em.points[:n:n], em.attrs[:n:n]
 	}
-	switch d := em.m.Data.(type) {
-	case *metricpb.Metric_Gauge:
-		d.Gauge.DataPoints = em.points[:n]
-	case *metricpb.Metric_Sum:
-		d.Sum.DataPoints = em.points[:n]
+	if kind.sum {
+		em.m.GetSum().DataPoints = em.points[:n]
+	} else {
+		em.m.GetGauge().DataPoints = em.points[:n]
 	}
 	return em.m
-}
-
-// encShape reports whether em can carry m: same description, unit, type,
-// number type, temporality and monotonicity.
-func encShape(em *encMetric, m metricdata.Metrics) bool {
-	if em.m.GetDescription() != m.Description || em.m.GetUnit() != m.Unit {
-		return false
-	}
-	switch d := m.Data.(type) {
-	case metricdata.Gauge[int64]:
-		return em.int64s && em.m.GetGauge() != nil
-	case metricdata.Gauge[float64]:
-		return !em.int64s && em.m.GetGauge() != nil
-	case metricdata.Sum[int64]:
-		return em.int64s && sameSum(em.m.GetSum(), d.Temporality, d.IsMonotonic)
-	case metricdata.Sum[float64]:
-		return !em.int64s && sameSum(em.m.GetSum(), d.Temporality, d.IsMonotonic)
-	}
-	return false
-}
-
-func sameSum(s *metricpb.Sum, t metricdata.Temporality, monotonic bool) bool {
-	return s != nil && s.GetAggregationTemporality() == temporality(t) && s.GetIsMonotonic() == monotonic
 }
 
 func temporality(t metricdata.Temporality) metricpb.AggregationTemporality {

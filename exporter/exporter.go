@@ -38,8 +38,8 @@
 // the SDK exporter writes them into messages it keeps from one export to
 // the next, with the fields the SDK's transform gives them
 // (TestEncoderAsTheSDKTransform), and hands the SDK exporter the rest: the
-// resource and anything else (histograms, points with exemplars), which the
-// SDK converts as before. Everything else stays the SDK's: aggregation,
+// resource and anything else (histograms, points with exemplars or with
+// attributes of other types), which the SDK converts as before. Everything else stays the SDK's: aggregation,
 // temporality, cardinality limits, OTEL_EXPORTER_OTLP_* handling,
 // compression, retries and partial-success handling. The one thing the HTTP
 // path reads itself is the TLS configuration (OTEL_EXPORTER_OTLP_CERTIFICATE,
@@ -50,8 +50,8 @@
 // client of the agent's own would repeat the SDK exporters' configuration,
 // retries and partial-success handling. The cost is a second pass over the
 // request: on HTTP a decode of what the SDK encoded, regroup and re-encode
-// (and gzip again) of the body per attempt; on gRPC a regroup of the
-// message, kept across retries. The SDK's experimental self-observability
+// (and gzip again) of the body, whose split a retry reuses; on gRPC a
+// regroup of the message, kept across retries. The SDK's experimental self-observability
 // of its exporter (OTEL_GO_X_OBSERVABILITY) counts only the points the SDK
 // converted. Figures are in the README (BenchmarkCollectExport).
 //
