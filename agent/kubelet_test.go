@@ -5,16 +5,14 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fleetagent/fleetagent/collector"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 )
 
 // TestKubeletGate walks the kubelet's part of readiness on a fake clock:
@@ -22,22 +20,14 @@ import (
 // at most the ready timeout; then ready but degraded (said once in the
 // log); ready once a scrape succeeds; degraded again while scrapes fail.
 func TestKubeletGate(t *testing.T) {
-	body, err := os.ReadFile("../collector/testdata/summary.json")
+	kub, err := fakekubelet.Start("../collector/testdata/summary.json", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var status atomic.Int32
-	status.Store(http.StatusForbidden)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if code := int(status.Load()); code != http.StatusOK {
-			http.Error(w, "Forbidden (user=system:serviceaccount:fleetagent:fleetagent, verb=get, resource=nodes, subresource=stats)", code)
-			return
-		}
-		_, _ = w.Write(body)
-	}))
-	defer srv.Close()
+	defer kub.Close()
+	kub.SetStatus(http.StatusForbidden)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
-	client, err := collector.NewKubeletClient(collector.KubeletConfig{Endpoint: srv.URL, Clock: clk, MinInterval: -1})
+	client, err := collector.NewKubeletClient(collector.KubeletConfig{Endpoint: kub.URL(), Clock: clk, MinInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,10 +55,10 @@ func TestKubeletGate(t *testing.T) {
 	if n := strings.Count(logs.String(), "ready but degraded"); n != 1 {
 		t.Errorf("the timeout was logged %d times, want once:\n%s", n, logs.String())
 	}
-	status.Store(http.StatusOK)
+	kub.SetStatus(http.StatusOK)
 	scrape()
 	check("scraped", true, "", "")
-	status.Store(http.StatusForbidden)
+	kub.SetStatus(http.StatusForbidden)
 	scrape()
 	check("failing after a success", true, "", "HTTP 403")
 }

@@ -75,11 +75,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = recv.Shutdown(context.Background()) }()
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=e2e")
 	prov, err := exporter.New(ctx, exporter.Config{NodeName: "node-1", Interval: time.Hour, EntityKeys: collector.IsResourceAttribute, SchemaURL: collector.SchemaURL})

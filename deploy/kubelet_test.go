@@ -243,11 +243,7 @@ func runWithKubelet(ctx context.Context, t *testing.T, bin string, ds *appsv1.Da
 	p := &agentProcess{t: t, admin: "127.0.0.1:" + agentbin.FreePort(t), ready: c.ReadinessProbe, logs: &bytes.Buffer{}, killFile: killFile,
 		grace: time.Duration(*ds.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second}
 	env["FLEETAGENT_ADMIN_ADDRESS"] = p.admin
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	p.recv = recv
 	// The same scheme and protocol (gRPC) as the manifest's endpoint.
 	if u, err := url.Parse(env["OTEL_EXPORTER_OTLP_ENDPOINT"]); err != nil || u.Port() != "4317" || env["OTEL_EXPORTER_OTLP_PROTOCOL"] != "grpc" {

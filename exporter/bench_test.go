@@ -24,11 +24,7 @@ import (
 func BenchmarkCollectExport(b *testing.B) {
 	for _, n := range []int{110, 250} {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
-			recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = recv.Shutdown(context.Background()) }) // after the provider's, registered later
+			recv := otlpreceiver.StartT(b, otlpreceiver.Options{})
 			prov := intervalPipeline(b, n, recv.GRPCAddr())
 			runIntervals(b, prov)
 			// The last interval's requests (more than one when the export

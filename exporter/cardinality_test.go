@@ -61,11 +61,7 @@ func TestNothingLostAt250Pods(t *testing.T) {
 		overflow bool
 	}{{0, false}, {2000, true}} {
 		t.Run(fmt.Sprintf("limit=%d", tc.limit), func(t *testing.T) {
-			recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer recv.Shutdown(context.Background())
+			recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 			t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "600000") // headroom for -race on a busy machine
 			prov, err := New(context.Background(), Config{Protocol: ProtocolGRPC, NodeName: "node-1", Interval: time.Hour,

@@ -22,11 +22,7 @@ func TestCompressionDefaultsToGzip(t *testing.T) {
 			{"gzip", "OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", "gzip"},
 		} {
 			t.Run(protocol+"/"+tc.name, func(t *testing.T) {
-				recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = recv.Shutdown(context.Background()) }()
+				recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 				addr := recv.GRPCAddr()
 				if protocol == ProtocolHTTPProtobuf {
 					addr = recv.HTTPAddr()

@@ -117,15 +117,11 @@ func encoderRounds() []metricdata.ResourceMetrics {
 func TestEncoderAsTheSDKTransform(t *testing.T) {
 	var mu sync.Mutex
 	var last *colmetricpb.ExportMetricsServiceRequest
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{OnRequest: func(_ string, req *colmetricpb.ExportMetricsServiceRequest) {
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{OnRequest: func(_ string, req *colmetricpb.ExportMetricsServiceRequest) {
 		mu.Lock()
 		last = proto.Clone(req).(*colmetricpb.ExportMetricsServiceRequest)
 		mu.Unlock()
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	ctx := context.Background()
 	exp, err := otlpmetricgrpc.New(ctx)

@@ -149,11 +149,7 @@ func TestOneRequestOneResourcePerEntity(t *testing.T) {
 // TestAgentResourceUnsplit: a provider without EntityKeys exports one
 // resource describing the agent.
 func TestAgentResourceUnsplit(t *testing.T) {
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Shutdown(context.Background())
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=c1")
 	p, err := New(context.Background(), Config{Protocol: ProtocolGRPC, Interval: time.Hour, NodeName: "n1", ServiceVersion: "v9"})
@@ -191,11 +187,7 @@ func TestSplitHTTPOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{HTTPTLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Shutdown(context.Background())
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{HTTPTLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
 	caFile := filepath.Join(t.TempDir(), "ca.crt")
 	if err := os.WriteFile(caFile, testpki.PEM(ca.Cert), 0o600); err != nil {
 		t.Fatal(err)

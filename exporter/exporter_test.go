@@ -54,11 +54,7 @@ type env struct {
 // on ForceFlush (the interval is an hour), except where cfg sets Interval.
 func setup(t *testing.T, protocol string, cfg Config, created ...func(*Provider)) *env {
 	t.Helper()
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	addr := recv.GRPCAddr()
 	if protocol == ProtocolHTTPProtobuf {
 		addr = recv.HTTPAddr()
@@ -479,11 +475,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestShutdownIdempotent(t *testing.T) {
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Shutdown(context.Background())
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	p, err := New(context.Background(), Config{Protocol: ProtocolGRPC, Interval: time.Hour})
 	if err != nil {

@@ -38,11 +38,7 @@ func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
 
 	// A real receiver, so that the well-configured agent stops cleanly
 	// with its final export.
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Shutdown(context.Background())
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "kubelet-ca.crt")

@@ -69,7 +69,7 @@ func runBoth(t *testing.T) *captured {
 		exports []pmetric.Metrics
 		convErr error
 	)
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{OnRequest: func(_ string, req *colmetricpb.ExportMetricsServiceRequest) {
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{OnRequest: func(_ string, req *colmetricpb.ExportMetricsServiceRequest) {
 		md, err := toPdata(req)
 		mu.Lock()
 		defer mu.Unlock()
@@ -79,10 +79,6 @@ func runBoth(t *testing.T) *captured {
 		}
 		exports = append(exports, md)
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")

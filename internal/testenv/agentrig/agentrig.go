@@ -78,11 +78,7 @@ func New(t testing.TB, o Options) *Rig {
 	recv, kub := o.Receiver, o.Kubelet
 	var err error
 	if recv == nil {
-		recv, err = otlpreceiver.Start(otlpreceiver.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
+		recv = otlpreceiver.StartT(t, otlpreceiver.Options{})
 		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 		t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	}

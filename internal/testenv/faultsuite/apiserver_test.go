@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -30,7 +31,7 @@ func fastBackoff(c *limiter.Config) { c.MaxBackoff = 8 * time.Second }
 func TestFleetSurvivesAPIServerRestart(t *testing.T) {
 	checkLeaksAtEnd(t)
 	const qps = 20.0
-	recv := startReceiver(t)
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+recv.GRPCAddr())
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	kub := startKubelet(t, "", nil)

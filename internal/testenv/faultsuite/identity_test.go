@@ -27,7 +27,7 @@ func TestSeriesKeepIdentityAcrossKillSwitch(t *testing.T) {
 	checkLeaksAtEnd(t)
 	node := cluster.NodeNames()[12]
 	pods := agentrig.PodsOn(t, cp, node)
-	recv := startReceiver(t)
+	recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 	kub := startKubelet(t, node, pods)
 	kill := filepath.Join(t.TempDir(), "kill-switch")
 	logs := &testlog.Buffer{}

@@ -170,17 +170,6 @@ func newRig(t *testing.T, user, node string, o rigOptions) *rig {
 	return r
 }
 
-// startReceiver starts an OTLP receiver, shut down when t ends.
-func startReceiver(t *testing.T) *otlpreceiver.Receiver {
-	t.Helper()
-	recv, err := otlpreceiver.Start(otlpreceiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = recv.Shutdown(context.Background()) })
-	return recv
-}
-
 // startKubelet starts a stand-in kubelet serving the summary fixture,
 // closed when t ends: as recorded when pods is nil, else re-keyed to pods
 // (see fakekubelet.StartForPods); named node when node is not empty.

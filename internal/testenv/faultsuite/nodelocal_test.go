@@ -35,7 +35,7 @@ func TestNodeLocalFirst(t *testing.T) {
 
 	run := func(t *testing.T, kubeconfig string, killSwitch string) (started time.Time, recv *otlpreceiver.Receiver, logs *testlog.Buffer, stop func()) {
 		t.Helper()
-		recv = startReceiver(t)
+		recv = otlpreceiver.StartT(t, otlpreceiver.Options{})
 		kub := startKubelet(t, node, agentrig.PodsOn(t, cp, node))
 		logs = &testlog.Buffer{}
 		// The fleet-size hint an install writes into the control ConfigMap.

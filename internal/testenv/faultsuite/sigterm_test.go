@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
+	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 )
 
 // TestSIGTERM runs the real binary and sends it SIGTERM at every logged
@@ -48,7 +49,7 @@ func TestSIGTERM(t *testing.T) {
 	}
 	for i, tr := range triggers {
 		t.Run(tr.name, func(t *testing.T) {
-			recv := startReceiver(t)
+			recv := otlpreceiver.StartT(t, otlpreceiver.Options{})
 			recv.SetDelay(tr.slow)
 			kub := startKubelet(t, "", nil)
 

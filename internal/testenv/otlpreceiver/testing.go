@@ -1,0 +1,20 @@
+package otlpreceiver
+
+import (
+	"context"
+	"testing"
+)
+
+// StartT starts a receiver for a test or benchmark, fails it when the
+// receiver cannot start, and shuts the receiver down when the test and its
+// earlier-registered cleanups end: after anything registered later, such as
+// an agent whose final export it should still receive.
+func StartT(tb testing.TB, opts Options) *Receiver {
+	tb.Helper()
+	r, err := Start(opts)
+	if err != nil {
+		tb.Fatalf("otlpreceiver: %v", err)
+	}
+	tb.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	return r
+}
