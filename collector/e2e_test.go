@@ -30,11 +30,7 @@ const e2eUser = "agent-e2e"
 func TestEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Users: []string{e2eUser}, Audit: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
+	cp := controlplane.StartT(ctx, t, controlplane.Options{Users: []string{e2eUser}, Audit: true})
 	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
 	if err := cp.GrantAgent(ctx, e2eUser); err != nil {
 		t.Fatal(err)

@@ -62,11 +62,7 @@ func BenchmarkFootprint(b *testing.B) {
 	build(b, root, faBin, "./cmd/fleetagent")
 	build(b, filepath.Join(root, "bench", "vscollector", "otelcol"), ocBin, ".")
 
-	cp, err := controlplane.Start(ctx, controlplane.Options{Users: []string{"fleetagent", "otelcol"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cp.Stop() })
+	cp := controlplane.StartT(ctx, b, controlplane.Options{Users: []string{"fleetagent", "otelcol"}})
 	if err := cp.GrantAgent(ctx, "fleetagent"); err != nil {
 		b.Fatal(err)
 	}

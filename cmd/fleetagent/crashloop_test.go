@@ -30,11 +30,7 @@ func TestMisconfiguredStartCostsTheApiserverNothing(t *testing.T) {
 	const user = "agent-crashloop"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Users: []string{user}, Audit: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
+	cp := controlplane.StartT(ctx, t, controlplane.Options{Users: []string{user}, Audit: true})
 
 	// A real receiver, so that the well-configured agent stops cleanly
 	// with its final export.

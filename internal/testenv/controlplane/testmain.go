@@ -77,3 +77,16 @@ func Main(m *testing.M, opts MainOptions) int {
 	}
 	return 0
 }
+
+// StartT starts a control plane for one test or benchmark (ctx bounds the
+// start), fails it when the control plane cannot start, and stops the
+// control plane in tb's cleanup.
+func StartT(ctx context.Context, tb testing.TB, opts Options) *ControlPlane {
+	tb.Helper()
+	cp, err := Start(ctx, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cp.Stop() })
+	return cp
+}

@@ -20,11 +20,7 @@ import (
 func TestBuildChurnTeardown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
+	cp := controlplane.StartT(ctx, t, controlplane.Options{})
 
 	c, err := simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 3, PodsPerNode: 9, Namespaces: 2})
 	if err != nil {
