@@ -176,7 +176,6 @@ func TestWatchGoneAfterCompaction(t *testing.T) {
 	nodes := cluster.NodeNames()
 	r := newRig(t, goneUser, nodes[0], rigOptions{viaProxy: true, fleetQPS: 20, fleetSize: 2, limiter: fastBackoff})
 	r.start(t)
-	defer r.Stop(t)
 	base := liveHeap()
 	st0 := r.Agent.Informers().Stats()
 
@@ -275,7 +274,6 @@ func TestAPFRejection(t *testing.T) {
 	nodes := cluster.NodeNames()
 	r := newRig(t, apfUser, nodes[2], rigOptions{viaProxy: true, fleetQPS: 2 * qps, fleetSize: 2, limiter: fastBackoff})
 	r.start(t)
-	defer r.Stop(t)
 	base := liveHeap()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -349,7 +347,6 @@ func TestSlowAPIServer(t *testing.T) {
 	from := time.Now()
 	r.apiProxy.SetDelay(time.Second)
 	r.start(t)
-	defer r.Stop(t)
 	base := liveHeap()
 	synced := time.Since(from)
 

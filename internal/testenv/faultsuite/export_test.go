@@ -20,7 +20,6 @@ func TestCollectorDownSlowFailing(t *testing.T) {
 	nodes := cluster.NodeNames()
 	r := newRig(t, otlpUser, nodes[4], rigOptions{})
 	r.start(t)
-	defer r.Stop(t)
 	r.WaitExport(t, 30*time.Second, "first export", hasMetric("k8s.node.cpu.usage"))
 	r.Recv.Reset()
 	base := liveHeap()

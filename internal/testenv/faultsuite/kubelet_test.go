@@ -27,7 +27,6 @@ func TestKubeletFaults(t *testing.T) {
 	// state included), not just the kubelet scrape.
 	r := newRig(t, kubeletUser, nodes[5], rigOptions{exportTimeout: 15 * time.Second})
 	r.start(t)
-	defer r.Stop(t)
 	r.WaitExport(t, 30*time.Second, "first export with kubelet and pod metrics", func(pts []otlpreceiver.Point) bool {
 		return hasMetric("k8s.pod.memory.working_set")(pts) && hasMetric("k8s.pod.status.phase")(pts)
 	})

@@ -189,7 +189,8 @@ func startKubelet(t *testing.T, node string, pods []corev1.Pod) *fakekubelet.Ser
 	return kub
 }
 
-// start starts the agent and waits for its informers to sync.
+// start starts the agent, which t's cleanup stops (agentrig), and waits
+// until its informers sync.
 func (r *rig) start(t *testing.T) {
 	t.Helper()
 	r.Start(t)
