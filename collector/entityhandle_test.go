@@ -33,7 +33,7 @@ func expandHandles(t *testing.T, ents *Entities, rm *metricdata.ResourceMetrics)
 		return attribute.NewSet(append(kvs, attrs...)...)
 	}
 	for _, m := range productMetrics(*rm) {
-		forEachSet(m, func(set *attribute.Set) { *set = expand(*set) })
+		eachPoint(m, func(set *attribute.Set, _ any) { *set = expand(*set) })
 	}
 }
 
@@ -52,7 +52,7 @@ func TestEntityHandlesLoseNothing(t *testing.T) {
 		handles, points := map[string]bool{}, 0
 		for _, m := range productMetrics(rm) {
 			points += countPoints(m)
-			forEachSet(m, func(set *attribute.Set) {
+			eachPoint(m, func(set *attribute.Set, _ any) {
 				for _, kv := range set.ToSlice() {
 					if IsResourceAttribute(string(kv.Key)) {
 						t.Fatalf("%s: entity attribute %s on a point with handles on", m.Name, kv.Key)
@@ -79,29 +79,9 @@ func TestEntityHandlesLoseNothing(t *testing.T) {
 	}
 }
 
-// forEachSet calls f with a pointer to each point's attribute set.
-func forEachSet(m metricdata.Metrics, f func(*attribute.Set)) {
-	switch d := m.Data.(type) {
-	case metricdata.Gauge[int64]:
-		eachSet(d.DataPoints, f)
-	case metricdata.Gauge[float64]:
-		eachSet(d.DataPoints, f)
-	case metricdata.Sum[int64]:
-		eachSet(d.DataPoints, f)
-	case metricdata.Sum[float64]:
-		eachSet(d.DataPoints, f)
-	}
-}
-
-func eachSet[N int64 | float64](dps []metricdata.DataPoint[N], f func(*attribute.Set)) {
-	for i := range dps {
-		f(&dps[i].Attributes)
-	}
-}
-
 func countPoints(m metricdata.Metrics) int {
 	n := 0
-	forEachSet(m, func(*attribute.Set) { n++ })
+	eachPoint(m, func(*attribute.Set, any) { n++ })
 	return n
 }
 
@@ -142,7 +122,7 @@ func TestEntityHandleLifetime(t *testing.T) {
 		for _, sm := range rm.ScopeMetrics {
 			for _, m := range sm.Metrics {
 				if m.Name == d.Name {
-					forEachSet(m, func(s *attribute.Set) {
+					eachPoint(m, func(s *attribute.Set, _ any) {
 						dir, _ := s.Value("network.io.direction")
 						out[dir.AsString()] = *s
 					})

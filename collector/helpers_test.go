@@ -124,32 +124,45 @@ func render(rm metricdata.ResourceMetrics) string {
 
 func series(m metricdata.Metrics) (string, []string) {
 	var lines []string
-	line := func(set attribute.Set, v any) {
-		lines = append(lines, fmt.Sprintf("%s{%s} %v", m.Name, attrString(set), v))
+	if !eachPoint(m, func(set *attribute.Set, v any) {
+		lines = append(lines, fmt.Sprintf("%s{%s} %v", m.Name, attrString(*set), v))
+	}) {
+		return fmt.Sprintf("%T", m.Data), nil
 	}
 	switch d := m.Data.(type) {
-	case metricdata.Gauge[int64]:
-		for _, p := range d.DataPoints {
-			line(p.Attributes, p.Value)
-		}
-		return "gauge int", lines
-	case metricdata.Gauge[float64]:
-		for _, p := range d.DataPoints {
-			line(p.Attributes, p.Value)
-		}
-		return "gauge float", lines
 	case metricdata.Sum[int64]:
-		for _, p := range d.DataPoints {
-			line(p.Attributes, p.Value)
-		}
 		return sumKind(d.IsMonotonic) + " int", lines
 	case metricdata.Sum[float64]:
-		for _, p := range d.DataPoints {
-			line(p.Attributes, p.Value)
-		}
 		return sumKind(d.IsMonotonic) + " float", lines
+	case metricdata.Gauge[int64]:
+		return "gauge int", lines
 	}
-	return fmt.Sprintf("%T", m.Data), nil
+	return "gauge float", lines
+}
+
+// eachPoint calls f with a pointer to the attribute set and with the value
+// (int64 or float64) of each point of m, a gauge or a sum of either number
+// type, the kinds the collectors make. It reports false for any other kind.
+func eachPoint(m metricdata.Metrics, f func(set *attribute.Set, value any)) bool {
+	switch d := m.Data.(type) {
+	case metricdata.Gauge[int64]:
+		visit(d.DataPoints, f)
+	case metricdata.Gauge[float64]:
+		visit(d.DataPoints, f)
+	case metricdata.Sum[int64]:
+		visit(d.DataPoints, f)
+	case metricdata.Sum[float64]:
+		visit(d.DataPoints, f)
+	default:
+		return false
+	}
+	return true
+}
+
+func visit[N int64 | float64](dps []metricdata.DataPoint[N], f func(*attribute.Set, any)) {
+	for i := range dps {
+		f(&dps[i].Attributes, dps[i].Value)
+	}
 }
 
 func sumKind(mono bool) string {

@@ -18,36 +18,22 @@ type point struct {
 // pointsOf returns the points of metric name in rm, whatever its number type.
 func pointsOf(rm metricdata.ResourceMetrics, name string) []point {
 	var out []point
-	add := func(set attribute.Set, v float64) {
-		m := map[string]string{}
-		for _, kv := range set.ToSlice() {
-			m[string(kv.Key)] = kv.Value.Emit()
-		}
-		out = append(out, point{m, v})
-	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name != name {
 				continue
 			}
-			switch d := m.Data.(type) {
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					add(p.Attributes, float64(p.Value))
+			eachPoint(m, func(set *attribute.Set, v any) {
+				attrs := map[string]string{}
+				for _, kv := range set.ToSlice() {
+					attrs[string(kv.Key)] = kv.Value.Emit()
 				}
-			case metricdata.Gauge[float64]:
-				for _, p := range d.DataPoints {
-					add(p.Attributes, p.Value)
+				f, isFloat := v.(float64)
+				if !isFloat {
+					f = float64(v.(int64))
 				}
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					add(p.Attributes, float64(p.Value))
-				}
-			case metricdata.Sum[float64]:
-				for _, p := range d.DataPoints {
-					add(p.Attributes, p.Value)
-				}
-			}
+				out = append(out, point{attrs, f})
+			})
 		}
 	}
 	return out
