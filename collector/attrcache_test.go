@@ -18,9 +18,9 @@ import (
 func TestKubeletAttributeSetsFollowPodChanges(t *testing.T) {
 	const podName = "web-5d8f7c6b9-abcde"
 	state := loadState(t)
-	orig, summary, url := serveMutableSummary(t)
+	orig, kub := serveMutableSummary(t)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
-	kc, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: url, Clock: clk}, state)
+	kc, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: kub.URL(), Clock: clk}, state)
 	p := newPipeline(t, []Collector{kc})
 	next := func() string {
 		t.Helper()
@@ -51,7 +51,7 @@ func TestKubeletAttributeSetsFollowPodChanges(t *testing.T) {
 	}
 
 	state.DeletePod(podName)
-	summary.set(strings.Replace(string(orig), `"name": "`+podName+`"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1))
+	kub.SetBody([]byte(strings.Replace(string(orig), `"name": "`+podName+`"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1)))
 	_ = next()
 	_ = next() // the known pod object is forgotten once the summary lacks its name
 	c := kc.(*kubeletCollector)

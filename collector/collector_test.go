@@ -11,31 +11,25 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 )
 
-// serveFile serves a recorded /stats/summary response.
-func serveFile(t *testing.T, path string) *httptest.Server {
+// serveFile serves the /stats/summary recorded at path from the stand-in
+// kubelet until the test ends.
+func serveFile(t *testing.T, path string) *fakekubelet.Server {
 	t.Helper()
-	body, err := os.ReadFile(path)
+	kub, err := fakekubelet.Start(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/stats/summary" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	t.Cleanup(kub.Close)
+	return kub
 }
 
 func newTestKubeletCollector(t *testing.T, cfg KubeletConfig, state KubeState) (Collector, *KubeletClient) {
@@ -64,7 +58,7 @@ func TestKubeletCollectorGolden(t *testing.T) {
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			srv := serveFile(t, tc.fixture)
-			c, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, loadState(t))
+			c, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL()}, loadState(t))
 			p := newPipeline(t, []Collector{c})
 			golden(t, tc.golden, render(p.collect(t)))
 			if st := client.Stats(); st.Scrapes != 1 || st.Failures != 0 {
@@ -80,7 +74,7 @@ func defaultOnFixtures(t *testing.T) ([]Collector, Config) {
 	t.Helper()
 	srv := serveFile(t, "testdata/summary.json")
 	cfg := testConfig
-	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL}
+	cfg.Kubelet = KubeletConfig{Endpoint: srv.URL()}
 	cs, err := Default(cfg, loadState(t))
 	if err != nil {
 		t.Fatal(err)
@@ -361,16 +355,16 @@ func TestNotSyncedIsNoDataNotFailure(t *testing.T) {
 // collection, for both informer and kubelet collectors.
 func TestDeletedPodSeriesDisappear(t *testing.T) {
 	state := loadState(t)
-	orig, summary, url := serveMutableSummary(t)
+	orig, kub := serveMutableSummary(t)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
-	kc, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: url, Clock: clk}, state)
+	kc, client := newTestKubeletCollector(t, KubeletConfig{Endpoint: kub.URL(), Clock: clk}, state)
 	p := newPipeline(t, []Collector{NewPodCollector(state, testConfig), kc})
 
 	if out := render(p.collect(t)); !strings.Contains(out, `k8s.pod.name="web-5d8f7c6b9-abcde"`) {
 		t.Fatalf("web pod not reported before deletion")
 	}
 	state.DeletePod("web-5d8f7c6b9-abcde")
-	summary.set(strings.Replace(string(orig), `"name": "web-5d8f7c6b9-abcde"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1))
+	kub.SetBody([]byte(strings.Replace(string(orig), `"name": "web-5d8f7c6b9-abcde"`, `"name": "web-5d8f7c6b9-zzzzz"`, 1)))
 	clk.SetTime(clk.Now().Add(DefaultKubeletMinInterval)) // the next export interval
 	out := render(p.collect(t))
 	if st := client.Stats(); st.Scrapes != 2 {
@@ -384,32 +378,17 @@ func TestDeletedPodSeriesDisappear(t *testing.T) {
 	}
 }
 
-type mutableSummary struct {
-	mu   sync.Mutex
-	body []byte
-}
-
-// serveMutableSummary serves testdata/summary.json from a mutableSummary
-// until the test ends; it returns the file's contents, the summary (to
-// change what is served) and the server's URL.
-func serveMutableSummary(t *testing.T) (orig []byte, summary *mutableSummary, url string) {
+// serveMutableSummary serves testdata/summary.json from the stand-in kubelet
+// until the test ends; it returns the file's contents (for SetBody) and the
+// kubelet.
+func serveMutableSummary(t *testing.T) (orig []byte, kub *fakekubelet.Server) {
 	t.Helper()
+	kub = serveFile(t, "testdata/summary.json")
 	orig, err := os.ReadFile("testdata/summary.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	summary = &mutableSummary{body: orig}
-	srv := httptest.NewServer(summary)
-	t.Cleanup(srv.Close)
-	return orig, summary, srv.URL
-}
-
-func (m *mutableSummary) set(s string) { m.mu.Lock(); m.body = []byte(s); m.mu.Unlock() }
-func (m *mutableSummary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	m.mu.Lock()
-	b := m.body
-	m.mu.Unlock()
-	_, _ = w.Write(b)
+	return orig, kub
 }
 
 func grep(s, sub string) string {
@@ -426,24 +405,9 @@ func grep(s, sub string) string {
 // reader of the MeterProvider) share one kubelet scrape; a failed scrape is
 // never reused.
 func TestKubeletScrapeReuse(t *testing.T) {
-	body, err := os.ReadFile("testdata/summary.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fail := false
-	var mu sync.Mutex
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		if fail {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write(body)
-	}))
-	defer srv.Close()
+	srv := serveFile(t, "testdata/summary.json")
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
-	client, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, Clock: clk, MinInterval: 10 * time.Second})
+	client, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL(), Clock: clk, MinInterval: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,9 +421,7 @@ func TestKubeletScrapeReuse(t *testing.T) {
 	if st := client.Stats(); st.Scrapes != 1 || st.Reused != 2 {
 		t.Errorf("within 10s: stats = %+v, want 1 scrape and 2 reuses", st)
 	}
-	mu.Lock()
-	fail = true
-	mu.Unlock()
+	srv.SetStatus(http.StatusServiceUnavailable)
 	clk.SetTime(clk.Now().Add(10 * time.Second))
 	for i := 0; i < 2; i++ {
 		if _, err := client.Summary(ctx); err == nil {
@@ -471,13 +433,11 @@ func TestKubeletScrapeReuse(t *testing.T) {
 	}
 
 	// Negative MinInterval scrapes every time.
-	every, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, Clock: clk, MinInterval: -1})
+	every, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL(), Clock: clk, MinInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	fail = false
-	mu.Unlock()
+	srv.SetStatus(http.StatusOK)
 	for i := 0; i < 3; i++ {
 		if _, err := every.Summary(ctx); err != nil {
 			t.Fatal(err)

@@ -25,7 +25,7 @@ func kubeletLines(t *testing.T, p *pipeline) string {
 func TestKubeletSeriesKeepIdentityWhileStale(t *testing.T) {
 	srv := serveFile(t, "testdata/summary.json")
 	st := loadState(t)
-	c, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL, MinInterval: -1}, st)
+	c, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL(), MinInterval: -1}, st)
 	p := newPipeline(t, []Collector{c})
 	fresh := kubeletLines(t, p)
 	if !strings.Contains(fresh, `k8s.deployment.name="web"`) || !strings.Contains(fresh, `container.id="77f005ca`) {
@@ -44,7 +44,7 @@ func TestKubeletSeriesKeepIdentityWhileStale(t *testing.T) {
 	// A collector that never saw the state fresh has nothing to keep.
 	st2 := loadState(t)
 	st2.SetSynced(false)
-	c2, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL, MinInterval: -1}, st2)
+	c2, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL(), MinInterval: -1}, st2)
 	if out := kubeletLines(t, newPipeline(t, []Collector{c2})); strings.Contains(out, "k8s.deployment.name") {
 		t.Errorf("workload attributes without any fresh state:\n%s", out)
 	}

@@ -20,7 +20,7 @@ func TestUtilizationUptimeVolumes(t *testing.T) {
 	var s Summary
 	readJSON(t, "testdata/summary.json", &s)
 	srv := serveFile(t, "testdata/summary.json")
-	c, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, loadState(t))
+	c, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL()}, loadState(t))
 	rm := newPipeline(t, []Collector{c}).collect(t)
 
 	stats := map[string]*PodStats{}
@@ -93,7 +93,7 @@ func TestUtilizationUptimeVolumes(t *testing.T) {
 
 	// Without the informer's pods there is no spec: no utilization, and a
 	// volume's type is only known from its pvcRef.
-	c2, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, nil)
+	c2, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL()}, nil)
 	rm = newPipeline(t, []Collector{c2}).collect(t)
 	if got := pointsOf(rm, "k8s.container.cpu.limit.utilization"); len(got) != 0 {
 		t.Errorf("utilization without pod specs: %v", got)
@@ -127,7 +127,7 @@ func TestUtilizationFollowsAppliedResources(t *testing.T) {
 	}
 	node, _ := st.Node()
 	srv := serveFile(t, "testdata/summary.json")
-	c, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL}, fakestate.New(pods, node))
+	c, _ := newTestKubeletCollector(t, KubeletConfig{Endpoint: srv.URL()}, fakestate.New(pods, node))
 	rm := newPipeline(t, []Collector{c}).collect(t)
 	var s Summary
 	readJSON(t, "testdata/summary.json", &s)
