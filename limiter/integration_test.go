@@ -15,12 +15,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
-	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/limiter"
 )
 
@@ -31,61 +29,22 @@ var cp *controlplane.ControlPlane
 func fleetUser(i int) string { return fmt.Sprintf("fleet-%03d", i) }
 
 // TestMain starts one control plane for every integration test here: 200
-// fleet users plus one user per other test, all allowed to read pods,
-// nodes and DaemonSets.
+// fleet users plus one user per other test, each with exactly the agent's
+// RBAC from deploy/base/rbac.yaml, and the user whose LIST holds an APF
+// seat (controlplane.HoldSeat grants it what it reads).
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	users := []string{"apf-agent", "apf-hog", "kill-agent", "disc-agent", "down-agent"}
+	agents := []string{"apf-agent", "kill-agent", "disc-agent", "down-agent"}
 	for i := 0; i < fleetAgents; i++ {
-		users = append(users, fleetUser(i))
+		agents = append(agents, fleetUser(i))
 	}
-	var err error
-	cp, err = controlplane.Start(ctx, controlplane.Options{Users: users, Audit: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer cp.Stop()
-	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-limiter-test"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"get"}},
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}},
+	os.Exit(controlplane.Main(m, controlplane.MainOptions{
+		Options: controlplane.Options{Users: []string{"apf-hog"}, Audit: true},
+		Agents:  agents,
+		Setup: func(_ context.Context, c *controlplane.ControlPlane) error {
+			cp = c
+			return nil
 		},
-	}
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-limiter-test"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccounts"}},
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := cp.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		return 1
-	}
-	if err := leakcheck.Find(); err != nil {
-		fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-		return 1
-	}
-	return 0
+	}))
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -521,7 +480,7 @@ func TestFleetSizeDiscovery(t *testing.T) {
 	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
 	labels := map[string]string{"app": "fleetagent"}
 	ds := &appsv1.DaemonSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "fleetagent"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "fleetagent", Name: "fleetagent"},
 		Spec: appsv1.DaemonSetSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
@@ -530,16 +489,16 @@ func TestFleetSizeDiscovery(t *testing.T) {
 			},
 		},
 	}
-	ds, err := admin.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{})
+	ds, err := admin.AppsV1().DaemonSets("fleetagent").Create(ctx, ds, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// No controller-manager runs: set the status a DaemonSet controller would.
 	ds.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 7, CurrentNumberScheduled: 7, NumberReady: 7}
-	if _, err := admin.AppsV1().DaemonSets("default").UpdateStatus(ctx, ds, metav1.UpdateOptions{}); err != nil {
+	if _, err := admin.AppsV1().DaemonSets("fleetagent").UpdateStatus(ctx, ds, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := limiter.New(limiter.Config{FleetQPS: 70, AssumedFleetSize: 70, DaemonSetNamespace: "default", DaemonSetName: "fleetagent", Logger: testLogger(t)})
+	b, err := limiter.New(limiter.Config{FleetQPS: 70, AssumedFleetSize: 70, DaemonSetNamespace: "fleetagent", DaemonSetName: "fleetagent", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -93,7 +94,9 @@ func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...s
 // HTTP/1.1 with a small receive buffer, so the server's write blocks and
 // the request keeps its seat in user's priority level. With RejectUsers it
 // makes every other request of that level fail with 429. release waits for
-// the request's goroutine and is safe to call more than once.
+// the request's goroutine and is safe to call more than once. HoldSeat
+// itself lets user list the ConfigMaps of ns (a Role and RoleBinding named
+// fleetagent-seat-holder).
 func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release func(), err error) {
 	admin, err := kubernetes.NewForConfig(cp.AdminConfig())
 	if err != nil {
@@ -111,6 +114,9 @@ func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release 
 			}
 		}
 	} else if err != nil {
+		return nil, err
+	}
+	if err := grantListConfigMaps(ctx, admin, ns, user); err != nil {
 		return nil, err
 	}
 	cfg := cp.UserConfig(user)
@@ -158,4 +164,26 @@ func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release 
 			tr.CloseIdleConnections()
 		})
 	}, nil
+}
+
+// grantListConfigMaps lets user list the ConfigMaps of ns; what exists
+// already is kept.
+func grantListConfigMaps(ctx context.Context, admin kubernetes.Interface, ns, user string) error {
+	const name = "fleetagent-seat-holder"
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}}},
+	}
+	if _, err := admin.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("controlplane: hold seat: %w", err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + ":" + user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	}
+	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("controlplane: hold seat: %w", err)
+	}
+	return nil
 }

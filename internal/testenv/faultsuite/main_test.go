@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -82,9 +81,6 @@ func TestMain(m *testing.M) {
 			klog.SetOutput(io.Discard)
 			otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
 			admin, closeAdmin = ownedClient(cp.AdminConfig())
-			if err := grantHog(ctx); err != nil {
-				return err
-			}
 			cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: fleetSize, PodsPerNode: 3, Namespaces: 3, NodePrefix: "fault-node"})
 			return err
 		},
@@ -104,24 +100,6 @@ func ownedClient(c *rest.Config) (kubernetes.Interface, func()) {
 	c.TLSClientConfig = rest.TLSClientConfig{}
 	c.Transport = tr
 	return kubernetes.NewForConfigOrDie(c), tr.CloseIdleConnections
-}
-
-// grantHog lets the user whose large LISTs fill the agents' APF seats list
-// config maps.
-func grantHog(ctx context.Context) error {
-	hogRole := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault-hog"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}}},
-	}
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, hogRole, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	_, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "fleetagent-fault-hog"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: hogRole.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: hogUser}},
-	}, metav1.CreateOptions{})
-	return err
 }
 
 // rigOptions shape one in-process agent.
