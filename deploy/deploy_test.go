@@ -29,7 +29,6 @@ import (
 	"github.com/fleetagent/fleetagent/internal/testenv/apfcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
-	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/rbaccheck"
 )
 
@@ -53,31 +52,21 @@ var overlays = []string{"base", "overlays/canary", "overlays/fleet-node-kill-swi
 var cp *controlplane.ControlPlane
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	var err error
-	cp, err = controlplane.Start(ctx, controlplane.Options{
-		Users: []string{agentUser, otherUser},
-		// A small server makes the fleet's share small (2 seats for the
-		// fleetagent level instead of 12), so a storm from a bounded number
-		// of loopback clients on a 2-core machine is enough to fill it.
-		APIServerFlags: []string{"--max-requests-inflight=60", "--max-mutating-requests-inflight=30"},
-	})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := cp.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stop control plane:", err)
-	}
-	if code == 0 {
-		if err := leakcheck.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(controlplane.Main(m, controlplane.MainOptions{
+		Options: controlplane.Options{
+			Users: []string{agentUser, otherUser},
+			// A small server makes the fleet's share small (2 seats for the
+			// fleetagent level instead of 12), so a storm from a bounded
+			// number of loopback clients on a 2-core machine is enough to
+			// fill it.
+			APIServerFlags: []string{"--max-requests-inflight=60", "--max-mutating-requests-inflight=30"},
+		},
+		Timeout: 3 * time.Minute,
+		Setup: func(_ context.Context, c *controlplane.ControlPlane) error {
+			cp = c
+			return nil
+		},
+	}))
 }
 
 // render builds a kustomization directory exactly as `kubectl kustomize`
