@@ -1,9 +1,8 @@
 package agent_test
 
 import (
+	"crypto/tls"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/fleetagent/fleetagent/agent"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentrig"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 )
 
 // TestReadyzWaitsForTheKubelet: with synced informers, /readyz still fails
@@ -77,14 +77,13 @@ func TestBrokenKubeletDoesNotBlockReadinessForever(t *testing.T) {
 // and nothing else the agent reads an HTTPS kubelet whose certificate it
 // cannot verify, is ready, and said once at start that it does not verify.
 func TestSkipVerifyNeedsNoOtherSetting(t *testing.T) {
-	body, err := os.ReadFile(filepath.Join("..", "collector", "testdata", "summary.json"))
+	kubelet, err := fakekubelet.StartWith(filepath.Join("..", "collector", "testdata", "summary.json"), "", fakekubelet.Options{TLS: &tls.Config{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) }))
 	defer kubelet.Close()
 	r := newRig(t, cluster.NodeNames()[5], agentUser, func(c *agent.Config) {
-		c.KubeletEndpoint, c.KubeletInsecureSkipVerify = kubelet.URL, true
+		c.KubeletEndpoint, c.KubeletInsecureSkipVerify = kubelet.URL(), true
 	})
 	if err := r.Agent.Start(t.Context()); err != nil {
 		t.Fatal(err)

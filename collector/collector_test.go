@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"crypto/tls"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
+	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
 
 // serveFile serves the /stats/summary recorded at path from the stand-in
@@ -190,26 +190,20 @@ func TestKubeletFailuresAreIsolated(t *testing.T) {
 // TestKubeletHTTPSWithTokenAndCA uses the in-cluster path: HTTPS verified
 // against a CA file, bearer token from a file that rotates.
 func TestKubeletHTTPSWithTokenAndCA(t *testing.T) {
-	body, err := os.ReadFile("testdata/summary.json")
+	srv, err := fakekubelet.StartWith("testdata/summary.json", "", fakekubelet.Options{TLS: &tls.Config{}, Tokens: map[string]bool{"token-1": true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantToken := "token-1"
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+wantToken {
-			http.Error(w, "Unauthorized", http.StatusUnauthorized)
-			return
-		}
-		_, _ = w.Write(body)
-	}))
 	defer srv.Close()
 	dir := t.TempDir()
 	caFile, tokenFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "token")
-	writeCA(t, caFile, srv.TLS)
+	if err := os.WriteFile(caFile, testpki.PEM(srv.Certificate()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(tokenFile, []byte("token-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	client, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, CAFile: caFile, TokenFile: tokenFile})
+	client, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL(), CAFile: caFile, TokenFile: tokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +216,7 @@ func TestKubeletHTTPSWithTokenAndCA(t *testing.T) {
 	}
 
 	// Without the CA the kubelet's certificate is not trusted.
-	untrusted, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, TokenFile: tokenFile})
+	untrusted, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL(), TokenFile: tokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,20 +228,12 @@ func TestKubeletHTTPSWithTokenAndCA(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("stale"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	wrong, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL, CAFile: caFile, TokenFile: tokenFile})
+	wrong, err := NewKubeletClient(KubeletConfig{Endpoint: srv.URL(), CAFile: caFile, TokenFile: tokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := wrong.Summary(context.Background()); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
 		t.Errorf("summary with a wrong token: err = %v, want HTTP 401", err)
-	}
-}
-
-func writeCA(t *testing.T, path string, cfg *tls.Config) {
-	t.Helper()
-	cert := cfg.Certificates[0].Certificate[0]
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

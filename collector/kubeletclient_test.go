@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
 
@@ -61,24 +61,17 @@ const (
 // standIn is an HTTPS kubelet: it serves the recorded summary to goodToken,
 // answers 401 to an unknown token and 403 to noRBAC, as a kubelet with
 // webhook authentication and authorization does.
-func standIn(t *testing.T, cert tls.Certificate) *httptest.Server {
+func standIn(t *testing.T, cert tls.Certificate) *fakekubelet.Server {
 	t.Helper()
-	body, err := os.ReadFile("testdata/summary.json")
+	kub, err := fakekubelet.StartWith("testdata/summary.json", "", fakekubelet.Options{
+		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}},
+		Tokens: map[string]bool{goodToken: true, noRBAC: false},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Header.Get("Authorization") {
-		case "Bearer " + goodToken:
-			_, _ = w.Write(body)
-		case "Bearer " + noRBAC:
-			http.Error(w, "Forbidden (user=system:serviceaccount:fleetagent:fleetagent, verb=get, resource=nodes, subresource=stats)", http.StatusForbidden)
-		default:
-			http.Error(w, "Unauthorized", http.StatusUnauthorized)
-		}
-	}))
-	startTLS(t, srv, cert)
-	return srv
+	t.Cleanup(kub.Close)
+	return kub
 }
 
 // startTLS serves srv with cert. Handshakes the client refuses are the
@@ -132,19 +125,19 @@ func TestKubeletTLSModes(t *testing.T) {
 		cfg      KubeletConfig
 		wantErr  []string // empty: the scrape succeeds
 	}{
-		{name: "cluster CA, certificate for the node IP", endpoint: bootstrapped.URL, cfg: KubeletConfig{CAFile: clusterCA}},
-		{name: "kubelet's own certificate, checked for the node name", endpoint: selfSigned.URL, cfg: KubeletConfig{CAFile: kubeletCrt, ServerName: "node-1"}},
-		{name: "bundle of several kubelets' certificates", endpoint: selfSigned.URL, cfg: KubeletConfig{CAFile: bundle, ServerName: "node-1"}},
-		{name: "skip verification", endpoint: selfSigned.URL, cfg: KubeletConfig{InsecureSkipVerify: true}},
-		{name: "kubelet's own certificate dialled by IP", endpoint: selfSigned.URL, cfg: KubeletConfig{CAFile: kubeletCrt},
+		{name: "cluster CA, certificate for the node IP", endpoint: bootstrapped.URL(), cfg: KubeletConfig{CAFile: clusterCA}},
+		{name: "kubelet's own certificate, checked for the node name", endpoint: selfSigned.URL(), cfg: KubeletConfig{CAFile: kubeletCrt, ServerName: "node-1"}},
+		{name: "bundle of several kubelets' certificates", endpoint: selfSigned.URL(), cfg: KubeletConfig{CAFile: bundle, ServerName: "node-1"}},
+		{name: "skip verification", endpoint: selfSigned.URL(), cfg: KubeletConfig{InsecureSkipVerify: true}},
+		{name: "kubelet's own certificate dialled by IP", endpoint: selfSigned.URL(), cfg: KubeletConfig{CAFile: kubeletCrt},
 			wantErr: []string{"doesn't contain any IP SANs", "--kubelet-tls-server-name"}},
-		{name: "cluster CA against a self-signed kubelet", endpoint: selfSigned.URL, cfg: KubeletConfig{CAFile: clusterCA, ServerName: "node-1"},
+		{name: "cluster CA against a self-signed kubelet", endpoint: selfSigned.URL(), cfg: KubeletConfig{CAFile: clusterCA, ServerName: "node-1"},
 			wantErr: []string{"unknown authority", "not signed by a CA in " + clusterCA, "--kubelet-ca-file", "deploy/components/kubelet-ca", "--kubelet-insecure-skip-verify=true"}},
-		{name: "system roots against a self-signed kubelet", endpoint: selfSigned.URL, cfg: KubeletConfig{ServerName: "node-1"},
+		{name: "system roots against a self-signed kubelet", endpoint: selfSigned.URL(), cfg: KubeletConfig{ServerName: "node-1"},
 			wantErr: []string{"unknown authority", "not signed by a CA in the system roots"}},
-		{name: "expired certificate", endpoint: expired.URL, cfg: KubeletConfig{CAFile: clusterCA},
+		{name: "expired certificate", endpoint: expired.URL(), cfg: KubeletConfig{CAFile: clusterCA},
 			wantErr: []string{"expired", "renew it"}},
-		{name: "name that the certificate lacks", endpoint: byName(bootstrapped.URL), cfg: KubeletConfig{CAFile: clusterCA},
+		{name: "name that the certificate lacks", endpoint: byName(bootstrapped.URL()), cfg: KubeletConfig{CAFile: clusterCA},
 			wantErr: []string{"not localhost", "--kubelet-tls-server-name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,10 +241,10 @@ func TestKubeletErrorClasses(t *testing.T) {
 		class    KubeletErrorClass
 		want     []string
 	}{
-		{"401: token not accepted", kubelet.URL, "stale-token", 0, KubeletErrUnauthorized,
+		{"401: token not accepted", kubelet.URL(), "stale-token", 0, KubeletErrUnauthorized,
 			[]string{"HTTP 401", "did not accept the agent's token", "--kubelet-token-file", "webhook authentication"}},
-		{"403: no nodes/stats", kubelet.URL, noRBAC, 0, KubeletErrForbidden,
-			[]string{"HTTP 403", "subresource=stats", "RBAC get on nodes/stats", "deploy/base/rbac.yaml"}},
+		{"403: no nodes/stats", kubelet.URL(), noRBAC, 0, KubeletErrForbidden,
+			[]string{"HTTP 403", "subresource(s)=[stats]", "RBAC get on nodes/stats", "deploy/base/rbac.yaml"}},
 		{"connection refused", refused, goodToken, 0, KubeletErrRefused,
 			[]string{"connection refused", "nothing listens at " + strings.TrimPrefix(refused, "https://"), "--kubelet-endpoint"}},
 		{"accepted, never answered", "https://" + silent.Addr().String(), goodToken, 200 * time.Millisecond, KubeletErrTimeout,
@@ -339,23 +332,10 @@ func TestNewKubeletClientChecksFiles(t *testing.T) {
 // 1, or 0 with the error class.
 func TestKubeletHealthAPI(t *testing.T) {
 	cluster := newCA(t, "kubernetes")
-	body, err := os.ReadFile("testdata/summary.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var status atomic.Int32
-	status.Store(http.StatusOK)
-	kubelet := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if code := int(status.Load()); code != http.StatusOK {
-			http.Error(w, "Unauthorized", code)
-			return
-		}
-		_, _ = w.Write(body)
-	}))
-	startTLS(t, kubelet, serving(t, cluster, nil, []net.IP{net.ParseIP("127.0.0.1")}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
+	kubelet := standIn(t, serving(t, cluster, nil, []net.IP{net.ParseIP("127.0.0.1")}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
 	token := tokenFile(t, goodToken)
 	clk := testingclock.NewFakePassiveClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
-	client, err := NewKubeletClient(KubeletConfig{Endpoint: kubelet.URL, CAFile: writePEM(t, "ca.crt", testpki.PEM(cluster.Cert)), TokenFile: token, Clock: clk})
+	client, err := NewKubeletClient(KubeletConfig{Endpoint: kubelet.URL(), CAFile: writePEM(t, "ca.crt", testpki.PEM(cluster.Cert)), TokenFile: token, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +364,7 @@ func TestKubeletHealthAPI(t *testing.T) {
 	}
 
 	// The kubelet starts rejecting the token.
-	status.Store(http.StatusUnauthorized)
+	kubelet.SetStatus(http.StatusUnauthorized)
 	clk.SetTime(first.Add(2 * time.Second)) // within MinInterval: reused
 	if _, err := client.Summary(context.Background()); err != nil || client.LastError() != nil {
 		t.Fatalf("reused summary: err %v, LastError %v", err, client.LastError())

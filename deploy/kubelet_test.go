@@ -6,11 +6,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
@@ -29,6 +26,7 @@ import (
 	"github.com/fleetagent/fleetagent/deploy/kustomizetest"
 	"github.com/fleetagent/fleetagent/internal/testenv/agentbin"
 	"github.com/fleetagent/fleetagent/internal/testenv/apply"
+	"github.com/fleetagent/fleetagent/internal/testenv/fakekubelet"
 	"github.com/fleetagent/fleetagent/internal/testenv/otlpreceiver"
 	"github.com/fleetagent/fleetagent/internal/testenv/testpki"
 )
@@ -156,22 +154,15 @@ func prepareNode(ctx context.Context, t *testing.T, ds *appsv1.DaemonSet, node s
 // authentication answers), and returns its base URL.
 func kubeletStandIn(t *testing.T, cert tls.Certificate, token string) string {
 	t.Helper()
-	body, err := os.ReadFile(filepath.Join("..", "collector", "testdata", "summary.json"))
+	kub, err := fakekubelet.StartWith(filepath.Join("..", "collector", "testdata", "summary.json"), "", fakekubelet.Options{
+		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}},
+		Tokens: map[string]bool{token: true},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(w, "Unauthorized", http.StatusUnauthorized)
-			return
-		}
-		_, _ = w.Write(body)
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv.URL
+	t.Cleanup(kub.Close)
+	return kub.URL()
 }
 
 // agentProcess is the agent binary running as a DaemonSet's pod would,

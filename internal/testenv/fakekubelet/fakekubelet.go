@@ -3,18 +3,25 @@
 // or re-keyed to the real pods of a simulated node (their names, namespaces,
 // UIDs and container names), so that the agent's join of kubelet usage with
 // its informers' pods runs end to end. For those pods it also serves /pods,
-// a v1 PodList as the kubelet's own, for the agent's kubelet source. It can be told to misbehave (status,
-// delay, body) for fault tests.
+// a v1 PodList as the kubelet's own, for the agent's kubelet source. It
+// serves HTTP, or HTTPS with a bearer-token check as a kubelet with webhook
+// authentication and authorization does (StartWith), and can be told to
+// misbehave (status, delay, body) for fault tests.
 package fakekubelet
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +36,8 @@ type Server struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	template stats.Summary // the recording, for SetPods
+	template stats.Summary   // the recording, for SetPods
+	tokens   map[string]bool // Options.Tokens
 	body     []byte
 	podsBody []byte // /pods: a PodList of the pods of SetPods; nil before
 	status   int
@@ -39,9 +47,30 @@ type Server struct {
 	podsRequests atomic.Int64
 }
 
-// Start serves the summary recorded at path, with its node name replaced by
-// nodeName when nodeName is not empty (the fixtures record "node-1").
+// Options shape how the stand-in kubelet serves. The zero value is plain
+// HTTP without authentication.
+type Options struct {
+	// TLS, when set, serves HTTPS with this configuration; without
+	// Certificates, with the test server's own self-signed certificate.
+	// Handshakes the client refuses are not logged.
+	TLS *tls.Config
+	// Tokens, when not empty, authenticate and authorize each request by its
+	// bearer token, as a kubelet with webhook authentication and
+	// authorization does: a token that is not a key is answered 401
+	// Unauthorized, one that maps to false 403 Forbidden (its user may not
+	// get nodes/stats).
+	Tokens map[string]bool
+}
+
+// Start serves the summary recorded at path over HTTP, with its node name
+// replaced by nodeName when nodeName is not empty (the fixtures record
+// "node-1").
 func Start(path, nodeName string) (*Server, error) {
+	return StartWith(path, nodeName, Options{})
+}
+
+// StartWith is Start with the transport and authentication of opts.
+func StartWith(path, nodeName string, opts Options) (*Server, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("kubelet fixture: %w", err)
@@ -49,11 +78,18 @@ func Start(path, nodeName string) (*Server, error) {
 	if nodeName != "" {
 		b = bytes.ReplaceAll(b, []byte(`"nodeName": "node-1"`), []byte(fmt.Sprintf("%q: %q", "nodeName", nodeName)))
 	}
-	s := &Server{body: b, status: http.StatusOK}
+	s := &Server{body: b, status: http.StatusOK, tokens: opts.Tokens}
 	if err := json.Unmarshal(b, &s.template); err != nil {
 		return nil, fmt.Errorf("kubelet fixture %s: %w", path, err)
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	if opts.TLS == nil {
+		s.srv.Start()
+		return s, nil
+	}
+	s.srv.TLS = opts.TLS.Clone()
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv.StartTLS()
 	return s, nil
 }
 
@@ -161,6 +197,18 @@ func (s *Server) Summary() (stats.Summary, error) {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
+	if len(s.tokens) > 0 {
+		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		allowed, known := s.tokens[token]
+		switch {
+		case !known:
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		case !allowed:
+			http.Error(w, "Forbidden (verb=get, resource=nodes, subresource(s)=[stats])", http.StatusForbidden)
+			return
+		}
+	}
 	s.mu.Lock()
 	body, status, delay := s.body, s.status, s.delay
 	if r.URL.Path == "/pods" {
@@ -186,8 +234,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// URL is the kubelet's base URL (http://127.0.0.1:port).
+// URL is the kubelet's base URL (http://127.0.0.1:port, or https://).
 func (s *Server) URL() string { return s.srv.URL }
+
+// Certificate is the certificate served over HTTPS (nil over HTTP): the
+// test server's own when Options.TLS named none.
+func (s *Server) Certificate() *x509.Certificate {
+	if s.srv.TLS == nil {
+		return nil
+	}
+	return s.srv.Certificate()
+}
 
 // Requests counts the requests served.
 func (s *Server) Requests() int64 { return s.requests.Load() }

@@ -2,6 +2,8 @@ package fakekubelet
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,5 +147,57 @@ func TestFollow(t *testing.T) {
 	defer mu.Unlock()
 	if calls != n {
 		t.Errorf("%d lists after stop", calls-n)
+	}
+}
+
+// TestHTTPSWithTokens: over HTTPS with tokens, a request without a known
+// token is 401, one with a token that may not read stats 403, and one with
+// an allowed token gets the summary from a server whose certificate is
+// Certificate's. Over plain HTTP there is no certificate.
+func TestHTTPSWithTokens(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(file), "..", "..", "..", "collector", "testdata", "summary.json")
+	s, err := StartWith(path, "n1", Options{TLS: &tls.Config{}, Tokens: map[string]bool{"good": true, "norbac": false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if !strings.HasPrefix(s.URL(), "https://") || s.Certificate() == nil {
+		t.Fatalf("URL %s, certificate %v: want HTTPS with a certificate", s.URL(), s.Certificate())
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(s.Certificate())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {"unknown", http.StatusUnauthorized}, {"norbac", http.StatusForbidden}, {"good", http.StatusOK}} {
+		req, err := http.NewRequest(http.MethodGet, s.URL()+"/stats/summary", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.want {
+			t.Errorf("token %q: status %d, want %d", tc.token, resp.StatusCode, tc.want)
+		}
+		if tc.want == http.StatusOK && !strings.Contains(string(body), `"nodeName": "n1"`) {
+			t.Errorf("token %q: body is not the recorded summary for n1: %.80s", tc.token, body)
+		}
+	}
+	if plain := startRecording(t); plain.Certificate() != nil || !strings.HasPrefix(plain.URL(), "http://") {
+		t.Errorf("plain HTTP server: URL %s, certificate %v", plain.URL(), plain.Certificate())
 	}
 }
