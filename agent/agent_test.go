@@ -41,8 +41,8 @@ func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{"agent-norbac"}, Audit: true},
 		Agents:  []string{agentUser, kubeletUser, kubeletNodeUser, fallbackUser},
-		Setup: func(ctx context.Context, c *controlplane.ControlPlane) (err error) {
-			cp = c
+		Keep:    &cp,
+		Setup: func(ctx context.Context, _ *controlplane.ControlPlane) (err error) {
 			admin = kubernetes.NewForConfigOrDie(cp.AdminConfig())
 			cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 6, PodsPerNode: 8, Namespaces: 3, NodePrefix: "e2e-node"})
 			return err

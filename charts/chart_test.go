@@ -42,8 +42,7 @@ var (
 
 func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{Options: controlplane.Options{Users: []string{agentUser}},
-		Agents: []string{rigUser},
-		Setup:  func(_ context.Context, c *controlplane.ControlPlane) error { cp = c; return nil }}))
+		Agents: []string{rigUser}, Keep: &cp}))
 }
 
 // kustomizeValues makes the chart render what deploy/ renders: the image

@@ -62,10 +62,7 @@ func TestMain(m *testing.M) {
 			APIServerFlags: []string{"--max-requests-inflight=60", "--max-mutating-requests-inflight=30"},
 		},
 		Timeout: 3 * time.Minute,
-		Setup: func(_ context.Context, c *controlplane.ControlPlane) error {
-			cp = c
-			return nil
-		},
+		Keep:    &cp,
 	}))
 }
 

@@ -52,8 +52,8 @@ func TestMain(m *testing.M) {
 		Options: controlplane.Options{Users: []string{agentNoRBAC}, Audit: true},
 		Agents:  []string{agentLifecycle, agentScope, agentWatchList, agentProbe, agentBenchLW, agentBenchWL, agentPair},
 		Timeout: 10 * time.Minute,
-		Setup: func(ctx context.Context, c *controlplane.ControlPlane) error {
-			cp = c
+		Keep:    &cp,
+		Setup: func(ctx context.Context, _ *controlplane.ControlPlane) error {
 			admin = kubernetes.NewForConfigOrDie(cp.AdminConfig())
 			start := time.Now()
 			var err error

@@ -40,10 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{"apf-hog"}, Audit: true},
 		Agents:  agents,
-		Setup: func(_ context.Context, c *controlplane.ControlPlane) error {
-			cp = c
-			return nil
-		},
+		Keep:    &cp,
 	}))
 }
 

@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Audit: true, Users: []string{operator}},
 		Agents:  []string{agentUser},
+		Keep:    &cp,
 		Setup:   setup,
 	}))
 }
@@ -51,8 +52,7 @@ func TestMain(m *testing.M) {
 // node, the agent's APF objects from deploy/base/flowcontrol.yaml, its
 // DaemonSet (status set by hand: no controller runs), and the operator's
 // read-and-review role.
-func setup(ctx context.Context, c *controlplane.ControlPlane) error {
-	cp = c
+func setup(ctx context.Context, _ *controlplane.ControlPlane) error {
 	var err error
 	cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: nodes, PodsPerNode: podsPer, Namespaces: 2})
 	if err != nil {

@@ -23,8 +23,8 @@ var (
 func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Agents: []string{agentUser},
-		Setup: func(ctx context.Context, c *controlplane.ControlPlane) (err error) {
-			cp = c
+		Keep:   &cp,
+		Setup: func(ctx context.Context, _ *controlplane.ControlPlane) (err error) {
 			cluster, err = simcluster.Build(ctx, cp.AdminConfig(), simcluster.Options{Nodes: 1, PodsPerNode: 10, Namespaces: 2, NodePrefix: "compat-node"})
 			return err
 		},

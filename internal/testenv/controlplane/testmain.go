@@ -16,8 +16,11 @@ type MainOptions struct {
 	// Agents are users created with the agent's RBAC (GrantAgent); they are
 	// added to Options.Users.
 	Agents []string
-	// Setup runs once the control plane is up and the agents are granted,
-	// before the tests; it is where a package keeps cp and builds fixtures.
+	// Keep, when set, is given the running control plane once the agents
+	// are granted: the package variable its tests use.
+	Keep **ControlPlane
+	// Setup runs after that, before the tests; it is where a package builds
+	// its fixtures.
 	Setup func(ctx context.Context, cp *ControlPlane) error
 	// Timeout bounds start-up and Setup. Zero means 5 minutes.
 	Timeout time.Duration
@@ -54,6 +57,9 @@ func Main(m *testing.M, opts MainOptions) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	}
+	if opts.Keep != nil {
+		*opts.Keep = cp
 	}
 	if opts.Setup != nil {
 		if err := opts.Setup(ctx, cp); err != nil {

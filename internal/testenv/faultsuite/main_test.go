@@ -73,8 +73,8 @@ func TestMain(m *testing.M) {
 	os.Exit(controlplane.Main(m, controlplane.MainOptions{
 		Options: controlplane.Options{Users: []string{hogUser, norbac}, Audit: true},
 		Agents:  agents,
-		Setup: func(ctx context.Context, c *controlplane.ControlPlane) (err error) {
-			cp = c
+		Keep:    &cp,
+		Setup: func(ctx context.Context, _ *controlplane.ControlPlane) (err error) {
 			// The agents log through slog; client-go's klog and the OTel
 			// SDK's global error handler would repeat every expected failure.
 			klog.LogToStderr(false)
