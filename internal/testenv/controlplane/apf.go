@@ -9,12 +9,15 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -118,6 +121,16 @@ func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release 
 	}
 	if err := grantListConfigMaps(ctx, admin, ns, user); err != nil {
 		return nil, err
+	}
+	// The authorizer sees a new binding once its watch delivers it: a LIST
+	// sent before then would be refused and hold no seat.
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "list", Resource: "configmaps"}}}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		return err == nil && got.Status.Allowed, nil
+	}); err != nil {
+		return nil, fmt.Errorf("controlplane: hold seat: %s may not list the ConfigMaps of %s yet: %w", user, ns, err)
 	}
 	cfg := cp.UserConfig(user)
 	tlsCfg, err := rest.TLSConfigFor(cfg)

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -78,7 +79,7 @@ func StartWith(path, nodeName string, opts Options) (*Server, error) {
 	if nodeName != "" {
 		b = bytes.ReplaceAll(b, []byte(`"nodeName": "node-1"`), []byte(fmt.Sprintf("%q: %q", "nodeName", nodeName)))
 	}
-	s := &Server{body: b, status: http.StatusOK, tokens: opts.Tokens}
+	s := &Server{body: b, status: http.StatusOK, tokens: maps.Clone(opts.Tokens)}
 	if err := json.Unmarshal(b, &s.template); err != nil {
 		return nil, fmt.Errorf("kubelet fixture %s: %w", path, err)
 	}
@@ -205,7 +206,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
 		case !allowed:
-			http.Error(w, "Forbidden (verb=get, resource=nodes, subresource(s)=[stats])", http.StatusForbidden)
+			// The kubelet's wording (pkg/kubelet/server), less the user
+			// name a stand-in does not know.
+			sub := "[stats]"
+			if r.URL.Path == "/pods" {
+				sub = "[pods proxy]"
+			}
+			http.Error(w, "Forbidden (verb=get, resource=nodes, subresource(s)="+sub+")", http.StatusForbidden)
 			return
 		}
 	}

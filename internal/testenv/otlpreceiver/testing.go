@@ -6,9 +6,9 @@ import (
 )
 
 // StartT starts a receiver for a test or benchmark, fails it when the
-// receiver cannot start, and shuts the receiver down when the test and its
-// earlier-registered cleanups end: after anything registered later, such as
-// an agent whose final export it should still receive.
+// receiver cannot start, and shuts the receiver down in tb's cleanup: after
+// the test and after every cleanup registered later, such as an agent's
+// whose final export it should still receive.
 func StartT(tb testing.TB, opts Options) *Receiver {
 	tb.Helper()
 	r, err := Start(opts)
