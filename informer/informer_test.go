@@ -29,6 +29,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fleetagent/fleetagent/internal/testenv/controlplane"
+	"github.com/fleetagent/fleetagent/internal/testenv/leakcheck"
 	"github.com/fleetagent/fleetagent/internal/testenv/metricsread"
 )
 
@@ -507,10 +508,8 @@ func TestLifecycle(t *testing.T) {
 	t.Run("no goroutine outlives shutdown", func(t *testing.T) {
 		// Connections belong to client-go's shared transport cache and
 		// outlive any one client; everything else must be gone.
-		defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
-			goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
-			goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
-			goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))
+		defer goleak.VerifyNone(t, append(leakcheck.PooledConnections(), goleak.IgnoreCurrent(),
+			goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))...)
 		inf, err := New(cfg, Options{NodeName: node, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)

@@ -236,18 +236,9 @@ func noLeaks(t *testing.T, before goleak.Option) {
 	t.Helper()
 	closeAdmin()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	if err := leakcheck.Find(before,
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		// client-go caches transports process-wide by TLS configuration, so
-		// every agent of this test binary shares one HTTP/2 connection pool
-		// to the apiserver; an idle connection in it outlives an agent's
-		// Shutdown until the apiserver closes it. (One agent per process in
-		// production.) TestMain's check, after the control plane stopped,
-		// still sees any that is not idle.
-		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
-		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/testenv/proc.Start.func1"),
-	); err != nil {
+	ignore := append(leakcheck.PooledConnections(), before,
+		goleak.IgnoreAnyFunction("github.com/fleetagent/fleetagent/internal/testenv/proc.Start.func1"))
+	if err := leakcheck.Find(ignore...); err != nil {
 		t.Errorf("goroutines left after the agents stopped: %v", err)
 	}
 }

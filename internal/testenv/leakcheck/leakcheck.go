@@ -18,6 +18,22 @@ func Options(extra ...goleak.Option) []goleak.Option {
 	return append([]goleak.Option{goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")}, extra...)
 }
 
+// PooledConnections are the goroutines of idle connections in client-go's
+// transport cache, which is process-wide: every client of a test binary with
+// the same TLS configuration shares one connection pool to the apiserver,
+// and an idle connection in it outlives any one client until the server
+// closes it (one agent per process in production). A test that checks one
+// client's Shutdown ignores them; the package's check after the control
+// plane stopped still sees any that is left.
+func PooledConnections() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+	}
+}
+
 // Find reports goroutines still running besides the test runner's own and
 // those extra ignores.
 func Find(extra ...goleak.Option) error {
