@@ -1,10 +1,12 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -96,8 +98,10 @@ func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...s
 // (created once in namespace ns) whose response is never read, over
 // HTTP/1.1 with a small receive buffer, so the server's write blocks and
 // the request keeps its seat in user's priority level. With RejectUsers it
-// makes every other request of that level fail with 429. release waits for
-// the request's goroutine and is safe to call more than once. HoldSeat
+// makes every other request of that level fail with 429. HoldSeat returns
+// once the response has started (the seat is held), or an error when the
+// LIST was refused. release waits for the request's goroutine and is safe
+// to call more than once. HoldSeat
 // itself lets user list the ConfigMaps of ns (a Role and RoleBinding named
 // fleetagent-seat-holder).
 func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release func(), err error) {
@@ -160,23 +164,41 @@ func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release 
 	}
 	req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
 	done := make(chan struct{})
+	answered := make(chan error, 1) // the response's headers: the seat is held
 	go func() {
 		defer close(done)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
+			answered <- err
 			return
 		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			answered <- fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+			return
+		}
+		answered <- nil
 		<-hogCtx.Done()
-		resp.Body.Close()
 	}()
 	var once sync.Once
-	return func() {
+	release = func() {
 		once.Do(func() {
 			cancel()
 			<-done
 			tr.CloseIdleConnections()
 		})
-	}, nil
+	}
+	select {
+	case err = <-answered:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("controlplane: hold seat: %s's LIST of the ConfigMaps of %s did not start: %w", user, ns, err)
+	}
+	return release, nil
 }
 
 // grantListConfigMaps lets user list the ConfigMaps of ns; what exists
