@@ -98,12 +98,11 @@ func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...s
 // (created once in namespace ns) whose response is never read, over
 // HTTP/1.1 with a small receive buffer, so the server's write blocks and
 // the request keeps its seat in user's priority level. With RejectUsers it
-// makes every other request of that level fail with 429. HoldSeat returns
-// once the response has started (the seat is held), or an error when the
-// LIST was refused. release waits for the request's goroutine and is safe
-// to call more than once. HoldSeat
-// itself lets user list the ConfigMaps of ns (a Role and RoleBinding named
-// fleetagent-seat-holder).
+// makes every other request of that level fail with 429. HoldSeat itself
+// lets user list the ConfigMaps of ns (a Role and RoleBinding named
+// fleetagent-seat-holder). It returns once the response has started (the
+// seat is held), or an error when the LIST was refused. release waits for
+// the request's goroutine and is safe to call more than once.
 func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release func(), err error) {
 	admin, err := kubernetes.NewForConfig(cp.AdminConfig())
 	if err != nil {
