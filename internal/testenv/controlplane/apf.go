@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -174,7 +173,7 @@ func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release 
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			answered <- fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+			answered <- fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
 			return
 		}
 		answered <- nil
