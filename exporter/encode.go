@@ -100,7 +100,8 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 		var left []metricdata.Metrics
 		plainScope := plainAttrs(sm.Scope.Attributes)
 		for j, m := range sm.Metrics {
-			if !plainScope || !encodable(m.Data) {
+			kind, ok := encodable(m.Data)
+			if !plainScope || !ok {
 				if left == nil {
 					left = make([]metricdata.Metrics, 0, len(sm.Metrics)-j)
 				}
@@ -112,35 +113,41 @@ func (e *encoder) encode(rm *metricdata.ResourceMetrics) ([]*metricpb.ScopeMetri
 			}
 			k := encMetricKey{name: m.Name, dup: es.dups[m.Name]}
 			es.dups[m.Name]++
-			es.sm.Metrics = append(es.sm.Metrics, e.metric(es, k, m))
+			es.sm.Metrics = append(es.sm.Metrics, e.metric(es, k, m, kind))
 		}
 		if left != nil {
 			e.rest.ScopeMetrics = append(e.rest.ScopeMetrics, metricdata.ScopeMetrics{Scope: sm.Scope, Metrics: left})
 		}
 	}
 	maps.DeleteFunc(e.scopes, func(_ instrumentation.Scope, es *encScope) bool {
+		if es.gen+1 < e.gen {
+			return true
+		}
 		maps.DeleteFunc(es.metrics, func(_ encMetricKey, em *encMetric) bool { return em.gen+1 < e.gen })
-		return es.gen+1 < e.gen
+		return false
 	})
 	maps.DeleteFunc(e.kvs, func(_ attribute.KeyValue, c *encKV) bool { return c.gen+1 < e.gen })
 	return e.out, &e.rest
 }
 
-// encodable reports whether the encoder takes the metric: a sum with a
-// known temporality or a gauge, of either number type, whose points have
-// no exemplars and only attributes of the types encoderType admits.
-func encodable(data metricdata.Aggregation) bool {
+// encodable reports whether the encoder takes the metric, and as what: a
+// sum with a known temporality or a gauge, of either number type, whose
+// points have no exemplars and only attributes of the types encoderType
+// admits.
+func encodable(data metricdata.Aggregation) (encKind, bool) {
 	switch d := data.(type) {
 	case metricdata.Gauge[int64]:
-		return plainPoints(d.DataPoints)
+		return encKind{int64s: true}, plainPoints(d.DataPoints)
 	case metricdata.Gauge[float64]:
-		return plainPoints(d.DataPoints)
+		return encKind{}, plainPoints(d.DataPoints)
 	case metricdata.Sum[int64]:
-		return knownTemporality(d.Temporality) && plainPoints(d.DataPoints)
+		return encKind{sum: true, int64s: true, monotonic: d.IsMonotonic, temporality: temporality(d.Temporality)},
+			knownTemporality(d.Temporality) && plainPoints(d.DataPoints)
 	case metricdata.Sum[float64]:
-		return knownTemporality(d.Temporality) && plainPoints(d.DataPoints)
+		return encKind{sum: true, monotonic: d.IsMonotonic, temporality: temporality(d.Temporality)},
+			knownTemporality(d.Temporality) && plainPoints(d.DataPoints)
 	}
-	return false
+	return encKind{}, false
 }
 
 // encoderType reports whether the encoder converts attributes of type t:
@@ -211,23 +218,10 @@ type encKind struct {
 	temporality            metricpb.AggregationTemporality
 }
 
-// kindOf is the encKind of an aggregation encodable takes.
-func kindOf(data metricdata.Aggregation) encKind {
-	switch d := data.(type) {
-	case metricdata.Gauge[int64]:
-		return encKind{int64s: true}
-	case metricdata.Sum[int64]:
-		return encKind{sum: true, int64s: true, monotonic: d.IsMonotonic, temporality: temporality(d.Temporality)}
-	case metricdata.Sum[float64]:
-		return encKind{sum: true, monotonic: d.IsMonotonic, temporality: temporality(d.Temporality)}
-	}
-	return encKind{} // a float gauge
-}
-
-// metric returns m as the kept Metric of key k in es, its points rewritten.
-// A kept Metric carries m only if it has m's description, unit and kind.
-func (e *encoder) metric(es *encScope, k encMetricKey, m metricdata.Metrics) *metricpb.Metric {
-	kind := kindOf(m.Data)
+// metric returns m, of the given kind, as the kept Metric of key k in es,
+// its points rewritten. A kept Metric carries m only if it has m's
+// description, unit and kind.
+func (e *encoder) metric(es *encScope, k encMetricKey, m metricdata.Metrics, kind encKind) *metricpb.Metric {
 	em := es.metrics[k]
 	if em == nil || em.kind != kind || em.m.GetDescription() != m.Description || em.m.GetUnit() != m.Unit {
 		em = &encMetric{m: &metricpb.Metric{Name: m.Name, Description: m.Description, Unit: m.Unit}, kind: kind}

@@ -199,7 +199,7 @@ func TestEncoderAllocatesNothingForAKnownCollection(t *testing.T) {
 		if !plainAttrs(sm.Scope.Attributes) {
 			continue
 		}
-		sm.Metrics = slices.DeleteFunc(slices.Clone(sm.Metrics), func(m metricdata.Metrics) bool { return !encodable(m.Data) })
+		sm.Metrics = slices.DeleteFunc(slices.Clone(sm.Metrics), func(m metricdata.Metrics) bool { _, ok := encodable(m.Data); return !ok })
 		sms = append(sms, sm)
 	}
 	rm.ScopeMetrics = sms

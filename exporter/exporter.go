@@ -39,9 +39,10 @@
 // the next, with the fields the SDK's transform gives them
 // (TestEncoderAsTheSDKTransform), and hands the SDK exporter the rest: the
 // resource and anything else (histograms, points with exemplars or with
-// attributes of other types), which the SDK converts as before. Everything else stays the SDK's: aggregation,
-// temporality, cardinality limits, OTEL_EXPORTER_OTLP_* handling,
-// compression, retries and partial-success handling. The one thing the HTTP
+// attributes of other types), which the SDK converts as before. Everything
+// else stays the SDK's: aggregation, temporality, cardinality limits,
+// OTEL_EXPORTER_OTLP_* handling, compression, retries and partial-success
+// handling. The one thing the HTTP
 // path reads itself is the TLS configuration (OTEL_EXPORTER_OTLP_CERTIFICATE,
 // _CLIENT_CERTIFICATE, _CLIENT_KEY) and _TIMEOUT, which the HTTP exporter
 // applies only to a client of its own (TestSplitHTTPOverTLS). The
@@ -51,9 +52,9 @@
 // retries and partial-success handling. The cost is a second pass over the
 // request: on HTTP a decode of what the SDK encoded, regroup and re-encode
 // (and gzip again) of the body, whose split a retry reuses; on gRPC a
-// regroup of the message, kept across retries. The SDK's experimental self-observability
-// of its exporter (OTEL_GO_X_OBSERVABILITY) counts only the points the SDK
-// converted. Figures are in the README (BenchmarkCollectExport).
+// regroup of the message, kept across retries. The SDK's experimental
+// self-observability of its exporter (OTEL_GO_X_OBSERVABILITY) counts only
+// the points the SDK converted. Figures are in the README (BenchmarkCollectExport).
 //
 // Over gRPC, a request above 3 MiB goes out as a few requests of whole
 // resources each under it, because gRPC servers (the Collector's OTLP
@@ -488,12 +489,12 @@ func (p *Provider) RegisterMetrics(m metric.Meter) error {
 	requests := set.Int64("fleetagent.otlpexport.requests")
 	sentBytes := set.Int64("fleetagent.otlpexport.sent")
 	return set.Register(func(_ context.Context, o metric.Observer) error {
-		s := p.exp.stats()
+		s := p.Stats()
 		o.ObserveInt64(exports, int64(s.Exports), metric.WithAttributes(attribute.String("result", "success")))
 		o.ObserveInt64(exports, int64(s.Failures), metric.WithAttributes(attribute.String("result", "failure")))
 		o.ObserveInt64(points, int64(s.LastDataPoints))
-		o.ObserveInt64(requests, int64(p.sent.requests.Load()))
-		o.ObserveInt64(sentBytes, int64(p.sent.bytes.Load()))
+		o.ObserveInt64(requests, int64(s.SentRequests))
+		o.ObserveInt64(sentBytes, int64(s.SentBytes))
 		return nil
 	})
 }

@@ -566,6 +566,23 @@ func TestSentRequestsAndBytes(t *testing.T) {
 			}
 		})
 	}
+	// An export sent over gRPC in parts (here above 4 KiB a part): each
+	// part is a request of its own.
+	t.Run("grpc in parts", func(t *testing.T) {
+		e := setup(t, ProtocolGRPC, Config{Retry: fastRetry}, func(p *Provider) { p.split.maxGRPCBytes = 4096 })
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.prov.ForceFlush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		parts, wire := e.recv.Exports(), 0
+		for _, x := range parts {
+			wire += x.WireBytes
+		}
+		if s := e.prov.Stats(); len(parts) < 2 || s.SentRequests != uint64(len(parts)) || s.SentBytes != uint64(wire) {
+			t.Fatalf("one export in %d parts of %d bytes: %d requests and %d bytes counted", len(parts), wire, s.SentRequests, s.SentBytes)
+		}
+	})
 }
 
 // TestSentNothingWhileCollectorDown: an export to a port nothing listens on

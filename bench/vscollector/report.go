@@ -82,6 +82,10 @@ func Rows(fa, oc []Window) []Row {
 		if r.Fleetagent <= r.Collector*1.005 {
 			continue
 		}
+		// The data points each agent sends, which CPU, allocations and
+		// payload follow.
+		fp, cp := self(func(w Window) float64 { return w.PointsPerMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
+		r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		switch i {
 		case RowRequests:
 			s := self(func(w Window) float64 { return w.SelfReqPerMin })
@@ -90,7 +94,7 @@ func Rows(fa, oc []Window) []Row {
 			s := self(func(w Window) float64 { return w.SelfPayloadKiB })
 			r.Why = fmt.Sprintf("fleetagent's self-metrics are %.1f KiB/min of its payload (the Collector pushes none of its own telemetry)", s)
 			if i == RowPayload && r.Fleetagent-s > r.Collector {
-				fp, sp, cp := self(func(w Window) float64 { return w.PointsPerMin }), self(func(w Window) float64 { return w.SelfPointsMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
+				sp := self(func(w Window) float64 { return w.SelfPointsMin })
 				r.Why += fmt.Sprintf("; its product metrics alone are %.1f KiB/min, still above: %.0f data points/min against the Collector's %.0f", r.Fleetagent-s, fp-sp, cp)
 			}
 		case RowSameSeries:
@@ -98,7 +102,6 @@ func Rows(fa, oc []Window) []Row {
 		case RowCPU, RowAlloc, RowAllocLessReads:
 			// CPU and allocations follow the data points sent; say so
 			// per point.
-			fp, cp := self(func(w Window) float64 { return w.PointsPerMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
 			if fp > 0 && cp > 0 {
 				unit, scale := "KiB allocated", 1024.0
 				if i == RowCPU {
@@ -106,22 +109,15 @@ func Rows(fa, oc []Window) []Row {
 				}
 				r.Why = fmt.Sprintf("fleetagent sends %.0f data points/min against the Collector's %.0f; per 1,000 data points sent, %.1f %s against %.1f (%.2fx)",
 					fp, cp, r.Fleetagent*scale/fp*1000, unit, r.Collector*scale/cp*1000, (r.Fleetagent/fp)/(r.Collector/cp))
-				break
 			}
-			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		case RowHeap:
 			// A heap is a level with a base of its own (the runtime,
 			// the informers' caches), not a rate: the points are given
 			// beside it, not divided into it.
-			fp, cp := self(func(w Window) float64 { return w.PointsPerMin }), stat(oc, func(w Window) float64 { return w.PointsPerMin }).med
 			if fp > 0 && cp > 0 {
 				r.Why = fmt.Sprintf("fleetagent sends %.0f data points/min against the Collector's %.0f (%.2fx); this benchmark does not measure how much of either heap grows with the data points",
 					fp, cp, fp/cp)
-				break
 			}
-			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
-		default:
-			r.Why = "above the Collector; this benchmark does not break the cause down (see README)"
 		}
 	}
 	return rows

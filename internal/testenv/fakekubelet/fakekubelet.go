@@ -1,5 +1,5 @@
-// Package fakekubelet is the one stand-in kubelet of the tests and `make
-// run`: it serves a recorded /stats/summary on loopback, either as recorded
+// Package fakekubelet is the stand-in kubelet that the tests and `make
+// run` share: it serves a recorded /stats/summary on loopback, either as recorded
 // or re-keyed to the real pods of a simulated node (their names, namespaces,
 // UIDs and container names), so that the agent's join of kubelet usage with
 // its informers' pods runs end to end. For those pods it also serves /pods,
@@ -36,9 +36,10 @@ import (
 type Server struct {
 	srv *httptest.Server
 
+	tokens map[string]bool // Options.Tokens; never changed
+
 	mu       sync.Mutex
-	template stats.Summary   // the recording, for SetPods
-	tokens   map[string]bool // Options.Tokens
+	template stats.Summary // the recording, for SetPods
 	body     []byte
 	podsBody []byte // /pods: a PodList of the pods of SetPods; nil before
 	status   int
@@ -246,12 +247,7 @@ func (s *Server) URL() string { return s.srv.URL }
 
 // Certificate is the certificate served over HTTPS (nil over HTTP): the
 // test server's own when Options.TLS named none.
-func (s *Server) Certificate() *x509.Certificate {
-	if s.srv.TLS == nil {
-		return nil
-	}
-	return s.srv.Certificate()
-}
+func (s *Server) Certificate() *x509.Certificate { return s.srv.Certificate() }
 
 // Requests counts the requests served.
 func (s *Server) Requests() int64 { return s.requests.Load() }
