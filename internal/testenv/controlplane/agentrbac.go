@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -126,5 +127,38 @@ func (cp *ControlPlane) GrantAgent(ctx context.Context, users ...string) error {
 			}
 		}
 	}
+	// Return once the authorizer applies what was granted: the first rule
+	// of each role, for each user.
+	var attrs []authorizationv1.ResourceAttributes
+	for _, r := range rbac.ClusterRoles {
+		attrs = append(attrs, firstRule(r.Rules, ""))
+	}
+	for _, r := range rbac.Roles {
+		attrs = append(attrs, firstRule(r.Rules, r.Namespace))
+	}
+	for _, u := range users {
+		for _, a := range attrs {
+			if err := waitAllowed(ctx, c, u, a); err != nil {
+				return fmt.Errorf("controlplane: grant agent: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// firstRule is what the first rule of rules grants, in namespace ns.
+func firstRule(rules []rbacv1.PolicyRule, ns string) authorizationv1.ResourceAttributes {
+	a := authorizationv1.ResourceAttributes{Namespace: ns}
+	if len(rules) == 0 {
+		return a
+	}
+	r := rules[0]
+	first := func(l []string) string {
+		if len(l) == 0 {
+			return ""
+		}
+		return l[0]
+	}
+	a.Verb, a.Group, a.Resource, a.Name = first(r.Verbs), first(r.APIGroups), first(r.Resources), first(r.ResourceNames)
+	return a
 }

@@ -28,7 +28,8 @@ import (
 // level with no seats that rejects (429 with Retry-After) what it cannot
 // admit, through a FlowSchema named name that outranks the bootstrap
 // schemas. It returns lift, which deletes both objects; lift is safe to
-// call more than once.
+// call more than once. It returns once the apiserver serves the first of
+// users from the new level.
 //
 // A level with no seats still admits one request while nothing else runs
 // in it, so a client that sends one request at a time is only rejected
@@ -51,7 +52,8 @@ func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...s
 			},
 		},
 	}
-	if _, err := admin.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, plc, metav1.CreateOptions{}); err != nil {
+	plc, err = admin.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, plc, metav1.CreateOptions{})
+	if err != nil {
 		return nil, fmt.Errorf("create priority level %s: %w", name, err)
 	}
 	subjects := make([]flowcontrolv1.Subject, 0, len(users))
@@ -89,7 +91,41 @@ func (cp *ControlPlane) RejectUsers(ctx context.Context, name string, users ...s
 		_ = lift(ctx)
 		return nil, fmt.Errorf("create flow schema %s: %w", name, err)
 	}
+	if len(users) > 0 {
+		if err := cp.waitForLevel(ctx, string(plc.UID), users[0]); err != nil {
+			_ = lift(ctx)
+			return nil, fmt.Errorf("controlplane: %s's requests never reached priority level %s: %w", users[0], name, err)
+		}
+	}
 	return lift, nil
+}
+
+// waitForLevel waits until API Priority and Fairness serves user's requests
+// from the priority level whose UID is uid, as the apiserver says in each
+// response's X-Kubernetes-PF-PriorityLevel-UID header (set before
+// authorization): it applies a new FlowSchema a moment after its creation.
+func (cp *ControlPlane) waitForLevel(ctx context.Context, uid, user string) error {
+	cfg := cp.UserConfig(user)
+	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return err
+	}
+	tr := &http.Transport{TLSClientConfig: tlsCfg}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+"/api", nil)
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.Header.Get("X-Kubernetes-PF-PriorityLevel-UID") == uid, nil
+	})
 }
 
 // HoldSeat starts one request as user that stays executing in the
@@ -124,15 +160,9 @@ func (cp *ControlPlane) HoldSeat(ctx context.Context, ns, user string) (release 
 	if err := grantListConfigMaps(ctx, admin, ns, user); err != nil {
 		return nil, err
 	}
-	// The authorizer sees a new binding once its watch delivers it: a LIST
-	// sent before then would be refused and hold no seat.
-	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "list", Resource: "configmaps"}}}
-	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		return err == nil && got.Status.Allowed, nil
-	}); err != nil {
-		return nil, fmt.Errorf("controlplane: hold seat: %s may not list the ConfigMaps of %s yet: %w", user, ns, err)
+	// A LIST sent before the authorizer sees the binding would be refused.
+	if err := waitAllowed(ctx, admin, user, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "list", Resource: "configmaps"}); err != nil {
+		return nil, fmt.Errorf("controlplane: hold seat: %w", err)
 	}
 	cfg := cp.UserConfig(user)
 	tlsCfg, err := rest.TLSConfigFor(cfg)
@@ -217,6 +247,20 @@ func grantListConfigMaps(ctx context.Context, admin kubernetes.Interface, ns, us
 	}
 	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("controlplane: hold seat: %w", err)
+	}
+	return nil
+}
+
+// waitAllowed waits until a SubjectAccessReview allows user attrs: the
+// authorizer sees a new binding only once its watch delivers it.
+func waitAllowed(ctx context.Context, admin kubernetes.Interface, user string, attrs authorizationv1.ResourceAttributes) error {
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &attrs}}
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		return err == nil && got.Status.Allowed, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s may not %s %s in %q yet: %w", user, attrs.Verb, attrs.Resource, attrs.Namespace, err)
 	}
 	return nil
 }
